@@ -1,0 +1,84 @@
+# The verbs a newcomer looks for. Every target creates .venv on first use.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
+export PIP_DISABLE_PIP_VERSION_CHECK := 1
+
+.PHONY: serve test lint fmt typecheck layers rules pytest bench demo clean proto
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e '.[test]'
+	rm -f $(VENV)/.installed-* && touch $@
+
+venv: $(STAMP)
+
+## make serve: build and register the demo models, then serve them on 127.0.0.1:8000
+serve: $(STAMP)
+	$(BIN)/python demo/build.py --home $${PITSTOP_HOME:-.pitstop}
+	PITSTOP_HOME=$${PITSTOP_HOME:-.pitstop} $(BIN)/pitstop serve
+
+## make test: lint, types, layer contracts, then the whole pytest suite
+test: lint typecheck layers rules pytest
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+typecheck: $(STAMP)
+	$(BIN)/mypy
+
+## make rules: check the Prometheus alert rules in deploy/ (promtool, Debian package prometheus;
+## installed here when missing and running as root, else skipped with a message)
+rules:
+	@if ! command -v promtool >/dev/null 2>&1; then \
+		if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+			echo "promtool missing: apt-get install prometheus"; \
+			apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
+				apt-get install -y -qq --no-install-recommends prometheus >/dev/null; \
+		fi; \
+	fi; \
+	if command -v promtool >/dev/null 2>&1; then \
+		promtool check rules deploy/prometheus/alerts.yml; \
+	else \
+		echo "SKIPPED: promtool not found and not installable here (not root or no apt-get);" \
+			"install Debian's prometheus package to check deploy/prometheus/alerts.yml"; \
+	fi
+
+layers: $(STAMP)
+	$(BIN)/lint-imports
+
+pytest: $(STAMP)
+	$(BIN)/pytest -q
+
+## make bench: the throughput table (wrk, h2load; MLServer 1.7.1 in bench/.venv-mlserver) and
+## the reliability figures. Load tools come from Debian (wrk, nghttp2-client).
+bench: $(STAMP)
+	@for tool in wrk:wrk h2load:nghttp2-client; do \
+		command -v $${tool%%:*} >/dev/null 2>&1 || { \
+			[ "$$(id -u)" = 0 ] && apt-get update -qq && \
+			DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $${tool##*:} >/dev/null; } \
+			|| { echo "install $${tool##*:} (Debian) to run the benchmarks"; exit 1; }; \
+	done
+	$(BIN)/pip install -q -e '.[bench]'
+	$(BIN)/python bench/throughput.py
+	$(BIN)/python bench/reliability.py --flips 100 --cycles 200 --workers 4
+
+fmt: $(STAMP)
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+PROTO := pitstop/transports/proto/inference.proto
+
+## make proto: regenerate the committed gRPC modules next to $(PROTO)
+proto: $(STAMP)
+	$(BIN)/python -m grpc_tools.protoc -I. --python_out=. --pyi_out=. --grpc_python_out=. $(PROTO)
+	@# A private descriptor pool: tritonclient registers the same `inference.*` names in the
+	@# default pool, and both must be importable in one process.
+	sed -i 's/_descriptor_pool\.Default()\.AddSerializedFile(/_descriptor_pool.DescriptorPool().AddSerializedFile(/' \
+		$(PROTO:.proto=_pb2.py)
+
+clean:
+	rm -rf $(VENV) .pitstop .mypy_cache .ruff_cache .pytest_cache

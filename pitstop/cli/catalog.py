@@ -1,0 +1,253 @@
+"""Registry commands: push, list, versions, aliases, tokens, status and history."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import click
+from rich.table import Table
+
+from pitstop.cli.context import (
+    Context,
+    err,
+    json_option,
+    out,
+    pass_context,
+    plain,
+    print_json,
+    progress,
+    v,
+    when,
+)
+from pitstop.cli.observability import store_reference
+from pitstop.registry import (
+    read_manifest,
+)
+from pitstop.security.token import READ, SCOPES, TokenFile
+from pitstop.serving.warmup import load_and_validate
+from pitstop.transports.app import serve as run_server
+
+
+@click.command()
+@click.option("--host", help="Address to bind (default 127.0.0.1).")
+@click.option("--http-port", type=int, help="REST port (default 8000).")
+@click.option("--grpc-port", type=int, help="gRPC port (default 8001).")
+@pass_context
+def serve(ctx: Context, host: str | None, http_port: int | None, grpc_port: int | None) -> None:
+    """Serve every aliased model version over the Open Inference Protocol."""
+    changes = {"host": host, "http_port": http_port, "grpc_port": grpc_port}
+    settings = ctx.settings.model_copy(update={k: v for k, v in changes.items() if v is not None})
+    run_server(settings)
+
+
+@click.group()
+def models() -> None:
+    """Register model versions and list models."""
+
+
+@models.command("push")
+@click.argument("path", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--name", required=True, help="Model name.")
+@click.option("--alias", "aliases", multiple=True, help="Point this alias at the version.")
+@click.option("--meta", "metas", multiple=True, help="Lineage metadata KEY=VALUE (repeatable).")
+@click.option("--trust-pickle", is_flag=True, help="Allow pickle/joblib deserialisation.")
+@click.option("--trust-code", is_flag=True, help="Allow the package's Python handler to run.")
+@click.option("--reason", help="Why, for the audit history.")
+@click.option(
+    "--reference",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="Reference data (.csv, .jsonl, .parquet) profiled for drift monitoring.",
+)
+@click.option(
+    "--no-validate",
+    is_flag=True,
+    help="Skip loading the model and running its warm-up examples before registering it.",
+)
+@json_option
+@pass_context
+def push(
+    ctx: Context,
+    path: Path,
+    name: str,
+    aliases: tuple[str, ...],
+    metas: tuple[str, ...],
+    trust_pickle: bool,
+    trust_code: bool,
+    reason: str | None,
+    reference: Path | None,
+    no_validate: bool,
+    as_json: bool,
+) -> None:
+    """Push PATH (a folder with pitstop.yaml, or an MLflow model folder) as a new version.
+
+    Unless --no-validate, the model is loaded here first and its warm-up examples run (and
+    compared with their expected outputs), so a broken package is never registered."""
+    meta = _parse_meta(metas)
+    if not no_validate:
+        runtime, _metadata, report = load_and_validate(
+            path,
+            read_manifest(path),
+            trust_pickle=trust_pickle,
+            trust_code=trust_code,
+            threads=1,
+            runs=2,
+        )
+        runtime.unload()
+        if not report.deterministic:
+            err.print("warning: two runs of a warm-up example gave different outputs")
+    with ctx.registry() as registry, progress(f"pushing {path}", quiet=as_json) as on_bytes:
+        result = registry.push(
+            path,
+            name=name,
+            aliases=aliases,
+            meta=meta,
+            actor=ctx.actor,
+            trust_pickle=trust_pickle,
+            trust_code=trust_code,
+            reason=reason,
+            progress=on_bytes,
+        )
+        if reference is not None:
+            store_reference(registry, name, result.version.number, reference, ctx.actor)
+    version = result.version
+    if as_json:
+        print_json({"created": result.created, **plain(version)})
+        return
+    verb = "pushed" if result.created else "already present as"
+    out.print(f"{verb} {version.model} v{version.number} {version.digest}", soft_wrap=True)
+    for alias in aliases:
+        out.print(f"  {alias} → v{version.number}")
+
+
+@models.command("list")
+@json_option
+@pass_context
+def list_models(ctx: Context, as_json: bool) -> None:
+    """Every model with its latest version and aliases."""
+    with ctx.registry() as registry:
+        rows = registry.models()
+    if as_json:
+        print_json([plain(row) for row in rows])
+        return
+    table = Table("MODEL", "LATEST", "ALIASES", "CREATED")
+    for row in rows:
+        aliases = ", ".join(f"{a}→v{v}" for a, v in sorted(row.aliases.items()))
+        table.add_row(row.name, v(row.latest_version), aliases, when(row.created_at))
+    out.print(table)
+
+
+@click.command()
+@click.argument("model")
+@json_option
+@pass_context
+def versions(ctx: Context, model: str, as_json: bool) -> None:
+    """The versions of MODEL, newest first."""
+    with ctx.registry() as registry:
+        rows = registry.versions(model)
+        aliases = registry.aliases(model)
+    if as_json:
+        print_json([plain(row) for row in rows])
+        return
+    by_version: dict[int, list[str]] = {}
+    for alias, number in aliases.items():
+        by_version.setdefault(number, []).append(alias)
+    table = Table("VERSION", "DIGEST", "RUNTIME", "ALIASES", "META", "CREATED", "BY")
+    for row in rows:
+        meta = " ".join(f"{k}={v}" for k, v in sorted(row.meta.items()))
+        table.add_row(
+            f"v{row.number}",
+            row.digest[:19],
+            row.runtime,
+            ", ".join(sorted(by_version.get(row.number, []))),
+            meta,
+            when(row.created_at),
+            row.created_by,
+        )
+    out.print(table)
+
+
+@click.group()
+def alias() -> None:
+    """Point aliases (production, staging, any name) at versions."""
+
+
+@alias.command("set")
+@click.argument("model")
+@click.argument("name")
+@click.argument("version", type=int)
+@click.option("--reason", help="Why, for the audit history.")
+@pass_context
+def alias_set(ctx: Context, model: str, name: str, version: int, reason: str | None) -> None:
+    """Point alias NAME of MODEL at VERSION."""
+    with ctx.registry() as registry:
+        registry.set_alias(model, name, version, actor=ctx.actor, reason=reason)
+    out.print(f"{model}: {name} → v{version}")
+
+
+@alias.command("delete")
+@click.argument("model")
+@click.argument("name")
+@click.option("--reason", help="Why, for the audit history.")
+@pass_context
+def alias_delete(ctx: Context, model: str, name: str, reason: str | None) -> None:
+    """Remove alias NAME of MODEL (the server stops serving it)."""
+    with ctx.registry() as registry:
+        registry.delete_alias(model, name, actor=ctx.actor, reason=reason)
+    out.print(f"{model}: {name} removed")
+
+
+@click.group()
+def token() -> None:
+    """Bearer tokens for management calls (kept in PITSTOP_HOME/tokens.json, mode 0600)."""
+
+
+@token.command("create")
+@click.argument("name")
+@click.option(
+    "--scope",
+    "scopes",
+    multiple=True,
+    type=click.Choice(sorted(SCOPES)),
+    default=[READ],
+    show_default=True,
+    help="admin: change what is served; read: read management data.",
+)
+@pass_context
+def token_create(ctx: Context, name: str, scopes: tuple[str, ...]) -> None:
+    """Create a token and print it once (only its digest is stored)."""
+    click.echo(TokenFile(ctx.settings.home).create(name, scopes))
+
+
+@token.command("list")
+@json_option
+@pass_context
+def token_list(ctx: Context, as_json: bool) -> None:
+    """Token names and scopes (never the secrets)."""
+    tokens = TokenFile(ctx.settings.home).load()
+    if as_json:
+        print_json([{"name": t.name, "scopes": sorted(t.scopes)} for t in tokens])
+        return
+    table = Table("NAME", "SCOPES")
+    for item in tokens:
+        table.add_row(item.name, ", ".join(sorted(item.scopes)))
+    out.print(table)
+
+
+@token.command("revoke")
+@click.argument("name")
+@pass_context
+def token_revoke(ctx: Context, name: str) -> None:
+    """Revoke a token; running servers stop accepting it at once."""
+    TokenFile(ctx.settings.home).revoke(name)
+    out.print(f"revoked {name}")
+
+
+def _parse_meta(items: Sequence[str]) -> dict[str, str]:
+    meta = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise click.BadParameter(f"{item!r} is not KEY=VALUE", param_hint="--meta")
+        meta[key] = value
+    return meta

@@ -1,0 +1,100 @@
+"""What every ``pitstop`` command shares: the context object (settings, actor, registry) and
+output helpers (tables on a terminal, JSON with ``--json``, one-line errors)."""
+
+from __future__ import annotations
+
+import dataclasses
+import getpass
+import json
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import datetime
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+from rich.console import Console
+from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
+
+from pitstop.registry import Registry
+from pitstop.settings import Settings
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+out = Console()
+err = Console(stderr=True)
+
+
+@dataclasses.dataclass
+class Context:
+    settings: Settings
+
+    @property
+    def actor(self) -> str:
+        return self.settings.actor or getpass.getuser()
+
+    @contextmanager
+    def registry(self) -> Iterator[Registry]:
+        registry = Registry.open(
+            self.settings.resolved_registry_url(), self.settings.resolved_artifact_root()
+        )
+        try:
+            yield registry
+        finally:
+            registry.close()
+
+
+pass_context = click.make_pass_decorator(Context)
+
+
+def json_option(func: F) -> F:
+    return click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")(
+        func
+    )
+
+
+@contextmanager
+def progress(label: str, quiet: bool) -> Iterator[Callable[[int, int], None] | None]:
+    if quiet or not err.is_terminal:
+        yield None
+        return
+    with Progress(
+        TextColumn(label),
+        BarColumn(),
+        DownloadColumn(),
+        TransferSpeedColumn(),
+        console=err,
+        transient=True,
+    ) as bar:
+        task = bar.add_task(label, total=None)
+
+        def update(done: int, total: int) -> None:
+            bar.update(task, completed=done, total=total)
+
+        yield update
+
+
+def plain(value: Any) -> Any:
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, dict):
+        return {str(k): plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [plain(v) for v in value]
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, Path):
+        return str(value)
+    return value
+
+
+def print_json(value: Any) -> None:
+    click.echo(json.dumps(plain(value), indent=2, default=str))
+
+
+def v(number: int | None) -> str:
+    return "" if number is None else f"v{number}"
+
+
+def when(at: datetime | None) -> str:
+    return "" if at is None else at.astimezone().strftime("%Y-%m-%d %H:%M:%S")

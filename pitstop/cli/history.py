@@ -1,0 +1,212 @@
+"""``pitstop status`` and ``pitstop history``: what serves now, and what served when."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import click
+from rich.table import Table
+
+from pitstop.cli.context import (
+    Context,
+    json_option,
+    out,
+    pass_context,
+    plain,
+    print_json,
+    v,
+    when,
+)
+from pitstop.cli.delivery import duration_s
+from pitstop.registry import (
+    AuditEvent,
+    Registry,
+    TimelineEntry,
+    replay,
+    served_at,
+)
+
+
+@click.command()
+@click.argument("model", required=False)
+@json_option
+@pass_context
+def status(ctx: Context, model: str | None, as_json: bool) -> None:
+    """What each model serves right now: alias → version, digest, state, since when."""
+    with ctx.registry() as registry:
+        rows = _status_rows(registry, model)
+    if as_json:
+        print_json(rows)
+        return
+    table = Table("MODEL", "ALIAS", "TARGET", "SERVING", "DIGEST", "STATE", "SINCE", "REPLICA")
+    for row in rows:
+        state = row["state"] + (f": {row['error']}" if row["error"] else "")
+        table.add_row(
+            row["model"],
+            row["alias"],
+            v(row["target"]),
+            v(row["serving"]),
+            (row["digest"] or "")[:19],
+            state,
+            when(row["since"]),
+            row["replica"] or "",
+        )
+    out.print(table)
+
+
+@click.command()
+@click.argument("model", required=False)
+@click.option("--limit", type=int, default=50, show_default=True, help="Newest N events.")
+@click.option("--since", help="Only changes since: a duration (24h, 30m) or a time.")
+@click.option("--at", "at_text", help="What served MODEL at this time ('2026-11-21 14:00').")
+@json_option
+@pass_context
+def history(
+    ctx: Context,
+    model: str | None,
+    limit: int,
+    since: str | None,
+    at_text: str | None,
+    as_json: bool,
+) -> None:
+    """Every registry change, who/when/what/why, newest first. With MODEL, each change shows
+    the traffic split it left behind (which versions served which share); --at answers
+    "what served at that time?"."""
+    with ctx.registry() as registry:
+        events = registry.history(model, limit=None if model else limit)
+    entries = replay(events) if model else []
+    if at_text is not None:
+        if model is None:
+            raise click.UsageError("--at needs a MODEL")
+        _print_served_at(model, entries, _time(at_text), as_json)
+        return
+    cutoff = _time(since) if since else None
+    events = [e for e in events if cutoff is None or e.at >= cutoff][:limit]
+    serving = {e.event.id: _shares(e.shares) for e in entries}
+    if as_json:
+        print_json([{**plain(e), "serving": serving.get(e.id)} for e in events])
+        return
+    table = Table("WHEN", "ACTOR", "ACTION", "MODEL", "WHAT", "SERVING AFTER", "REASON")
+    for event in events:
+        table.add_row(
+            when(event.at),
+            event.actor,
+            event.action,
+            event.model or "",
+            _what(event),
+            serving.get(event.id, ""),
+            event.reason or "",
+        )
+    out.print(table)
+
+
+def _print_served_at(model: str, entries: list[TimelineEntry], at: datetime, as_json: bool) -> None:
+    entry = served_at(entries, at)
+    if as_json:
+        print_json(
+            None if entry is None else {
+                "model": model, "at": at.isoformat(), "since": entry.at.isoformat(),
+                "shares": {str(v): s for v, s in entry.shares.items()},
+                "shadows": {str(v): r for v, r in entry.shadows.items()},
+                "aliases": entry.aliases, "set_by": plain(entry.event),
+            }
+        )  # fmt: skip
+        return
+    if entry is None:
+        out.print(f"{model} served nothing at {when(at)} (no alias yet)")
+        return
+    out.print(f"{model} at {when(at)}: {_shares(entry.shares) or 'nothing'}")
+    if entry.shadows:
+        out.print("  shadows: " + ", ".join(f"v{v} at {r:g}" for v, r in entry.shadows.items()))
+    event = entry.event
+    reason = f" — {event.reason}" if event.reason else ""
+    out.print(f"  since {when(entry.at)}: {event.action} by {event.actor}{reason}")
+
+
+def _shares(shares: dict[int, float]) -> str:
+    return " · ".join(f"v{v} {s:g}%" for v, s in sorted(shares.items(), key=lambda i: -i[1]))
+
+
+def _time(text: str) -> datetime:
+    """A duration before now (24h, 30m) or an ISO-like time (local time unless it has a zone)."""
+    try:
+        return datetime.now(UTC) - timedelta(seconds=duration_s(text))
+    except click.BadParameter:
+        pass
+    try:
+        parsed = datetime.fromisoformat(text.strip())
+    except ValueError:
+        raise click.BadParameter(f"{text!r} is neither a duration (24h) nor a time") from None
+    return parsed.astimezone() if parsed.tzinfo is None else parsed
+
+
+def _status_rows(registry: Registry, model: str | None) -> list[dict[str, Any]]:
+    """Alias rows joined with the states servers reported. When an alias's target is not READY,
+    the version serving it is the newest earlier target that still is (the manager keeps the old
+    route until the new version is READY)."""
+    states = registry.serving_states(model)
+    rows: list[dict[str, Any]] = []
+    for record in registry.models():
+        if model is not None and record.name != model:
+            continue
+        model_states = [s for s in states if s.model == record.name]
+        replicas: list[str | None] = [*sorted({s.replica for s in model_states})] or [None]
+        for alias_name, target in sorted(record.aliases.items()):
+            previous = _previous_targets(registry, record.name, alias_name)
+            for replica in replicas:
+                by_version = {s.version: s for s in model_states if s.replica == replica}
+                mine = by_version.get(target)
+                serving = next(
+                    (
+                        v
+                        for v in [target, *previous]
+                        if v in by_version and by_version[v].state == "READY"
+                    ),
+                    None,
+                )
+                shown = by_version.get(serving) if serving is not None else mine
+                rows.append(
+                    {
+                        "model": record.name,
+                        "alias": alias_name,
+                        "target": target,
+                        "serving": serving,
+                        "digest": shown.digest if shown else None,
+                        "state": mine.state if mine else "NOT LOADED",
+                        "since": shown.since if shown else None,
+                        "error": mine.error if mine else None,
+                        "replica": replica,
+                    }
+                )
+    return rows
+
+
+def _previous_targets(registry: Registry, model: str, alias_name: str) -> list[int]:
+    targets = []
+    for event in registry.history(model, limit=200):
+        if event.action == "alias.set" and event.alias == alias_name and event.before:
+            number = event.before.get("version")
+            if isinstance(number, int):
+                targets.append(number)
+    return targets
+
+
+def _what(event: AuditEvent) -> str:
+    parts = []
+    if event.alias:
+        parts.append(event.alias)
+    if event.before is not None or event.after is not None:
+        parts.append(f"{_brief(event.before)} → {_brief(event.after)}")
+    elif event.version is not None:
+        parts.append(f"v{event.version}")
+    return " ".join(parts)
+
+
+def _brief(value: Any) -> str:
+    if value is None:
+        return "∅"
+    if isinstance(value, dict) and "version" in value:
+        return f"v{value['version']}"
+    return json.dumps(value, default=str, sort_keys=True)

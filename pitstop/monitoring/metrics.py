@@ -1,0 +1,272 @@
+"""Every Prometheus metric pitstop exports, defined here and only here (the one module that
+imports ``prometheus_client``). docs/observability.md lists them with their labels and alerts.
+
+Nothing is recorded through ``prometheus_client`` on the request path: requests are recorded
+into plain-Python series (:mod:`pitstop.monitoring.requests`), and this module turns those, the
+serving :class:`~pitstop.monitoring.inventory.Inventory`, drift scores and cost into metric
+families when ``/metrics`` is scraped. A scrape therefore costs O(series) on the event loop and
+a request costs no more than an attribute update. Labels are bounded: model and version come from
+the registry, everything else from fixed tables (no request or user ids).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator
+from typing import Final
+
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, ProcessCollector
+from prometheus_client import generate_latest as _generate
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    InfoMetricFamily,
+    Metric,
+)
+from prometheus_client.registry import Collector
+
+from pitstop.monitoring.cost import CostReport
+from pitstop.monitoring.drift_monitor import DriftMonitor
+from pitstop.monitoring.histogram import Histogram
+from pitstop.monitoring.inventory import Inventory
+from pitstop.monitoring.requests import RequestRecorder, VersionSeries
+
+CONTENT_TYPE: Final = CONTENT_TYPE_LATEST
+STATES: Final = ("LOADING", "READY", "DRAINING", "UNLOADED", "FAILED")
+MV: Final = ["model", "version"]
+
+
+def _version(series: VersionSeries) -> str:
+    return "" if series.version is None else str(series.version)
+
+
+def _buckets(histogram: Histogram) -> list[tuple[str, float]]:
+    return [
+        ("+Inf" if bound == float("inf") else repr(bound), float(count))
+        for bound, count in histogram.cumulative()
+    ]
+
+
+class _Collector(Collector):
+    def __init__(self, exporter: MetricsExporter) -> None:
+        self._exporter = exporter
+
+    def collect(self) -> Iterable[Metric]:
+        exporter = self._exporter
+        build = InfoMetricFamily("pitstop_build", "The pitstop release serving.")
+        build.add_metric([], {"version": exporter.server_version})
+        yield build
+        if exporter.requests is not None:
+            yield from _request_families(exporter.requests)
+        yield from _inventory_families(exporter.inventory())
+        if exporter.drift is not None:
+            yield from _drift_families(exporter.drift)
+        if exporter.cost is not None:
+            yield from _cost_families(exporter.cost())
+
+
+class MetricsExporter:
+    """Renders ``/metrics``: requests, serving state, drift, cost and the process (RSS, CPU,
+    open files). Call :meth:`render` on the event loop, where the recorders are updated."""
+
+    def __init__(
+        self,
+        *,
+        server_version: str,
+        inventory: Callable[[], Inventory],
+        requests: RequestRecorder | None = None,
+        drift: DriftMonitor | None = None,
+        cost: Callable[[], CostReport] | None = None,
+    ) -> None:
+        self.server_version = server_version
+        self.inventory = inventory
+        self.requests = requests
+        self.drift = drift
+        self.cost = cost
+        self._registry = CollectorRegistry(auto_describe=False)
+        self._registry.register(_Collector(self))
+        ProcessCollector(registry=self._registry)
+
+    def render(self) -> bytes:
+        """The Prometheus text exposition format (``CONTENT_TYPE``)."""
+        return _generate(self._registry)
+
+
+def _request_families(recorder: RequestRecorder) -> Iterator[Metric]:
+    tvo = [*MV, "transport", "outcome"]
+    duration = HistogramMetricFamily(
+        "pitstop_request_duration_seconds",
+        "Time from the DataPlane taking a request to its answer (or error).",
+        labels=tvo,
+    )
+    requests = CounterMetricFamily("pitstop_requests", "Inference requests.", labels=tvo)
+    errors = CounterMetricFamily(
+        "pitstop_request_errors",
+        "Failed requests by error type.",
+        labels=[*MV, "transport", "type"],
+    )
+    queue = HistogramMetricFamily(
+        "pitstop_queue_wait_seconds", "Time a request waited for its runtime call.", labels=MV
+    )
+    compute = HistogramMetricFamily(
+        "pitstop_compute_seconds", "Duration of runtime calls (one per batch).", labels=MV
+    )
+    batch = HistogramMetricFamily("pitstop_batch_size", "Rows per runtime call.", labels=MV)
+    rows = CounterMetricFamily("pitstop_predictions", "Rows answered successfully.", labels=MV)
+    cache = CounterMetricFamily(
+        "pitstop_cache_requests", "Response cache lookups.", labels=[*MV, "result"]
+    )
+    classes = CounterMetricFamily(
+        "pitstop_output_class", "Predicted classes (first output).", labels=[*MV, "class"]
+    )
+    scores = HistogramMetricFamily(
+        "pitstop_output_score", "Predicted scores (first output, one column).", labels=MV
+    )
+    for series in recorder:
+        mv = [series.model, _version(series)]
+        for (transport, outcome), histogram in sorted(series.durations.items()):
+            labels = [*mv, transport, outcome]
+            duration.add_metric(labels, _buckets(histogram), histogram.total)
+            requests.add_metric(labels, histogram.count)
+        for (transport, kind), count in sorted(series.errors.items()):
+            errors.add_metric([*mv, transport, kind], count)
+        if series.version is None:
+            continue
+        if series.queue.count:
+            queue.add_metric(mv, _buckets(series.queue), series.queue.total)
+        if series.compute.count:
+            compute.add_metric(mv, _buckets(series.compute), series.compute.total)
+            batch.add_metric(mv, _buckets(series.batch_sizes), series.batch_sizes.total)
+        rows.add_metric(mv, series.rows)
+        if series.cache_hits or series.cache_misses:
+            cache.add_metric([*mv, "hit"], series.cache_hits)
+            cache.add_metric([*mv, "miss"], series.cache_misses)
+        for label, count in sorted(series.outputs.classes.items()):
+            classes.add_metric([*mv, label], count)
+        if series.outputs.scores.count:
+            histogram = series.outputs.scores
+            scores.add_metric(mv, _buckets(histogram), histogram.total)
+    yield from (duration, requests, errors, queue, compute, batch, rows, cache, classes, scores)
+
+
+def _inventory_families(inventory: Inventory) -> Iterator[Metric]:
+    state = GaugeMetricFamily(
+        "pitstop_model_state", "1 for the state a version is in.", labels=[*MV, "state"]
+    )
+    info = InfoMetricFamily(
+        "pitstop_model_version", "Content digest and runtime of each version held.", labels=MV
+    )
+    depth = GaugeMetricFamily("pitstop_queue_depth", "Requests waiting to run.", labels=MV)
+    inflight = GaugeMetricFamily(
+        "pitstop_inflight_requests", "Requests holding a version (queued or running).", labels=MV
+    )
+    load = GaugeMetricFamily(
+        "pitstop_model_load_seconds", "Duration of the version's last successful load.", labels=MV
+    )
+    loaded = GaugeMetricFamily(
+        "pitstop_loaded_versions", "READY versions per model.", labels=["model"]
+    )
+    nondeterministic = GaugeMetricFamily(
+        "pitstop_model_nondeterministic",
+        "1 when two warm-up runs of one example gave different outputs (no response caching).",
+        labels=MV,
+    )
+    norm = GaugeMetricFamily(
+        "pitstop_embedding_norm_mean", "Mean L2 norm of served embeddings.",
+        labels=[*MV, "output"],
+    )  # fmt: skip
+    cosine = GaugeMetricFamily(
+        "pitstop_embedding_cosine_mean",
+        "Mean cosine similarity of served embeddings to the reference centroid.",
+        labels=[*MV, "output"],
+    )
+    ready: dict[str, int] = {}
+    for view in inventory.versions:
+        mv = [view.model, str(view.version)]
+        for name in STATES:
+            state.add_metric([*mv, name], 1.0 if view.state == name else 0.0)
+        info.add_metric(mv, {"digest": view.digest, "runtime": view.runtime})
+        depth.add_metric(mv, view.queued)
+        inflight.add_metric(mv, view.inflight)
+        if view.load_seconds is not None:
+            load.add_metric(mv, view.load_seconds)
+        nondeterministic.add_metric(mv, 0.0 if view.deterministic else 1.0)
+        ready[view.model] = ready.get(view.model, 0) + (view.state == "READY")
+        for output, stats in view.behaviour.items():
+            if stats.get("norm", {}).get("count"):
+                norm.add_metric([*mv, output], stats["norm"]["mean"])
+                cosine.add_metric([*mv, output], stats["cosine_to_centroid"]["mean"])
+    for model, count in sorted(ready.items()):
+        loaded.add_metric([model], count)
+    weight = GaugeMetricFamily(
+        "pitstop_traffic_weight_percent",
+        "Share of a model's traffic each policy arm gets (rollout weights).",
+        labels=["model", "target"],
+    )
+    for model, target, percent in inventory.weights:
+        weight.add_metric([model, target], percent)
+    fallbacks = CounterMetricFamily(
+        "pitstop_fallbacks", "Requests answered by the policy's fallback.",
+        labels=["model", "reason"],
+    )  # fmt: skip
+    for (model, reason), count in sorted(inventory.fallbacks.items()):
+        fallbacks.add_metric([model, reason], count)
+    shadow = CounterMetricFamily(
+        "pitstop_shadow_requests", "Copies sent to shadow targets.", labels=["model", "target"]
+    )
+    shadow_failed = CounterMetricFamily(
+        "pitstop_shadow_failures", "Shadow copies that failed.", labels=["model", "target"]
+    )
+    for (model, target), (sent, failed) in sorted(inventory.shadow_requests.items()):
+        shadow.add_metric([model, target], sent)
+        shadow_failed.add_metric([model, target], failed)
+    dropped = CounterMetricFamily(
+        "pitstop_shadow_dropped", "Shadow copies dropped because the shadow queue was full.",
+        labels=["model"],
+    )  # fmt: skip
+    for model, count in sorted(inventory.shadow_dropped.items()):
+        dropped.add_metric([model], count)
+    failures = CounterMetricFamily(
+        "pitstop_model_load_failures", "Versions that failed to load (after retries).",
+        labels=["model"],
+    )  # fmt: skip
+    for model, count in sorted(inventory.load_failures.items()):
+        failures.add_metric([model], count)
+    yield from (state, info, depth, inflight, load, loaded, nondeterministic, norm, cosine, weight)
+    yield from (fallbacks, shadow, shadow_failed, dropped, failures)
+
+
+def _drift_families(drift: DriftMonitor) -> Iterator[Metric]:
+    mvf = [*MV, "feature"]
+    psi = GaugeMetricFamily(
+        "pitstop_drift_psi", "Population stability index of live inputs vs reference.", labels=mvf
+    )
+    ks = GaugeMetricFamily("pitstop_drift_ks", "Two-sample KS statistic vs reference.", labels=mvf)
+    worst = GaugeMetricFamily("pitstop_drift_max_psi", "Highest PSI over features.", labels=MV)
+    rows = GaugeMetricFamily("pitstop_drift_window_rows", "Live rows scored.", labels=MV)
+    age = GaugeMetricFamily(
+        "pitstop_drift_computed_timestamp_seconds", "When the scores were computed.", labels=MV
+    )
+    for result in drift.results():
+        mv = [result.model, str(result.version)]
+        for feature in result.features:
+            psi.add_metric([*mv, feature.name], feature.psi)
+            ks.add_metric([*mv, feature.name], feature.ks)
+        worst.add_metric(mv, result.max_psi)
+        rows.add_metric(mv, result.window_rows)
+        age.add_metric(mv, result.computed_at)
+    yield from (psi, ks, worst, rows, age)
+
+
+def _cost_families(report: CostReport) -> Iterator[Metric]:
+    per_hour = GaugeMetricFamily("pitstop_cost_per_hour", "What this replica costs per hour.")
+    per_hour.add_metric([], report.cost_per_hour)
+    per_1k = GaugeMetricFamily(
+        "pitstop_cost_per_1k_predictions",
+        "Cost of 1000 predictions over the cost window (compute-time share of the replica).",
+        labels=MV,
+    )
+    for row in report.rows:
+        if row.cost_per_1k is not None:
+            per_1k.add_metric([row.model, str(row.version)], row.cost_per_1k)
+    yield from (per_hour, per_1k)

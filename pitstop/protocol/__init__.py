@@ -1,0 +1,1 @@
+"""Open Inference Protocol (KServe V2) vocabulary: datatypes, tensors, requests and codecs."""

@@ -1,0 +1,138 @@
+"""Triton's model-configuration extension: the part of a ``ModelConfig`` its clients read.
+
+``tritonclient`` and ``perf_analyzer`` ask for the configuration before they send load.
+perf_analyzer reads ``max_batch_size``: when it is above 0 it drops the first dimension of every
+shape in the model metadata and adds its own batch dimension (``-b``); when it is 0 the metadata
+shapes are used as they are. So a configuration with ``max_batch_size > 0`` is only reported
+when every input and output has a variable first dimension, and its ``dims`` then leave that
+dimension out, as Triton's do.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Final
+
+from pitstop.protocol.tensor import TensorSpec
+
+CONFIG_DATATYPES: Final[dict[str, str]] = {
+    "BOOL": "TYPE_BOOL",
+    "UINT8": "TYPE_UINT8",
+    "UINT16": "TYPE_UINT16",
+    "UINT32": "TYPE_UINT32",
+    "UINT64": "TYPE_UINT64",
+    "INT8": "TYPE_INT8",
+    "INT16": "TYPE_INT16",
+    "INT32": "TYPE_INT32",
+    "INT64": "TYPE_INT64",
+    "FP16": "TYPE_FP16",
+    "FP32": "TYPE_FP32",
+    "FP64": "TYPE_FP64",
+    "BYTES": "TYPE_STRING",
+    "BF16": "TYPE_BF16",
+}
+"""V2 datatype → the model configuration's ``DataType`` enum name."""
+
+
+@dataclass(frozen=True)
+class DynamicBatching:
+    preferred_batch_size: tuple[int, ...] = ()
+    max_queue_delay_microseconds: int = 0
+
+
+@dataclass(frozen=True)
+class ConfigTensor:
+    """One input or output: its V2 datatype and ``dims`` (without the batch dimension when the
+    configuration's ``max_batch_size`` is above 0)."""
+
+    name: str
+    datatype: str
+    dims: tuple[int, ...]
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "data_type": CONFIG_DATATYPES[self.datatype],
+            "dims": list(self.dims),
+        }
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    name: str
+    platform: str
+    backend: str
+    max_batch_size: int
+    inputs: tuple[ConfigTensor, ...]
+    outputs: tuple[ConfigTensor, ...]
+    dynamic_batching: DynamicBatching | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        """Triton's JSON form (``GET /v2/models/{m}/config``)."""
+        body: dict[str, Any] = {
+            "name": self.name,
+            "platform": self.platform,
+            "backend": self.backend,
+            "max_batch_size": self.max_batch_size,
+            "input": [tensor.to_json() for tensor in self.inputs],
+            "output": [tensor.to_json() for tensor in self.outputs],
+        }
+        if self.dynamic_batching is not None:
+            body["dynamic_batching"] = {
+                "preferred_batch_size": list(self.dynamic_batching.preferred_batch_size),
+                "max_queue_delay_microseconds": self.dynamic_batching.max_queue_delay_microseconds,
+            }
+        return body
+
+
+def model_config(
+    name: str,
+    platform: str,
+    backend: str,
+    inputs: Sequence[TensorSpec],
+    outputs: Sequence[TensorSpec],
+    batching: Mapping[str, Any] | None,
+) -> ModelConfig:
+    """The configuration of a model with these tensors and manifest ``batching`` section
+    (Triton's ``dynamic_batching`` names, or MLServer's ``max_batch_time`` in seconds).
+
+    ``max_batch_size`` comes from ``batching`` and is reported as 0 when the section is absent
+    or a tensor has no variable first dimension to batch along.
+    """
+    section = batching or {}
+    max_batch_size = _int(section.get("max_batch_size"))
+    specs = [*inputs, *outputs]
+    if max_batch_size > 0 and all(spec.shape[:1] == (-1,) for spec in specs):
+        skip = 1
+    else:
+        max_batch_size, skip = 0, 0
+
+    def tensors(group: Sequence[TensorSpec]) -> tuple[ConfigTensor, ...]:
+        return tuple(ConfigTensor(s.name, s.datatype, s.shape[skip:]) for s in group)
+
+    dynamic = None
+    if max_batch_size > 0:
+        delay = section.get("max_queue_delay_microseconds")
+        if delay is None and isinstance(section.get("max_batch_time"), int | float):
+            delay = round(float(section["max_batch_time"]) * 1e6)
+        preferred = section.get("preferred_batch_size") or ()
+        if not isinstance(preferred, list | tuple):
+            preferred = (preferred,)
+        dynamic = DynamicBatching(
+            preferred_batch_size=tuple(_int(size) for size in preferred if _int(size) > 0),
+            max_queue_delay_microseconds=_int(delay),
+        )
+    return ModelConfig(
+        name=name,
+        platform=platform,
+        backend=backend,
+        max_batch_size=max_batch_size,
+        inputs=tensors(inputs),
+        outputs=tensors(outputs),
+        dynamic_batching=dynamic,
+    )
+
+
+def _int(value: object) -> int:
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0

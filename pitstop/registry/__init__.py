@@ -1,0 +1,53 @@
+"""The registry: what models, versions and aliases exist, and the files behind each version.
+
+The rest of pitstop uses :class:`Registry` and the frozen records it returns; SQLAlchemy and
+Alembic stay inside this package. See ``docs/model-packages.md`` for the folder format.
+"""
+
+from pitstop.registry.audit import AuditEvent
+from pitstop.registry.catalog import Registry
+from pitstop.registry.delivery import Delivery, Rollout
+from pitstop.registry.digest import FileEntry, digest_of, scan, verify
+from pitstop.registry.manifest import ModelManifest, read_manifest
+from pitstop.registry.names import LATEST
+from pitstop.registry.policy import DEFAULT_TARGET, Arm, Shadow, TrafficPolicy
+from pitstop.registry.records import (
+    ModelRecord,
+    PushResult,
+    RegistrySnapshot,
+    VersionRecord,
+)
+from pitstop.registry.references import References, StoredReference
+from pitstop.registry.serving_state import ServingState
+from pitstop.registry.store import ArtifactStore, LocalArtifactStore
+from pitstop.registry.timeline import TimelineEntry, replay, served_at
+
+__all__ = [
+    "DEFAULT_TARGET",
+    "LATEST",
+    "Arm",
+    "ArtifactStore",
+    "AuditEvent",
+    "Delivery",
+    "FileEntry",
+    "LocalArtifactStore",
+    "ModelManifest",
+    "ModelRecord",
+    "PushResult",
+    "References",
+    "Registry",
+    "RegistrySnapshot",
+    "Rollout",
+    "ServingState",
+    "Shadow",
+    "StoredReference",
+    "TimelineEntry",
+    "TrafficPolicy",
+    "VersionRecord",
+    "digest_of",
+    "read_manifest",
+    "replay",
+    "scan",
+    "served_at",
+    "verify",
+]

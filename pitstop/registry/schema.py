@@ -1,0 +1,224 @@
+"""The registry's tables (SQLAlchemy 2 declarative). Private to :mod:`pitstop.registry`.
+
+Portable across SQLite and PostgreSQL: JSON columns are ``sqlalchemy.JSON`` and timestamps are
+UTC. The migrations in ``migrations/versions`` create exactly these tables; a test compares the
+two. Rows of ``audit_events`` are only ever inserted.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any, Final
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    DateTime,
+    Dialect,
+    Float,
+    ForeignKey,
+    ForeignKeyConstraint,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Text,
+    TypeDecorator,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+NAME_LENGTH: Final = 128
+ACTOR_LENGTH: Final = 256
+DIGEST_LENGTH: Final = 71  # "sha256:" + 64 hex digits
+
+# SQLite only auto-increments an INTEGER PRIMARY KEY, so the 64-bit id is INTEGER there.
+BigId = BigInteger().with_variant(Integer(), "sqlite")
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """A timestamp stored in UTC and always read back tz-aware in UTC.
+
+    SQLite keeps no time zone, so values are stored there as naive UTC and tagged on the way out.
+    Naive datetimes are refused on the way in: their zone would be a guess.
+    """
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to the registry; pass a tz-aware one")
+        value = value.astimezone(UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            return value.replace(tzinfo=UTC)
+        return value.astimezone(UTC)
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(
+        naming_convention={
+            "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+            "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+            "fk": "fk_%(table_name)s_%(column_0_N_name)s",
+            "pk": "pk_%(table_name)s",
+        }
+    )
+    type_annotation_map = {dict[str, Any]: JSON(), datetime: UTCDateTime()}
+
+
+class ModelRow(Base):
+    __tablename__ = "models"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    name: Mapped[str] = mapped_column(String(NAME_LENGTH), unique=True)
+    created_at: Mapped[datetime]
+    created_by: Mapped[str] = mapped_column(String(ACTOR_LENGTH))
+
+
+class VersionRow(Base):
+    __tablename__ = "versions"
+    __table_args__ = (
+        UniqueConstraint("model_id", "number"),
+        UniqueConstraint("model_id", "digest"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    model_id: Mapped[int] = mapped_column(ForeignKey("models.id"))
+    number: Mapped[int]
+    digest: Mapped[str] = mapped_column(String(DIGEST_LENGTH))
+    runtime: Mapped[str] = mapped_column(String(NAME_LENGTH))
+    manifest: Mapped[dict[str, Any]]
+    files: Mapped[list[list[Any]]] = mapped_column(JSON())
+    """``[[path, sha256, size], ...]`` sorted by path."""
+    size_bytes: Mapped[int] = mapped_column(BigInteger)
+    meta: Mapped[dict[str, Any]]
+    trust_pickle: Mapped[bool] = mapped_column(Boolean)
+    trust_code: Mapped[bool] = mapped_column(Boolean)
+    created_at: Mapped[datetime]
+    created_by: Mapped[str] = mapped_column(String(ACTOR_LENGTH))
+
+
+class AliasRow(Base):
+    __tablename__ = "aliases"
+    __table_args__ = (
+        # An alias can only point at a version that exists.
+        ForeignKeyConstraint(
+            ["model_id", "version_number"], ["versions.model_id", "versions.number"]
+        ),
+    )
+
+    model_id: Mapped[int] = mapped_column(ForeignKey("models.id"), primary_key=True)
+    name: Mapped[str] = mapped_column(String(NAME_LENGTH), primary_key=True)
+    version_number: Mapped[int]
+    updated_at: Mapped[datetime]
+    updated_by: Mapped[str] = mapped_column(String(ACTOR_LENGTH))
+
+
+class AuditEventRow(Base):
+    __tablename__ = "audit_events"
+    __table_args__ = (Index(None, "model", "id"), Index(None, "at"))
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    at: Mapped[datetime]
+    actor: Mapped[str] = mapped_column(String(ACTOR_LENGTH))
+    action: Mapped[str] = mapped_column(String(64))
+    model: Mapped[str] = mapped_column(String(NAME_LENGTH))
+    alias: Mapped[str | None] = mapped_column(String(NAME_LENGTH))
+    version: Mapped[int | None]
+    before: Mapped[dict[str, Any] | None] = mapped_column(JSON(none_as_null=True))
+    after: Mapped[dict[str, Any] | None] = mapped_column(JSON(none_as_null=True))
+    reason: Mapped[str | None] = mapped_column(Text)
+
+
+class ServingStateRow(Base):
+    __tablename__ = "serving_states"
+
+    replica: Mapped[str] = mapped_column(String(ACTOR_LENGTH), primary_key=True)
+    model: Mapped[str] = mapped_column(String(NAME_LENGTH), primary_key=True)
+    version: Mapped[int] = mapped_column(primary_key=True, autoincrement=False)
+    digest: Mapped[str] = mapped_column(String(DIGEST_LENGTH))
+    state: Mapped[str] = mapped_column(String(32))
+    since: Mapped[datetime]
+    error: Mapped[str | None] = mapped_column(Text)
+    updated_at: Mapped[datetime]
+
+
+class CatalogStateRow(Base):
+    """One row whose ``generation`` every catalog change increments in its own transaction.
+
+    Taking this row's lock first also serialises catalog writers, so generations (and audit
+    ids) are committed in order and a poller can never miss a change.
+    """
+
+    __tablename__ = "catalog_state"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    generation: Mapped[int] = mapped_column(BigInteger)
+
+
+class PolicyRow(Base):
+    """A model's traffic policy; absent means the default (100% ``production``)."""
+
+    __tablename__ = "traffic_policies"
+
+    model_id: Mapped[int] = mapped_column(ForeignKey("models.id"), primary_key=True)
+    policy: Mapped[dict[str, Any]]
+    updated_at: Mapped[datetime]
+    updated_by: Mapped[str] = mapped_column(String(ACTOR_LENGTH))
+
+
+class RolloutRow(Base):
+    """A progressive rollout of one version of a model. At most one is active per model."""
+
+    __tablename__ = "rollouts"
+    __table_args__ = (Index(None, "model_id", "id"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    model_id: Mapped[int] = mapped_column(ForeignKey("models.id"))
+    version: Mapped[int]
+    baseline: Mapped[int]
+    steps: Mapped[list[float]] = mapped_column(JSON())
+    interval_s: Mapped[float] = mapped_column(Float())
+    guard: Mapped[dict[str, Any]]
+    step: Mapped[int]
+    state: Mapped[str] = mapped_column(String(32))
+    reason: Mapped[str | None] = mapped_column(Text)
+    started_at: Mapped[datetime]
+    step_started_at: Mapped[datetime]
+    updated_at: Mapped[datetime]
+    created_by: Mapped[str] = mapped_column(String(ACTOR_LENGTH))
+
+
+class LeaseRow(Base):
+    """A named lease (e.g. the rollout controller's), held by one replica until it expires."""
+
+    __tablename__ = "leases"
+
+    name: Mapped[str] = mapped_column(String(NAME_LENGTH), primary_key=True)
+    holder: Mapped[str] = mapped_column(String(ACTOR_LENGTH))
+    expires_at: Mapped[datetime]
+
+
+class ReferenceRow(Base):
+    """A version's reference profile for drift monitoring (JSON, opaque to the registry)."""
+
+    __tablename__ = "reference_profiles"
+    __table_args__ = (
+        ForeignKeyConstraint(["model_id", "version"], ["versions.model_id", "versions.number"]),
+    )
+
+    model_id: Mapped[int] = mapped_column(ForeignKey("models.id"), primary_key=True)
+    version: Mapped[int] = mapped_column(primary_key=True, autoincrement=False)
+    profile: Mapped[dict[str, Any]]
+    source: Mapped[str] = mapped_column(String(NAME_LENGTH))
+    created_at: Mapped[datetime]
+    created_by: Mapped[str] = mapped_column(String(ACTOR_LENGTH))

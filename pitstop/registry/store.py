@@ -1,0 +1,139 @@
+"""Artifact stores: where the files of each version live, addressed by their content digest."""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import os
+import shutil
+import stat
+import uuid
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Protocol
+
+from pitstop.errors import ArtifactIntegrityError, InvalidInput
+from pitstop.registry.digest import CHUNK_BYTES, FileEntry, digest_hex, digest_of
+
+
+class ArtifactStore(Protocol):
+    """Content-addressed, immutable storage of version folders.
+
+    Contract:
+
+    - An artifact is the set of files whose :func:`~pitstop.registry.digest.digest_of` is its
+      digest. Once stored, it never changes; a store never hands out a partial artifact (writes
+      land in a temporary place and appear atomically).
+    - Construction is cheap and does no I/O beyond what the constructor's arguments imply.
+    - Every method is blocking and may be called concurrently from several threads and
+      processes, including two ``put`` of the same digest.
+    - The store does not verify what it hands out; the registry re-verifies every file with
+      :func:`~pitstop.registry.digest.verify` before a runtime reads it.
+    """
+
+    def has(self, digest: str) -> bool:
+        """True when the artifact is fully stored."""
+        ...
+
+    def put(self, source: Path, digest: str, entries: Iterable[FileEntry]) -> None:
+        """Store the files ``entries`` names, read from the folder ``source``.
+
+        Idempotent: returns at once when the artifact is already stored. Raises
+        :class:`~pitstop.errors.InvalidInput` when a source file no longer matches its entry
+        (it changed after it was hashed) or the entries do not make ``digest``.
+        """
+        ...
+
+    def local_path(self, digest: str) -> Path:
+        """A local folder holding the artifact's files, to be treated as read-only.
+
+        A remote store downloads into a local cache first. Raises
+        :class:`~pitstop.errors.ArtifactIntegrityError` when the artifact is not stored.
+        """
+        ...
+
+    def delete(self, digest: str) -> None:
+        """Remove the artifact if present (garbage collection). Callers make sure no version
+        refers to it any more."""
+        ...
+
+
+class LocalArtifactStore:
+    """An :class:`ArtifactStore` on a local (or shared POSIX) file system.
+
+    Layout: ``<root>/sha256/<hex>/<files>``; temporary writes go to ``<root>/tmp`` on the same
+    file system so that publishing is one atomic ``rename``. Stored files are made read-only to
+    guard against accidental edits; tampering is still caught by verification.
+    """
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    def _final(self, digest: str) -> Path:
+        return self.root / "sha256" / digest_hex(digest)
+
+    def has(self, digest: str) -> bool:
+        return self._final(digest).is_dir()
+
+    def put(self, source: Path, digest: str, entries: Iterable[FileEntry]) -> None:
+        entries = tuple(entries)
+        if digest_of(entries) != digest:
+            raise InvalidInput(f"the file list does not make digest {digest}")
+        final = self._final(digest)
+        if final.is_dir():
+            return
+        final.parent.mkdir(parents=True, exist_ok=True)
+        staging = self.root / "tmp" / f"{digest_hex(digest)}.{uuid.uuid4().hex}"
+        staging.mkdir(parents=True)
+        try:
+            for entry in entries:
+                _copy_checked(source, staging, entry)
+            try:
+                os.rename(staging, final)
+            except OSError as exc:
+                # Another writer published the same digest first; its copy is as good as ours.
+                if exc.errno not in (errno.EEXIST, errno.ENOTEMPTY) or not final.is_dir():
+                    raise
+        finally:
+            if staging.exists():
+                _remove_tree(staging)
+
+    def local_path(self, digest: str) -> Path:
+        final = self._final(digest)
+        if not final.is_dir():
+            raise ArtifactIntegrityError(f"artifact {digest} is missing from the store {self.root}")
+        return final
+
+    def delete(self, digest: str) -> None:
+        final = self._final(digest)
+        if not final.exists():
+            return
+        # Move it aside first so that readers never see a half-deleted artifact.
+        doomed = self.root / "tmp" / f"{digest_hex(digest)}.deleted.{uuid.uuid4().hex}"
+        doomed.parent.mkdir(parents=True, exist_ok=True)
+        os.rename(final, doomed)
+        _remove_tree(doomed)
+
+
+def _copy_checked(source: Path, staging: Path, entry: FileEntry) -> None:
+    """Copy one file and check the copy: the source may have changed since it was scanned."""
+    relative = Path(*entry.path.split("/"))
+    target = staging / relative
+    target.parent.mkdir(parents=True, exist_ok=True)
+    origin = source / relative
+    if origin.is_symlink() or not origin.is_file():
+        raise InvalidInput(f"file {entry.path!r} disappeared from {source} while pushing")
+    # Hash what we write rather than what we scanned: that is what later reads will see.
+    hasher = hashlib.sha256()
+    with origin.open("rb") as reader, target.open("xb") as writer:
+        while chunk := reader.read(CHUNK_BYTES):
+            hasher.update(chunk)
+            writer.write(chunk)
+    if hasher.hexdigest() != entry.sha256:
+        raise InvalidInput(f"file {entry.path!r} changed while it was being pushed; push again")
+    os.chmod(target, stat.S_IRUSR | stat.S_IRGRP | stat.S_IROTH)
+
+
+def _remove_tree(path: Path) -> None:
+    # Read-only files are removable on POSIX because their folders stay writable.
+    shutil.rmtree(path)

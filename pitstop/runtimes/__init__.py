@@ -1,0 +1,1 @@
+"""Runtimes: one module per framework, each imported lazily. See :mod:`pitstop.runtimes.base`."""

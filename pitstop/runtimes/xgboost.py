@@ -1,0 +1,110 @@
+"""XGBoost boosters saved with ``Booster.save_model`` as JSON (``.json``) or UBJSON (``.ubj``).
+
+The model file is ``context.artifact`` (default ``model.json``). The legacy binary format and
+pickles are refused: XGBoost deprecated the former, and the latter runs code when loaded.
+
+The model takes one input, a float32 ``[batch, n_features]`` matrix (without declared inputs:
+``input`` FP32 ``[-1, num_features]``), and gives one output, ``prediction``: ``[-1]`` for
+regression and binary objectives, ``[-1, k]`` for ``multi:softprob`` and multi-target models (the
+shape is read from a one-row probe at load time). Predictions use ``inplace_predict``, which is
+thread-safe, with ``nthread = context.threads``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Final
+
+import numpy as np
+
+from pitstop.errors import InternalError, InvalidInput, LoadError, PitstopError, Unavailable
+from pitstop.protocol.tensor import TensorSpec
+from pitstop.runtimes.base import RuntimeContext, RuntimeMetadata
+from pitstop.runtimes.signature import (
+    check_supported,
+    conform_outputs,
+    derived_output,
+    feature_matrix,
+    tabular_input,
+)
+
+PLATFORM: Final = "xgboost"
+DEFAULT_ARTIFACT: Final = "model.json"
+OUTPUT: Final = "prediction"
+SUFFIXES: Final = frozenset({".json", ".ubj"})
+
+
+@dataclass(frozen=True)
+class _Loaded:
+    booster: Any
+    input: TensorSpec
+    n_features: int
+    metadata: RuntimeMetadata
+
+
+class XGBoostRuntime:
+    """An ``xgboost.Booster``; concurrent predictions share it without a lock."""
+
+    def __init__(self, context: RuntimeContext) -> None:
+        self._context = context
+        self._loaded: _Loaded | None = None
+
+    def load(self) -> None:
+        import xgboost
+
+        path = self._context.path / (self._context.artifact or DEFAULT_ARTIFACT)
+        if path.suffix not in SUFFIXES:
+            raise LoadError(
+                f"XGBoost model {path.name}: only JSON (.json) and UBJSON (.ubj) models are "
+                "served, not the legacy binary format or pickles; re-save it with "
+                "booster.save_model('model.json')"
+            )
+        if not path.is_file():
+            raise LoadError(f"XGBoost model file {path} does not exist")
+        try:
+            booster = xgboost.Booster(model_file=str(path))
+            booster.set_param({"nthread": self._context.threads})
+            n_features = int(booster.num_features())
+            probe = np.asarray(booster.inplace_predict(np.zeros((1, n_features), np.float32)))
+        except Exception as exc:
+            raise LoadError(f"XGBoost cannot load {path.name}: {exc}") from exc
+        spec = tabular_input(self._context, n_features, "xgboost")
+        outputs = self._context.outputs or (derived_output(OUTPUT, probe),)
+        if [output.name for output in outputs] != [OUTPUT]:
+            raise LoadError(
+                f"XGBoost models have one output, {OUTPUT!r}; the manifest declares "
+                f"{[output.name for output in outputs]}"
+            )
+        check_supported(outputs)
+        self._loaded = _Loaded(
+            booster=booster,
+            input=spec,
+            n_features=n_features,
+            metadata=RuntimeMetadata(PLATFORM, (spec,), tuple(outputs)),
+        )
+
+    def metadata(self) -> RuntimeMetadata:
+        return self._require_loaded().metadata
+
+    def predict(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        loaded = self._require_loaded()
+        features = feature_matrix(inputs, loaded.input, loaded.n_features, np.dtype(np.float32))
+        try:
+            prediction = loaded.booster.inplace_predict(features)
+        except PitstopError:
+            raise
+        except ValueError as exc:
+            raise InvalidInput(f"input {loaded.input.name!r}: {exc}") from exc
+        except Exception as exc:
+            raise InternalError(f"XGBoost prediction failed: {exc}") from exc
+        return conform_outputs({OUTPUT: prediction}, loaded.metadata.outputs)
+
+    def unload(self) -> None:
+        self._loaded = None
+
+    def _require_loaded(self) -> _Loaded:
+        loaded = self._loaded
+        if loaded is None:
+            raise Unavailable("the XGBoost model is not loaded")
+        return loaded

@@ -1,0 +1,124 @@
+"""The response cache: opt-in per version, LRU with a time-to-live and entry/byte bounds.
+
+A version's cache holds outputs keyed by a canonical digest of the request (input names,
+datatypes, shapes and bytes, plus the requested output names), so the key space is
+(model, version, request digest). It is never used for a version flagged non-deterministic, and
+callers must not use it for shadow traffic. Everything runs on the event loop: no locks.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from pitstop.errors import InvalidInput
+
+Outputs = dict[str, np.ndarray]
+
+
+@dataclass(frozen=True)
+class CacheOptions:
+    """The manifest's ``cache`` section: ``{enabled: true, max_entries, max_bytes, ttl_s}``."""
+
+    max_entries: int = 10_000
+    max_bytes: int = 64 * 1024 * 1024
+    ttl_s: float = 300.0
+
+    @classmethod
+    def from_manifest(cls, section: Mapping[str, Any] | None) -> CacheOptions | None:
+        """``None`` unless the section says ``enabled: true``. Errors name the field."""
+        if not section or not section.get("enabled", False):
+            return None
+        known = {"enabled", "max_entries", "max_bytes", "ttl_s"}
+        for key, value in section.items():
+            if key not in known:
+                raise InvalidInput(f"cache.{key}: unknown setting; known: {sorted(known)}")
+            if key != "enabled" and (
+                isinstance(value, bool) or not isinstance(value, int | float) or value <= 0
+            ):
+                raise InvalidInput(f"cache.{key}: expected a positive number, got {value!r}")
+        return cls(
+            max_entries=int(section.get("max_entries", cls.max_entries)),
+            max_bytes=int(section.get("max_bytes", cls.max_bytes)),
+            ttl_s=float(section.get("ttl_s", cls.ttl_s)),
+        )
+
+
+def request_digest(inputs: Mapping[str, np.ndarray], requested: Sequence[str]) -> bytes:
+    """A canonical digest: the same tensors give the same key whatever the wire encoding."""
+    digest = hashlib.sha256()
+    for name in sorted(inputs):
+        array = inputs[name]
+        digest.update(f"{name}\0{array.dtype.str}\0{array.shape}\0".encode())
+        if array.dtype.kind == "O":
+            for item in array.reshape(-1):
+                value = item if isinstance(item, bytes) else str(item).encode()
+                digest.update(len(value).to_bytes(4, "little"))
+                digest.update(value)
+        else:
+            digest.update(np.ascontiguousarray(array).tobytes())
+    digest.update(("\0".join(requested)).encode())
+    return digest.digest()
+
+
+def _size(outputs: Outputs) -> int:
+    total = 0
+    for array in outputs.values():
+        if array.dtype.kind == "O":
+            total += sum(len(item) if isinstance(item, bytes) else 64 for item in array.flat)
+        else:
+            total += array.nbytes
+    return total
+
+
+class ResponseCache:
+    def __init__(self, options: CacheOptions, clock: Callable[[], float] = time.monotonic) -> None:
+        self._options = options
+        self._clock = clock
+        self._entries: OrderedDict[bytes, tuple[float, int, Outputs]] = OrderedDict()
+        self._bytes = 0
+        self.hits = 0
+        self.misses = 0
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    @property
+    def size_bytes(self) -> int:
+        return self._bytes
+
+    def get(self, key: bytes) -> Outputs | None:
+        entry = self._entries.get(key)
+        if entry is None or entry[0] <= self._clock():
+            if entry is not None:
+                self._drop(key)
+            self.misses += 1
+            return None
+        self._entries.move_to_end(key)
+        self.hits += 1
+        return entry[2]
+
+    def put(self, key: bytes, outputs: Outputs) -> None:
+        size = _size(outputs)
+        if size > self._options.max_bytes:
+            return
+        if key in self._entries:
+            self._drop(key)
+        for array in outputs.values():
+            array.flags.writeable = False  # shared between responses from now on
+        self._entries[key] = (self._clock() + self._options.ttl_s, size, outputs)
+        self._bytes += size
+        while (
+            len(self._entries) > self._options.max_entries or self._bytes > self._options.max_bytes
+        ):
+            self._drop(next(iter(self._entries)))
+
+    def _drop(self, key: bytes) -> None:
+        _expires, size, _outputs = self._entries.pop(key)
+        self._bytes -= size

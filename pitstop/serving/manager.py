@@ -1,0 +1,484 @@
+"""The ModelManager: reconciles loaded versions with what the registry's aliases target.
+
+It owns every loaded runtime, the alias routing table and the background tasks that load, warm
+up, drain and unload versions. Decisions come from the pure :func:`version_policy.plan`; this
+module only applies them. All state changes happen on the event loop; framework and database
+calls run in worker threads.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import logging
+import time
+from collections import Counter
+from collections.abc import Callable, Coroutine, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Protocol
+
+from pitstop.errors import (
+    ModelNotFound,
+    PitstopError,
+    Unavailable,
+    VersionNotFound,
+)
+from pitstop.registry import RegistrySnapshot, TrafficPolicy, VersionRecord
+from pitstop.runtimes.base import Runtime, RuntimeMetadata
+from pitstop.serving.batcher import DEFAULT_MAX_QUEUE_SIZE, Batcher, BatchingOptions
+from pitstop.serving.cache import CacheOptions, ResponseCache
+from pitstop.serving.execution import DirectExecution, Execution
+from pitstop.serving.lease import Lease, LoadedVersion
+from pitstop.serving.version_policy import AliasKey, VersionKey, VersionState, plan
+from pitstop.serving.warmup import WarmupReport, load_and_validate
+
+log = logging.getLogger(__name__)
+
+DEFAULT_ALIAS = "production"
+DEFAULT_POLICY = TrafficPolicy()
+
+
+class VersionSource(Protocol):
+    """What the manager needs from the registry. Every method blocks; the manager calls them
+    from worker threads."""
+
+    def generation(self) -> int: ...
+
+    def snapshot(self) -> RegistrySnapshot: ...
+
+    def fetch(self, record: VersionRecord) -> Path: ...
+
+    def record_serving_state(
+        self, replica: str, model: str, version: int, digest: str, state: str, error: str | None
+    ) -> None: ...
+
+
+@dataclass(frozen=True)
+class ManagerOptions:
+    replica: str
+    warmup_runs: int = 2
+    load_timeout_s: float = 120.0
+    load_attempts: int = 3
+    retry_backoff_s: float = 1.0
+    inference_threads: int = 4
+    max_queue_size: int = DEFAULT_MAX_QUEUE_SIZE
+    """Bound on waiting requests per version without a batcher (a batcher has its own)."""
+    drain_timeout_s: float = 30.0
+    runtime_threads: int = 1
+
+
+class ModelManager:
+    def __init__(
+        self,
+        source: VersionSource,
+        options: ManagerOptions,
+    ) -> None:
+        self._source = source
+        self._options = options
+        self._generation = -1
+        self._snapshot: RegistrySnapshot | None = None
+        self._targets: dict[AliasKey, VersionKey] = {}
+        self._records: dict[VersionKey, VersionRecord] = {}
+        self._policies: dict[str, TrafficPolicy] = {}
+        self._routes: Mapping[AliasKey, VersionKey] = {}
+        self._versions: dict[VersionKey, LoadedVersion] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._lock = asyncio.Lock()
+        self._closed = False
+        self._pool = ThreadPoolExecutor(options.inference_threads, "pitstop-infer")
+        """Runs every framework call, so the event loop never blocks on a model."""
+        self._changed = asyncio.Condition()
+        """Notified after every state change, for callers that wait for an outcome."""
+        self._held: set[str] = set()
+        """Models an operator unloaded through the repository API; not served until loaded."""
+        self.load_failures: Counter[str] = Counter()
+        """Model → versions that ended FAILED since start (after retries), for metrics."""
+
+    # -- requests -------------------------------------------------------------------------------
+
+    def lease(self, model: str, ref: str | None) -> Lease:
+        """A lease on the version that serves ``model`` at ``ref`` (alias, number, or None for
+        the ``production`` alias). Raises NotFound or Unavailable with a message saying why."""
+        return Lease(self.resolve(model, ref))
+
+    def policy(self, model: str) -> TrafficPolicy:
+        """``model``'s traffic policy as last read from the registry (default: 100% production)."""
+        return self._policies.get(model) or DEFAULT_POLICY
+
+    def require_model(self, model: str) -> None:
+        """Raise ModelNotFound unless the registry (as last read) has ``model``."""
+        if self._snapshot is None or model not in self._snapshot.models:
+            raise ModelNotFound(f"model {model!r} is not registered")
+
+    def resolve(self, model: str, ref: str | None) -> LoadedVersion:
+        self.require_model(model)
+        if model in self._held:
+            raise Unavailable(f"model {model!r} was unloaded through the repository API")
+        if ref is None or not ref.isdigit():
+            alias = ref or DEFAULT_ALIAS
+            target = self._targets.get(AliasKey(model, alias))
+            if target is None:
+                raise VersionNotFound(f"model {model!r} has no alias {alias!r}")
+            routed = self._routes.get(AliasKey(model, alias))
+            if routed is None:
+                raise Unavailable(self._why_unavailable(model, alias, target))
+            return self._versions[routed]
+        number = int(ref)
+        loaded = self._versions.get(VersionKey(model, number))
+        if loaded is None or loaded.state is not VersionState.READY:
+            served = sorted(
+                key.version
+                for key, v in self._versions.items()
+                if key.model == model and v.state is VersionState.READY
+            )
+            raise VersionNotFound(
+                f"model {model!r} version {number} is not served here; "
+                f"served versions: {served or 'none'} (point an alias at a version to serve it)"
+            )
+        return loaded
+
+    def _why_unavailable(self, model: str, alias: str, target: VersionKey) -> str:
+        loaded = self._versions.get(target)
+        if loaded is None:
+            return f"model {model!r} ({alias} → v{target.version}) is not loaded yet"
+        if loaded.state is VersionState.FAILED:
+            return f"model {model!r} ({alias} → v{target.version}) failed to load: {loaded.error}"
+        return f"model {model!r} ({alias} → v{target.version}) is {loaded.state.value}"
+
+    # -- state ----------------------------------------------------------------------------------
+
+    def ready(self) -> bool:
+        """True when every model with a production alias has it routed to a READY version."""
+        if self._snapshot is None or self._closed:
+            return False
+        return all(alias in self._routes for alias in self._targets if alias.alias == DEFAULT_ALIAS)
+
+    def model_ready(self, model: str, ref: str | None) -> bool:
+        try:
+            return self.resolve(model, ref).state is VersionState.READY
+        except PitstopError:
+            return False
+
+    def loaded_versions(self) -> list[LoadedVersion]:
+        """Every version this server holds, in any state, sorted by key."""
+        return sorted(self._versions.values(), key=lambda v: v.key)
+
+    def versions_of(self, model: str) -> list[LoadedVersion]:
+        return sorted(
+            (v for k, v in self._versions.items() if k.model == model), key=lambda v: v.key
+        )
+
+    # -- reconciliation -------------------------------------------------------------------------
+
+    async def refresh(self) -> bool:
+        """Read the registry if it changed and reconcile. Returns True when it had changed."""
+        generation = await asyncio.to_thread(self._source.generation)
+        if generation == self._generation:
+            return False
+        snapshot = await asyncio.to_thread(self._source.snapshot)
+        self._apply_snapshot(snapshot)
+        await self._reconcile()
+        return True
+
+    async def watch(self, interval_s: float) -> None:
+        """Poll the registry's generation until cancelled. Errors are logged, never fatal."""
+        while True:
+            try:
+                await self.refresh()
+            except Exception:
+                log.exception("registry refresh failed; serving what is loaded")
+            await asyncio.sleep(interval_s)
+
+    def _apply_snapshot(self, snapshot: RegistrySnapshot) -> None:
+        self._snapshot = snapshot
+        self._generation = snapshot.generation
+        targets: dict[AliasKey, VersionKey] = {}
+        records: dict[VersionKey, VersionRecord] = {}
+        for model, aliases in snapshot.models.items():
+            for alias, record in aliases.items():
+                key = VersionKey(model, record.number)
+                targets[AliasKey(model, alias)] = key
+                records[key] = record
+        # Versions a traffic policy names by number (canaries, shadows, fallbacks) are served
+        # like aliases whose name is the number; registry aliases are never all digits.
+        for model, pinned in snapshot.pinned.items():
+            for number, record in pinned.items():
+                key = VersionKey(model, number)
+                targets[AliasKey(model, str(number))] = key
+                records[key] = record
+        self._policies = dict(snapshot.policies)
+        # A registry change is the operator's cue to try failed versions again.
+        for key, loaded in list(self._versions.items()):
+            if loaded.state is VersionState.FAILED:
+                del self._versions[key]
+        self._targets, self._records = targets, records
+
+    async def _reconcile(self) -> None:
+        if self._closed:
+            return
+        async with self._lock:
+            states = {key: v.state for key, v in self._versions.items()}
+            targets = {a: v for a, v in self._targets.items() if a.model not in self._held}
+            preserving = frozenset(
+                key.model
+                for key in targets.values()
+                if self._records[key].manifest.swap == "resource-preserving"
+            )
+            step = plan(targets, self._routes, states, preserving)
+            for key in step.load:
+                loaded = LoadedVersion(
+                    record=self._records[key], state=VersionState.LOADING, since=datetime.now(UTC)
+                )
+                loaded.idle.set()
+                self._versions[key] = loaded
+                self._spawn(self._load(loaded))
+            self._routes = dict(step.routes)
+            for key in step.unload:
+                self._spawn(self._unload(self._versions[key]))
+        async with self._changed:
+            self._changed.notify_all()
+
+    def _spawn(self, coro: Coroutine[object, object, None]) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _set_state(
+        self, loaded: LoadedVersion, state: VersionState, error: str | None = None
+    ) -> None:
+        loaded.state = state
+        loaded.error = error
+        loaded.since = datetime.now(UTC)
+        async with self._changed:
+            self._changed.notify_all()
+        record = loaded.record
+        try:
+            await asyncio.to_thread(
+                self._source.record_serving_state,
+                self._options.replica,
+                record.model,
+                record.number,
+                record.digest,
+                state.value,
+                error,
+            )
+        except Exception:
+            log.exception("could not record state %s of %s", state.value, loaded.key)
+
+    async def _load(self, loaded: LoadedVersion) -> None:
+        """Load with bounded retries and back-off. Only transient failures (timeouts, unexpected
+        exceptions such as I/O errors) are retried; a refused, tampered or failing version is
+        FAILED at once. Whatever serves the alias keeps serving meanwhile."""
+        record, key, options = loaded.record, loaded.key, self._options
+        began = time.monotonic()
+        await self._set_state(loaded, VersionState.LOADING)
+        log.info("loading %s (%s)", key, record.digest)
+        delay = options.retry_backoff_s
+        try:
+            for attempt in range(1, options.load_attempts + 1):
+                try:
+                    runtime, metadata, report = await self._attempt(record)
+                except Exception as exc:
+                    reason = _reason(exc)
+                    transient = not isinstance(exc, PitstopError) or isinstance(exc, TimeoutError)
+                    if self._closed or not transient or attempt == options.load_attempts:
+                        tries = f" (after {attempt} attempts)" if attempt > 1 else ""
+                        await self._fail(loaded, reason + tries)
+                        return
+                    note = f"attempt {attempt}/{options.load_attempts} failed: {reason}"
+                    log.warning("%s %s; retrying in %.1f s", key, note, delay)
+                    await self._set_state(loaded, VersionState.LOADING, note)
+                    await asyncio.sleep(delay)
+                    delay *= 2
+                    continue
+                break
+            if self._closed or self._versions.get(key) is not loaded:
+                await asyncio.to_thread(runtime.unload)
+                return
+            loaded.runtime, loaded.metadata = runtime, metadata
+            loaded.load_seconds = time.monotonic() - began
+            loaded.deterministic = report.deterministic
+            loaded.execution = self._execution_for(record, runtime)
+            cache = CacheOptions.from_manifest(record.manifest.cache)
+            if cache is not None and report.deterministic:
+                loaded.cache = ResponseCache(cache)
+            remark = None
+            if not report.deterministic:
+                remark = "non-deterministic: two runs of a warm-up example differed"
+                log.warning("%s is %s", key, remark)
+            await self._set_state(loaded, VersionState.READY, remark)
+            log.info("%s is READY", key)
+            # Keep what loading allocated (framework modules, the model) out of the cyclic
+            # collector's generations: a full collection over them stalled the event loop for
+            # ~100 ms at a time under load (p99 130 ms instead of 9 ms in bench/throughput.py).
+            gc.freeze()
+        finally:
+            if not self._closed:
+                await self._reconcile()
+
+    async def _attempt(
+        self, record: VersionRecord
+    ) -> tuple[Runtime, RuntimeMetadata, WarmupReport]:
+        loop = asyncio.get_running_loop()
+        future = loop.run_in_executor(None, self._load_blocking, record)
+        try:
+            return await asyncio.wait_for(asyncio.shield(future), self._options.load_timeout_s)
+        except TimeoutError:
+            # The thread cannot be stopped; if it ever finishes, release what it loaded.
+            future.add_done_callback(_release_late_load)
+            raise TimeoutError(f"load timed out after {self._options.load_timeout_s:g} s") from None
+
+    def _execution_for(self, record: VersionRecord, runtime: Runtime) -> Execution:
+        label = f"{record.model} v{record.number}"
+        batching = BatchingOptions.from_manifest(record.manifest.batching)
+        if batching is None:
+            return DirectExecution(runtime.predict, self._pool, self._options.max_queue_size, label)
+        return Batcher(runtime.predict, self._pool, batching, label)
+
+    async def _fail(self, loaded: LoadedVersion, error: str) -> None:
+        log.error("%s FAILED: %s", loaded.key, error)
+        self.load_failures[loaded.key.model] += 1
+        await self._set_state(loaded, VersionState.FAILED, error)
+
+    def _load_blocking(
+        self, record: VersionRecord
+    ) -> tuple[Runtime, RuntimeMetadata, WarmupReport]:
+        path = self._source.fetch(record)  # re-verifies every file against the digest
+        return load_and_validate(
+            path,
+            record.manifest,
+            trust_pickle=record.trust_pickle,
+            trust_code=record.trust_code,
+            threads=self._options.runtime_threads,
+            runs=self._options.warmup_runs,
+        )
+
+    async def _unload(self, loaded: LoadedVersion) -> None:
+        await self._set_state(loaded, VersionState.DRAINING)
+        try:
+            async with asyncio.timeout(self._options.drain_timeout_s):
+                await loaded.idle.wait()
+        except TimeoutError:
+            log.warning("%s still had %d requests after drain", loaded.key, loaded.inflight)
+        execution, loaded.execution = loaded.execution, None
+        if execution is not None:
+            await execution.close()
+        loaded.cache = None
+        runtime, loaded.runtime = loaded.runtime, None
+        if runtime is not None:
+            try:
+                await asyncio.to_thread(runtime.unload)
+            except Exception:
+                log.exception("unloading %s raised", loaded.key)
+        if self._versions.get(loaded.key) is loaded:
+            del self._versions[loaded.key]
+        await self._set_state(loaded, VersionState.UNLOADED)
+        log.info("%s unloaded", loaded.key)
+        await self._reconcile()
+
+    # -- repository extension -------------------------------------------------------------------
+
+    def repository_index(self) -> list[dict[str, str]]:
+        """Every version this server targets or holds, with its state in the V2 repository
+        vocabulary (READY, LOADING, UNLOADING, UNAVAILABLE) and a reason when not ready."""
+        vocabulary = {
+            VersionState.LOADING: "LOADING",
+            VersionState.READY: "READY",
+            VersionState.DRAINING: "UNLOADING",
+            VersionState.UNLOADED: "UNAVAILABLE",
+            VersionState.FAILED: "UNAVAILABLE",
+        }
+        keys = set(self._targets.values()) | set(self._versions)
+        rows = []
+        for key in sorted(keys):
+            loaded = self._versions.get(key)
+            if key.model in self._held and loaded is None:
+                state, reason = "UNAVAILABLE", "unloaded through the repository API"
+            elif loaded is None:
+                state, reason = "UNAVAILABLE", "not loaded"
+            else:
+                state, reason = vocabulary[loaded.state], loaded.error or ""
+            rows.append(
+                {"name": key.model, "version": str(key.version), "state": state, "reason": reason}
+            )
+        return rows
+
+    async def load_model(self, model: str) -> None:
+        """Serve ``model`` again (after an unload), retry its failed versions, and wait until
+        each of its targets is READY or FAILED. Raises Unavailable naming a failure."""
+        self.require_model(model)
+        self._held.discard(model)
+        for key, loaded in list(self._versions.items()):
+            if key.model == model and loaded.state is VersionState.FAILED:
+                del self._versions[key]
+        targets = {v for a, v in self._targets.items() if a.model == model}
+
+        def settled() -> bool:
+            routed = set(self._routes.values())
+            return all(
+                key in routed
+                or (key in self._versions and self._versions[key].state is VersionState.FAILED)
+                for key in targets
+            )
+
+        await self._reconcile()
+        await self._wait_until(settled, self._options.load_timeout_s * 4 + 5)
+        failed = [
+            f"v{k.version}: {self._versions[k].error}"
+            for k in sorted(targets)
+            if k in self._versions and self._versions[k].state is VersionState.FAILED
+        ]
+        if failed:
+            raise Unavailable(f"model {model!r} failed to load: {'; '.join(failed)}")
+
+    async def unload_model(self, model: str) -> None:
+        """Stop serving ``model`` on this server until :meth:`load_model` (or a restart).
+        In-flight requests finish first; the registry is not changed."""
+        self.require_model(model)
+        self._held.add(model)
+        self._routes = {a: v for a, v in self._routes.items() if a.model != model}
+        await self._reconcile()
+        await self._wait_until(
+            lambda: not any(k.model == model for k in self._versions),
+            self._options.drain_timeout_s + self._options.load_timeout_s + 5,
+        )
+
+    async def _wait_until(self, predicate: Callable[[], bool], timeout_s: float) -> None:
+        async with asyncio.timeout(timeout_s), self._changed:
+            await self._changed.wait_for(predicate)
+
+    async def close(self) -> None:
+        """Stop reconciling, cancel background work and unload every version."""
+        self._closed = True
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        for loaded in list(self._versions.values()):
+            if loaded.execution is not None:
+                await loaded.execution.close()
+                loaded.execution = None
+            if loaded.runtime is not None:
+                await asyncio.to_thread(loaded.runtime.unload)
+                loaded.runtime = None
+        self._versions.clear()
+        self._routes = {}
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+
+def _release_late_load(
+    future: asyncio.Future[tuple[Runtime, RuntimeMetadata, WarmupReport]],
+) -> None:
+    if future.cancelled() or future.exception() is not None:
+        return
+    runtime = future.result()[0]
+    log.warning("a load that timed out finished later; unloading it")
+    asyncio.get_running_loop().run_in_executor(None, runtime.unload)
+
+
+def _reason(exc: BaseException) -> str:
+    if isinstance(exc, PitstopError):
+        return str(exc)
+    return f"{type(exc).__name__}: {exc}"

@@ -1,0 +1,125 @@
+"""The rollout judge: a pure verdict on a canary step from two windows of observations.
+
+``judge(canary, baseline, guard, last_step)`` returns STEP_UP, HOLD, PROMOTE or ROLL_BACK with a
+reason. In order:
+
+1. overwhelming errors roll back at once, even before ``min_requests``: at least
+   ``min_errors`` errors and an error rate above ``max_error_rate``;
+2. fewer than ``min_requests`` canary requests: HOLD (not enough evidence);
+3. error rate above ``max_error_rate`` (and above the baseline's): ROLL_BACK;
+4. canary p99 above ``max_p99_ratio`` x baseline p99 (ignored while the canary's p99 is under
+   ``latency_floor_ms``, where ratios are noise, or the baseline has fewer than
+   ``min_requests``): ROLL_BACK;
+5. output divergence (PSI of the canary's predictions against the baseline's, both with at least
+   ``min_requests`` and ``min_predictions`` observations) above ``max_divergence``: ROLL_BACK;
+6. otherwise PROMOTE at the last step, else STEP_UP.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+from pitstop.errors import InvalidInput
+from pitstop.monitoring.drift import sample_psi
+
+
+class Verdict(enum.StrEnum):
+    STEP_UP = "STEP_UP"
+    HOLD = "HOLD"
+    PROMOTE = "PROMOTE"
+    ROLL_BACK = "ROLL_BACK"
+
+
+@dataclass(frozen=True)
+class Guard:
+    """Guard rails of a rollout. Defaults are deliberately tolerant of noise: an identical
+    canary must not be rolled back (tests/serving/test_rollout.py checks 50 of 50)."""
+
+    max_error_rate: float = 0.02
+    max_p99_ratio: float = 2.0
+    max_divergence: float = 0.25
+    min_requests: int = 200
+    min_predictions: int = 200
+    """Predictions each arm needs before divergence is judged (PSI over fewer is noise)."""
+    min_errors: int = 10
+    latency_floor_ms: float = 20.0
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, body: Mapping[str, Any] | None) -> Guard:
+        body = dict(body or {})
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(body) - known)
+        if unknown:
+            raise InvalidInput(f"guard: unknown setting {unknown[0]!r}; known: {sorted(known)}")
+        try:
+            guard = cls(**{k: type(getattr(cls(), k))(v) for k, v in body.items()})
+        except (TypeError, ValueError) as exc:
+            raise InvalidInput(f"guard: {exc}") from exc
+        if guard.min_requests < 1 or guard.max_error_rate < 0 or guard.max_p99_ratio <= 0:
+            raise InvalidInput("guard: min_requests >= 1, max_error_rate >= 0, max_p99_ratio > 0")
+        return guard
+
+
+@dataclass(frozen=True)
+class ArmWindow:
+    """What one arm did during the step being judged."""
+
+    requests: int
+    errors: int
+    p99_ms: float
+    predictions: Sequence[float] = ()
+    """One number per answered row (a label, a score, or an argmax class)."""
+
+    @property
+    def error_rate(self) -> float:
+        return self.errors / self.requests if self.requests else 0.0
+
+
+@dataclass(frozen=True)
+class Judgement:
+    verdict: Verdict
+    reason: str
+
+
+def judge(canary: ArmWindow, baseline: ArmWindow, guard: Guard, last_step: bool) -> Judgement:
+    rate = canary.error_rate
+    if canary.errors >= guard.min_errors and rate > guard.max_error_rate:
+        return Judgement(
+            Verdict.ROLL_BACK,
+            f"error rate {rate:.1%} over {canary.requests} requests > {guard.max_error_rate:.1%}",
+        )
+    if canary.requests < guard.min_requests:
+        return Judgement(
+            Verdict.HOLD, f"{canary.requests} of {guard.min_requests} requests needed to judge"
+        )
+    if rate > guard.max_error_rate and rate > baseline.error_rate:
+        return Judgement(Verdict.ROLL_BACK, f"error rate {rate:.1%} > {guard.max_error_rate:.1%}")
+    if (
+        canary.p99_ms > guard.latency_floor_ms
+        and baseline.requests >= guard.min_requests
+        and baseline.p99_ms > 0
+        and canary.p99_ms > guard.max_p99_ratio * baseline.p99_ms
+    ):
+        return Judgement(
+            Verdict.ROLL_BACK,
+            f"p99 {canary.p99_ms:.1f} ms > {guard.max_p99_ratio:g} x baseline "
+            f"{baseline.p99_ms:.1f} ms",
+        )
+    needed = max(guard.min_requests, guard.min_predictions)
+    enough = min(len(canary.predictions), len(baseline.predictions)) >= needed
+    if enough:
+        divergence = sample_psi(baseline.predictions, canary.predictions)
+        if divergence > guard.max_divergence:
+            return Judgement(
+                Verdict.ROLL_BACK,
+                f"prediction divergence PSI {divergence:.3f} > {guard.max_divergence:g}",
+            )
+    if last_step:
+        return Judgement(Verdict.PROMOTE, "all guards held at the last step")
+    return Judgement(Verdict.STEP_UP, "all guards held")

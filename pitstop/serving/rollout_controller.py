@@ -1,0 +1,101 @@
+"""The rollout controller: a thin loop that applies :func:`~pitstop.serving.rollout.judge`.
+
+Every tick, the replica holding the registry lease ``rollout-controller`` (so several replicas
+never fight) judges each RUNNING rollout on what this server observed: the canary since its step
+began, the baseline since the rollout began (late steps leave the baseline little traffic):
+a ROLL_BACK verdict acts at once; STEP_UP and PROMOTE wait until the step's interval has passed;
+HOLD waits for more requests. Decisions and reasons land in the registry's audit history.
+
+Limitation: the judge sees the traffic of the replica that holds the lease. Behind a load balancer
+that spreads requests evenly, that is a fair sample of all traffic.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from pitstop.registry import Delivery, Rollout
+from pitstop.serving.rollout import Guard, Judgement, Verdict, judge
+from pitstop.serving.window import Windows
+
+log = logging.getLogger(__name__)
+
+LEASE = "rollout-controller"
+ACTOR = "rollout-controller"
+VERBS = {Verdict.STEP_UP: "step", Verdict.PROMOTE: "promote", Verdict.ROLL_BACK: "rollback"}
+
+
+@dataclass(frozen=True)
+class Decision:
+    rollout: Rollout
+    judgement: Judgement
+    acted: bool
+
+
+class RolloutController:
+    def __init__(
+        self,
+        delivery: Delivery,
+        windows: Windows,
+        holder: str,
+        *,
+        tick_s: float = 0.5,
+        lease_ttl_s: float = 10.0,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._delivery = delivery
+        self._windows = windows
+        self._holder = holder
+        self._tick_s = tick_s
+        self._lease_ttl_s = lease_ttl_s
+        self._clock = clock
+
+    async def run(self) -> None:
+        """Tick until cancelled; errors are logged and the next tick tries again."""
+        try:
+            while True:
+                try:
+                    await self.tick()
+                except Exception:
+                    log.exception("rollout controller tick failed")
+                await asyncio.sleep(self._tick_s)
+        finally:
+            await asyncio.to_thread(self._delivery.release_lease, LEASE, self._holder)
+
+    async def tick(self) -> list[Decision]:
+        """One pass over the active rollouts, if this replica holds the lease."""
+        held = await asyncio.to_thread(
+            self._delivery.acquire_lease, LEASE, self._holder, self._lease_ttl_s
+        )
+        if not held:
+            return []
+        rollouts = await asyncio.to_thread(self._delivery.rollouts, None, active_only=True)
+        return [await self._evaluate(r) for r in rollouts if r.state == "RUNNING"]
+
+    async def _evaluate(self, rollout: Rollout) -> Decision:
+        since = rollout.step_started_at.timestamp()
+        canary = self._windows.window(rollout.model, rollout.version, since)
+        # The baseline over the whole rollout: late steps leave it little or no traffic.
+        baseline = self._windows.window(
+            rollout.model, rollout.baseline, rollout.started_at.timestamp()
+        )
+        last = rollout.step == len(rollout.steps) - 1
+        judgement = judge(canary, baseline, Guard.from_json(rollout.guard), last)
+        due = self._clock() - since >= rollout.interval_s
+        act = judgement.verdict is Verdict.ROLL_BACK or (
+            due and judgement.verdict is not Verdict.HOLD
+        )
+        if act:
+            verb = VERBS[judgement.verdict]
+            log.info(
+                "rollout %d of %s v%d at %g%%: %s (%s)",
+                rollout.id, rollout.model, rollout.version, rollout.weight, verb, judgement.reason,
+            )  # fmt: skip
+            await asyncio.to_thread(
+                self._delivery.advance, rollout.id, verb, actor=ACTOR, reason=judgement.reason
+            )
+        return Decision(rollout, judgement, act)

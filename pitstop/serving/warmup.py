@@ -1,0 +1,195 @@
+"""Building a runtime from a package and proving it works before it takes traffic.
+
+A version's manifest may carry warm-up examples. Each runs ``runs`` times (at least twice); where it
+gives ``expected_outputs`` the outputs must match within its tolerance, else the version is not
+loaded. If two runs of the same example differ, the version is flagged non-deterministic (served,
+with a warning, and never response-cached). The same check runs at push time (``pitstop models
+push``) and at every load, so a broken artifact or conversion is caught before any user sees it.
+
+Example (``pitstop.yaml``)::
+
+    warmup:
+      - inputs: [{name: x, datatype: FP32, shape: [1, 4], data: [5.1, 3.5, 1.4, 0.2]}]
+        expected_outputs: [{name: label, datatype: INT64, shape: [1], data: [0]}]
+        tolerance: {rtol: 1.0e-4, atol: 1.0e-5}
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import defaultdict
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from pitstop.errors import InvalidInput, LoadError, PitstopError
+from pitstop.protocol.json_codec import decode_input, decode_request
+from pitstop.registry import ModelManifest
+from pitstop.runtimes.base import Runtime, RuntimeContext, RuntimeMetadata, resolve_runtime
+from pitstop.serving.batcher import BatchingOptions
+from pitstop.serving.cache import CacheOptions
+from pitstop.serving.signature import check_inputs
+
+DEFAULT_RTOL = 1e-4
+DEFAULT_ATOL = 1e-5
+
+
+@dataclass(frozen=True)
+class WarmupReport:
+    examples: int
+    """How many examples ran."""
+    deterministic: bool
+    """False when two runs of one example gave different outputs."""
+    checked_outputs: int
+    """How many expected outputs were compared (and matched)."""
+
+
+def build_runtime(
+    path: Path,
+    manifest: ModelManifest,
+    *,
+    trust_pickle: bool,
+    trust_code: bool,
+    threads: int,
+) -> Runtime:
+    """The runtime for a package folder, constructed but not loaded (construction does no I/O)."""
+    factory = resolve_runtime(manifest.runtime)
+    return factory(
+        RuntimeContext(
+            path=path,
+            artifact=manifest.artifact,
+            inputs=tuple(manifest.inputs),
+            outputs=tuple(manifest.outputs),
+            parameters=dict(manifest.parameters),
+            trust_pickle=trust_pickle,
+            trust_code=trust_code,
+            threads=threads,
+        )
+    )
+
+
+def warm_up(
+    runtime: Runtime,
+    metadata: RuntimeMetadata,
+    examples: Sequence[Mapping[str, Any]],
+    runs: int,
+) -> WarmupReport:
+    """Run every example ``max(runs, 2)`` times; raise :class:`LoadError` on any failure or
+    mismatch with the example's expected outputs."""
+    deterministic = True
+    checked = 0
+    for index, example in enumerate(examples):
+        try:
+            inputs = check_inputs(decode_request(dict(example)), metadata.inputs)
+            first = runtime.predict(inputs)
+            for _ in range(max(runs, 2) - 1):
+                again = runtime.predict(inputs)
+                deterministic = deterministic and _same(first, again)
+            checked += _check_expected(first, example, index)
+        except LoadError:
+            raise
+        except Exception as exc:
+            reason = str(exc) if isinstance(exc, PitstopError) else f"{type(exc).__name__}: {exc}"
+            raise LoadError(f"warm-up example {index} failed: {reason}") from exc
+    return WarmupReport(
+        examples=len(examples), deterministic=deterministic, checked_outputs=checked
+    )
+
+
+def load_and_validate(
+    path: Path,
+    manifest: ModelManifest,
+    *,
+    trust_pickle: bool,
+    trust_code: bool,
+    threads: int,
+    runs: int,
+) -> tuple[Runtime, RuntimeMetadata, WarmupReport]:
+    """Check the manifest's serving options, construct, load and warm up; the runtime is
+    unloaded again if anything fails."""
+    BatchingOptions.from_manifest(manifest.batching)
+    CacheOptions.from_manifest(manifest.cache)
+    runtime = build_runtime(
+        path, manifest, trust_pickle=trust_pickle, trust_code=trust_code, threads=threads
+    )
+    _load_serially(runtime, manifest.runtime)
+    try:
+        metadata = runtime.metadata()
+        report = warm_up(runtime, metadata, manifest.warmup, runs)
+    except BaseException:
+        runtime.unload()
+        raise
+    return runtime, metadata, report
+
+
+_LOAD_LOCKS: defaultdict[str, threading.Lock] = defaultdict(threading.Lock)
+_LOAD_LOCK_WAIT_S = 60.0
+
+
+def _load_serially(runtime: Runtime, name: str) -> None:
+    """``runtime.load()``, one at a time per runtime name.
+
+    Loading deserialises and imports the framework lazily; two threads doing that for the same
+    framework at once can see a module half-initialised (scikit-learn raised "partially
+    initialized module" here when two versions loaded at start-up). A load that hangs must not
+    block the others forever, so after a minute's wait a load proceeds without the lock.
+    """
+    lock = _LOAD_LOCKS[name]
+    held = lock.acquire(timeout=_LOAD_LOCK_WAIT_S)
+    try:
+        runtime.load()
+    finally:
+        if held:
+            lock.release()
+
+
+def _same(a: Mapping[str, np.ndarray], b: Mapping[str, np.ndarray]) -> bool:
+    if a.keys() != b.keys():
+        return False
+    for name, left in a.items():
+        left, right = np.asarray(left), np.asarray(b[name])
+        if left.shape != right.shape:
+            return False
+        if left.dtype.kind in "fc":
+            if not np.array_equal(left, right, equal_nan=True):
+                return False
+        elif not np.array_equal(left, right):
+            return False
+    return True
+
+
+def _check_expected(
+    produced: Mapping[str, np.ndarray], example: Mapping[str, Any], index: int
+) -> int:
+    expected = example.get("expected_outputs")
+    if expected is None:
+        return 0
+    if not isinstance(expected, list):
+        raise InvalidInput(f"warmup[{index}].expected_outputs must be a list of tensors")
+    tolerance = example.get("tolerance") or {}
+    rtol = float(tolerance.get("rtol", DEFAULT_RTOL))
+    atol = float(tolerance.get("atol", DEFAULT_ATOL))
+    for position, raw in enumerate(expected):
+        name, _datatype, want = decode_input(raw, f"warmup[{index}].expected_outputs[{position}]")
+        got = produced.get(name)
+        if got is None:
+            raise LoadError(f"warm-up example {index}: the model produced no output {name!r}")
+        got = np.asarray(got)
+        if got.shape != want.shape:
+            raise LoadError(
+                f"warm-up example {index}: output {name!r} has shape {list(got.shape)}, "
+                f"expected {list(want.shape)}"
+            )
+        if want.dtype.kind in "fc" or got.dtype.kind in "fc":
+            matches = np.allclose(got, want, rtol=rtol, atol=atol, equal_nan=True)
+        else:
+            matches = np.array_equal(got, want)
+        if not matches:
+            raise LoadError(
+                f"warm-up example {index}: output {name!r} is {got.reshape(-1)[:8].tolist()}, "
+                f"expected {want.reshape(-1)[:8].tolist()} (rtol={rtol:g}, atol={atol:g})"
+            )
+    return len(expected)

@@ -1,0 +1,164 @@
+"""Every setting of pitstop, read once from the environment (``PITSTOP_*``) by a composition root.
+
+Nothing reads the environment anywhere else; the values are passed down as plain arguments.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Server, registry and CLI configuration. Each field is also ``PITSTOP_<FIELD>``."""
+
+    model_config = SettingsConfigDict(env_prefix="PITSTOP_", extra="ignore")
+
+    home: Path = Field(default=Path(".pitstop"))
+    """Folder for the embedded registry (SQLite file) and the local artifact store."""
+
+    registry_url: str | None = None
+    """SQLAlchemy URL of the registry, e.g. ``postgresql+psycopg://user@host/db``.
+    Default: ``sqlite:///<home>/registry.db``."""
+
+    artifact_root: Path | None = None
+    """Folder of the local content-addressed artifact store. Default: ``<home>/artifacts``."""
+
+    host: str = "127.0.0.1"
+    """Address the server binds. Only loopback unless told otherwise."""
+
+    http_port: int = Field(default=8000, ge=0, le=65535)
+    """REST (Open Inference Protocol) port."""
+
+    grpc_port: int = Field(default=8001, ge=0, le=65535)
+    """gRPC port (``inference.GRPCInferenceService``), on the same ``host``."""
+
+    grpc_max_message_bytes: int = Field(default=64 * 1024 * 1024, gt=0)
+    """Largest gRPC message received or sent; larger ones fail with RESOURCE_EXHAUSTED."""
+
+    max_request_bytes: int = Field(default=64 * 1024 * 1024, gt=0)
+    """Largest request body accepted; larger bodies get 413."""
+
+    watch_interval_s: float = Field(default=0.5, gt=0)
+    """How often the server checks the registry for alias changes."""
+
+    warmup_runs: int = Field(default=2, ge=0)
+    """How many times a version runs its manifest's example before it takes traffic."""
+
+    load_timeout_s: float = Field(default=120.0, gt=0)
+    """Longest a version may take to verify, load and warm up before it is marked FAILED."""
+
+    load_retries: int = Field(default=2, ge=0)
+    """Extra attempts after a transient load failure (a timeout or an unexpected error)."""
+
+    load_retry_backoff_s: float = Field(default=1.0, ge=0)
+    """Wait before the first retry; doubles for each further one."""
+
+    drain_timeout_s: float = Field(default=30.0, ge=0)
+    """Longest an old version waits for in-flight requests before it is unloaded anyway."""
+
+    inference_threads: int = Field(default=4, ge=1)
+    """Threads that run framework calls, so the event loop never blocks on a model."""
+
+    max_queue_size: int = Field(default=1024, gt=0)
+    """Requests that may wait per version without a batcher; more get 429 (a batcher's bound is
+    ``batching.max_queue_size`` in the manifest)."""
+
+    default_timeout_us: int = Field(default=0, ge=0)
+    """Deadline for requests that set no ``timeout`` parameter, in microseconds; 0 = none. A
+    request whose deadline passes before it runs is never executed and gets 504."""
+
+    runtime_threads: int = Field(default=1, ge=1)
+    """Threads one framework call may use (onnxruntime intra-op, xgboost nthread, ...)."""
+
+    shutdown_grace_s: float = Field(default=5.0, ge=0)
+    """After SIGTERM: seconds during which readiness is false but new connections are still
+    served, so load balancers stop sending traffic before the server stops listening."""
+
+    rollout_controller: bool = True
+    """Run the rollout controller in this server (only the replica holding the registry lease
+    acts)."""
+
+    rollout_steps: str = "5,25,50,100"
+    """Default canary weights of ``pitstop deploy``, in percent."""
+
+    rollout_interval: str = "60s"
+    """Default time per rollout step of ``pitstop deploy`` (s, m, h, d suffixes)."""
+
+    rollout_tick_s: float = Field(default=0.5, gt=0)
+    """How often the rollout controller judges active rollouts."""
+
+    actor: str | None = None
+    """Name recorded in the audit history for CLI changes. Default: the OS user."""
+
+    replica: str | None = None
+    """Name under which this server reports load states. Default: ``<hostname>:<http_port>``."""
+
+    # -- observability (docs/observability.md) ---------------------------------------------------
+
+    metrics_enabled: bool = True
+    """Record request metrics and serve them at ``GET /metrics`` (Prometheus text format)."""
+
+    drift_enabled: bool = True
+    """Keep a window of live inputs per version and score it against the reference profile."""
+
+    drift_interval_s: float = Field(default=30.0, gt=0)
+    """How often live windows are compared with their reference profiles."""
+
+    drift_window_rows: int = Field(default=2048, ge=64)
+    """Live input rows kept per version (a ring: the newest replace the oldest)."""
+
+    drift_min_rows: int = Field(default=200, ge=1)
+    """Rows a live window needs before it is scored."""
+
+    drift_reference_rows: int = Field(default=1000, ge=0)
+    """Without a pushed reference, the first N rows a version serves become its reference profile
+    (stored in the registry); 0 = only pushed references."""
+
+    drift_psi_threshold: float = Field(default=0.25, gt=0)
+    """PSI from which a feature is reported as drifted (a rule of thumb: 0.1 moderate, 0.25
+    large). The shipped alert rules use the same figure."""
+
+    tracing_exporter: str = Field(default="none", pattern="^(none|console|otlp)$")
+    """OpenTelemetry spans: ``none`` (off, no cost), ``console`` (stdout) or ``otlp`` (gRPC)."""
+
+    tracing_endpoint: str | None = None
+    """OTLP collector address, e.g. ``http://127.0.0.1:4317``; default: the exporter's own."""
+
+    tracing_sample_ratio: float = Field(default=1.0, ge=0, le=1)
+    """Share of new traces recorded; requests with a sampled ``traceparent`` always are."""
+
+    log_format: str = Field(default="text", pattern="^(text|json)$")
+    """``json``: one JSON object per line (for log collectors); ``text``: for people."""
+
+    log_level: str = Field(default="info", pattern="^(debug|info|warning|error)$")
+    """Lowest level logged."""
+
+    log_requests: bool = False
+    """Log one line per inference request (request id, model, version, status, latency)."""
+
+    log_payload_sample_rate: float = Field(default=0.0, ge=0, le=1)
+    """Share of logged requests whose inputs and outputs are logged too (truncated)."""
+
+    log_redact: list[str] = Field(default_factory=list)
+    """Tensor and parameter names whose values never reach the logs (PII), e.g.
+    ``PITSTOP_LOG_REDACT='["email","ssn"]'``."""
+
+    cost_per_hour: float = Field(default=0.0, ge=0)
+    """What one replica costs per hour (any currency); 0 = no cost metrics."""
+
+    replicas: int = Field(default=1, ge=1)
+    """Replicas sharing the traffic; the cost report scales one replica's figures by it."""
+
+    cost_window_s: float = Field(default=3600.0, gt=0)
+    """Window of ``pitstop_cost_per_1k_predictions`` (the ``pitstop cost`` default too)."""
+
+    def resolved_registry_url(self) -> str:
+        if self.registry_url:
+            return self.registry_url
+        return f"sqlite:///{(self.home / 'registry.db').resolve()}"
+
+    def resolved_artifact_root(self) -> Path:
+        return (self.artifact_root or self.home / "artifacts").resolve()

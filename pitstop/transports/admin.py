@@ -1,0 +1,114 @@
+"""The delivery admin API over HTTP: traffic policies, rollouts, rollback.
+
+    GET  /v2/pitstop/models/{m}/traffic                 read:  policy, rollout, fallbacks, shadows
+    PUT  /v2/pitstop/models/{m}/traffic                 admin: replace the traffic policy
+    POST /v2/pitstop/models/{m}/deploy                  admin: start a rollout
+    POST /v2/pitstop/models/{m}/rollout/{action}        admin: pause | resume | abort
+    POST /v2/pitstop/models/{m}/rollback                admin: production → previous version
+
+Bodies are JSON; every call needs ``Authorization: Bearer <token>`` with the scope shown, and is
+audited with the actor ``token:<name>``. Errors use the REST transport's status table.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from pitstop import errors
+from pitstop.security.token import ADMIN, READ, Authenticator
+from pitstop.serving.operations import Operations
+from pitstop.transports.body import read_json_object
+from pitstop.transports.rest import error_response
+
+MAX_BODY = 1024 * 1024
+PREFIX = "/v2/pitstop/models/{model}"
+
+Endpoint = Callable[[Request], Awaitable[Response]]
+
+
+class AdminApi:
+    def __init__(self, authenticator: Authenticator) -> None:
+        self._auth = authenticator
+        self._operations: Operations | None = None
+
+    def attach(self, operations: Operations) -> None:
+        self._operations = operations
+
+    @property
+    def _ops(self) -> Operations:
+        if self._operations is None:
+            raise errors.Unavailable("the server is starting")
+        return self._operations
+
+    def routes(self) -> list[Route]:
+        return [
+            Route(PREFIX + "/traffic", self._guard(self.traffic, READ), methods=["GET"]),
+            Route(PREFIX + "/traffic", self._guard(self.set_traffic, ADMIN), methods=["PUT"]),
+            Route(PREFIX + "/deploy", self._guard(self.deploy, ADMIN), methods=["POST"]),
+            Route(PREFIX + "/rollout/{action}", self._guard(self.rollout, ADMIN), methods=["POST"]),
+            Route(PREFIX + "/rollback", self._guard(self.rollback, ADMIN), methods=["POST"]),
+        ]
+
+    def _guard(self, endpoint: Callable[[Request, str], Awaitable[Any]], scope: str) -> Endpoint:
+        async def guarded(request: Request) -> Response:
+            try:
+                token = self._auth.require(request.headers.get("authorization"), scope)
+                return JSONResponse(await endpoint(request, f"token:{token.name}"))
+            except errors.PitstopError as error:
+                return error_response(error)
+
+        return guarded
+
+    async def traffic(self, request: Request, _actor: str) -> Any:
+        return await self._ops.traffic(request.path_params["model"])
+
+    async def set_traffic(self, request: Request, actor: str) -> Any:
+        body = await _body(request)
+        return await self._ops.set_policy(request.path_params["model"], body, actor, _reason(body))
+
+    async def deploy(self, request: Request, actor: str) -> Any:
+        body = await _body(request)
+        version = body.get("version")
+        if not isinstance(version, int) or isinstance(version, bool):
+            raise errors.InvalidInput("'version' must be a version number")
+        steps = body.get("steps", [5, 25, 50, 100])
+        if not isinstance(steps, list) or not all(isinstance(s, int | float) for s in steps):
+            raise errors.InvalidInput("'steps' must be a list of percentages")
+        interval = body.get("interval_s", 60)
+        if not isinstance(interval, int | float) or isinstance(interval, bool):
+            raise errors.InvalidInput("'interval_s' must be a number of seconds")
+        guard = body.get("guard", {})
+        if not isinstance(guard, dict):
+            raise errors.InvalidInput("'guard' must be an object")
+        return await self._ops.deploy(
+            request.path_params["model"], version, steps, float(interval), guard, actor,
+            _reason(body),
+        )  # fmt: skip
+
+    async def rollout(self, request: Request, actor: str) -> Any:
+        action = request.path_params["action"]
+        if action not in ("pause", "resume", "abort"):
+            raise errors.NotFound(f"unknown rollout action {action!r}; use pause, resume, abort")
+        body = await _body(request, optional=True)
+        return await self._ops.rollout_action(
+            request.path_params["model"], action, actor, _reason(body)
+        )
+
+    async def rollback(self, request: Request, actor: str) -> Any:
+        body = await _body(request, optional=True)
+        version = await self._ops.rollback(request.path_params["model"], actor, _reason(body))
+        return {"model": request.path_params["model"], "production": version}
+
+
+async def _body(request: Request, optional: bool = False) -> dict[str, Any]:
+    return await read_json_object(request, MAX_BODY, optional=optional)
+
+
+def _reason(body: dict[str, Any]) -> str | None:
+    reason = body.get("reason")
+    return reason if isinstance(reason, str) else None

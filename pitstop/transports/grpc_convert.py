@@ -1,0 +1,277 @@
+"""Protobuf messages of ``inference.GRPCInferenceService`` ↔ :mod:`pitstop.protocol` types.
+
+Tensor data arrives either typed (each input's ``contents``, in the field its datatype names) or
+raw (``raw_input_contents``, one entry per input, in the layout of
+:mod:`pitstop.protocol.raw_tensor`); never both. Responses answer in kind: raw when the request
+was raw, typed otherwise, except that FP16 and BF16 have no typed field, so a response with such
+an output is raw throughout (a response cannot mix the two). Every problem raises
+:class:`InvalidInput` naming the input.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any, Final, Protocol
+
+import numpy as np
+
+from pitstop.errors import InvalidInput
+from pitstop.protocol.datatype import datatype_of, numpy_dtype
+from pitstop.protocol.json_codec import decode_shape
+from pitstop.protocol.model_config import CONFIG_DATATYPES, ModelConfig
+from pitstop.protocol.raw_tensor import decode_raw, encode_raw
+from pitstop.protocol.tensor import (
+    InferRequest,
+    InferResponse,
+    ModelMetadata,
+    Parameters,
+    RequestedOutput,
+    TensorSpec,
+)
+from pitstop.transports.proto import inference_pb2 as pb
+
+TYPED_FIELD: Final[dict[str, str]] = {
+    "BOOL": "bool_contents",
+    "INT8": "int_contents",
+    "INT16": "int_contents",
+    "INT32": "int_contents",
+    "INT64": "int64_contents",
+    "UINT8": "uint_contents",
+    "UINT16": "uint_contents",
+    "UINT32": "uint_contents",
+    "UINT64": "uint64_contents",
+    "FP32": "fp32_contents",
+    "FP64": "fp64_contents",
+    "BYTES": "bytes_contents",
+}
+"""Which ``InferTensorContents`` field carries a datatype; FP16/BF16 have none (raw only)."""
+
+_CONTENT_FIELDS: Final = tuple(sorted(set(TYPED_FIELD.values())))
+
+
+class _ParameterMessage(Protocol):
+    def WhichOneof(self, name: str) -> str | None: ...
+
+
+# ---- requests ------------------------------------------------------------------------------
+
+
+def decode_infer_request(message: pb.ModelInferRequest) -> InferRequest:
+    """The request a ``ModelInferRequest`` carries (model name and version are not part of it)."""
+    raw = list(message.raw_input_contents)
+    if raw and len(raw) != len(message.inputs):
+        raise InvalidInput(
+            f"raw_input_contents has {len(raw)} entries but the request has "
+            f"{len(message.inputs)} inputs; send one entry per input, in input order"
+        )
+    inputs: dict[str, np.ndarray] = {}
+    datatypes: dict[str, str] = {}
+    if not message.inputs:
+        raise InvalidInput("'inputs' must be a non-empty list of tensors")
+    for index, tensor in enumerate(message.inputs):
+        if not tensor.name:
+            raise InvalidInput(f"inputs[{index}].name must be a non-empty string")
+        where = f"input {tensor.name!r}"
+        if tensor.name in inputs:
+            raise InvalidInput(f"inputs[{index}].name: duplicate input {tensor.name!r}")
+        shape = decode_shape(list(tensor.shape), f"{where}: shape")
+        if raw:
+            if tensor.HasField("contents") and _has_contents(tensor.contents):
+                raise InvalidInput(
+                    f"{where}: sets contents although the request uses raw_input_contents"
+                )
+            array = decode_raw(tensor.datatype, shape, raw[index], where)
+        else:
+            array = _decode_typed(tensor.datatype, shape, tensor.contents, where)
+        inputs[tensor.name] = array
+        datatypes[tensor.name] = tensor.datatype
+    outputs = tuple(
+        RequestedOutput(output.name, decode_parameters(output.parameters))
+        for output in message.outputs
+    )
+    return InferRequest(
+        inputs=inputs,
+        id=message.id or None,
+        parameters=decode_parameters(message.parameters),
+        outputs=outputs,
+        input_datatypes=datatypes,
+    )
+
+
+def _decode_typed(
+    datatype: str, shape: tuple[int, ...], contents: pb.InferTensorContents, where: str
+) -> np.ndarray:
+    dtype = numpy_dtype(datatype, f"{where}: datatype")
+    field = TYPED_FIELD.get(datatype)
+    if field is None:
+        raise InvalidInput(f"{where}: {datatype} data can only be sent as raw_input_contents")
+    for other in _CONTENT_FIELDS:
+        if other != field and len(getattr(contents, other)):
+            raise InvalidInput(f"{where}: {datatype} data belongs in contents.{field}, not {other}")
+    values: Sequence[Any] = getattr(contents, field)
+    count = math.prod(shape)
+    if len(values) != count:
+        raise InvalidInput(
+            f"{where}: contents.{field} has {len(values)} elements but shape {list(shape)} "
+            f"needs {count}"
+        )
+    if datatype == "BYTES":
+        array = np.empty(count, dtype=object)
+        array[:] = list(values)
+        return array.reshape(shape)
+    wide = np.asarray(values, dtype=np.float64 if dtype.kind == "f" else None)
+    if dtype.kind in "iu" and wide.size:
+        # int_contents and uint_contents are 32-bit; narrower types must not wrap around.
+        limits = np.iinfo(dtype.name)
+        if wide.min() < limits.min or wide.max() > limits.max:
+            raise InvalidInput(f"{where}: values do not fit {datatype}")
+    return wide.astype(dtype).reshape(shape)
+
+
+def _has_contents(contents: pb.InferTensorContents) -> bool:
+    return any(len(getattr(contents, field)) for field in _CONTENT_FIELDS)
+
+
+def decode_parameters(parameters: Mapping[str, _ParameterMessage]) -> dict[str, Any]:
+    """``map<string, InferParameter>`` (or ``ModelRepositoryParameter``) as plain values."""
+    decoded: dict[str, Any] = {}
+    for key, parameter in parameters.items():
+        choice = parameter.WhichOneof("parameter_choice")
+        if choice is not None:
+            decoded[key] = getattr(parameter, choice)
+    return decoded
+
+
+# ---- responses -----------------------------------------------------------------------------
+
+
+def encode_infer_response(response: InferResponse, raw: bool) -> pb.ModelInferResponse:
+    """``response`` as a ``ModelInferResponse``; ``raw`` picks ``raw_output_contents``."""
+    datatypes = {name: datatype_of(array) for name, array in response.outputs.items()}
+    raw = raw or any(datatype not in TYPED_FIELD for datatype in datatypes.values())
+    message = pb.ModelInferResponse(
+        model_name=response.model_name,
+        model_version=response.model_version,
+        id=response.id or "",
+    )
+    encode_parameters(response.parameters, message.parameters)
+    for name, array in response.outputs.items():
+        tensor = message.outputs.add(name=name, datatype=datatypes[name], shape=array.shape)
+        if raw:
+            message.raw_output_contents.append(encode_raw(array))
+        else:
+            _encode_typed(datatypes[name], array, tensor.contents)
+    return message
+
+
+def _encode_typed(datatype: str, array: np.ndarray, contents: pb.InferTensorContents) -> None:
+    flat = array.reshape(-1)
+    field = getattr(contents, TYPED_FIELD[datatype])
+    if datatype == "BYTES":
+        field.extend(
+            item if isinstance(item, bytes) else str(item).encode("utf-8") for item in flat
+        )
+    else:
+        field.extend(flat.tolist())
+
+
+def encode_parameters(parameters: Parameters, target: Any) -> None:
+    """Plain values into a ``map<string, InferParameter>``; values of other types are dropped
+    (the protocol has no parameter type for them)."""
+    for key, value in parameters.items():
+        if isinstance(value, bool):
+            target[key].bool_param = value
+        elif isinstance(value, int):
+            if value >= 2**63:
+                target[key].uint64_param = value
+            else:
+                target[key].int64_param = value
+        elif isinstance(value, float):
+            target[key].double_param = value
+        elif isinstance(value, str):
+            target[key].string_param = value
+
+
+# ---- metadata, configuration, statistics, repository ---------------------------------------
+
+
+def encode_model_metadata(metadata: ModelMetadata) -> pb.ModelMetadataResponse:
+    def tensor(spec: TensorSpec) -> pb.ModelMetadataResponse.TensorMetadata:
+        return pb.ModelMetadataResponse.TensorMetadata(
+            name=spec.name, datatype=spec.datatype, shape=spec.shape
+        )
+
+    return pb.ModelMetadataResponse(
+        name=metadata.name,
+        versions=list(metadata.versions),
+        platform=metadata.platform,
+        inputs=[tensor(spec) for spec in metadata.inputs],
+        outputs=[tensor(spec) for spec in metadata.outputs],
+    )
+
+
+def encode_model_config(config: ModelConfig) -> pb.ModelConfigResponse:
+    message = pb.ModelConfig(
+        name=config.name,
+        platform=config.platform,
+        backend=config.backend,
+        max_batch_size=config.max_batch_size,
+    )
+    for tensor in config.inputs:
+        message.input.add(
+            name=tensor.name,
+            data_type=pb.DataType.Value(CONFIG_DATATYPES[tensor.datatype]),
+            dims=tensor.dims,
+        )
+    for tensor in config.outputs:
+        message.output.add(
+            name=tensor.name,
+            data_type=pb.DataType.Value(CONFIG_DATATYPES[tensor.datatype]),
+            dims=tensor.dims,
+        )
+    if config.dynamic_batching is not None:
+        batching = config.dynamic_batching
+        message.dynamic_batching.preferred_batch_size.extend(batching.preferred_batch_size)
+        message.dynamic_batching.max_queue_delay_microseconds = (
+            batching.max_queue_delay_microseconds
+        )
+    return pb.ModelConfigResponse(config=message)
+
+
+def encode_statistics(rows: Sequence[Mapping[str, Any]]) -> pb.ModelStatisticsResponse:
+    """The statistics extension's JSON rows (Triton's field names) as protobuf."""
+    message = pb.ModelStatisticsResponse()
+    for row in rows:
+        stats = message.model_stats.add(
+            name=row["name"],
+            version=row["version"],
+            last_inference=row["last_inference"],
+            inference_count=row["inference_count"],
+            execution_count=row["execution_count"],
+        )
+        _durations(row["inference_stats"], stats.inference_stats)
+        for batch in row.get("batch_stats", ()):
+            _durations(batch, stats.batch_stats.add(batch_size=batch["batch_size"]))
+    return message
+
+
+def _durations(row: Mapping[str, Any], target: Any) -> None:
+    """Copy ``{"<kind>": {"count", "ns"}}`` entries onto the same-named message fields."""
+    for kind, duration in row.items():
+        if isinstance(duration, Mapping) and kind in target.DESCRIPTOR.fields_by_name:
+            field = getattr(target, kind)
+            field.count = duration["count"]
+            field.ns = duration["ns"]
+
+
+def encode_repository_index(rows: Sequence[Mapping[str, str]]) -> pb.RepositoryIndexResponse:
+    message = pb.RepositoryIndexResponse()
+    for row in rows:
+        message.models.add(
+            name=row.get("name", ""),
+            version=row.get("version", ""),
+            state=row.get("state", ""),
+            reason=row.get("reason", ""),
+        )
+    return message

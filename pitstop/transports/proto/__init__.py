@@ -1,0 +1,1 @@
+"""Generated gRPC modules (``make proto``); do not edit by hand."""

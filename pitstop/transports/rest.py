@@ -1,0 +1,203 @@
+"""REST transport: the Open Inference Protocol (KServe V2) over HTTP, on Starlette.
+
+Every route decodes, calls the DataPlane, encodes. Errors map to status codes in one table.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any, Final
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from pitstop import errors
+from pitstop.protocol.binary_codec import HEADER_LENGTH, decode_body, encode_body
+from pitstop.security.token import ADMIN, Authenticator
+from pitstop.serving.dataplane import DataPlane
+from pitstop.transports.body import read_body, read_json
+
+STATUS_BY_ERROR: Final[tuple[tuple[type[errors.PitstopError], int], ...]] = (
+    (errors.PayloadTooLarge, 413),
+    (errors.InvalidInput, 400),
+    (errors.NotFound, 404),
+    (errors.Conflict, 409),
+    (errors.Unavailable, 503),
+    (errors.Overloaded, 429),
+    (errors.DeadlineExceeded, 504),
+    (errors.Unsupported, 501),
+    (errors.Unauthenticated, 401),
+    (errors.PermissionDenied, 403),
+    (errors.InternalError, 500),
+)
+"""Most specific first: the first class an error is an instance of decides its status."""
+
+VERSION_HEADER: Final = "pitstop-model-version"
+DIGEST_HEADER: Final = "pitstop-model-digest"
+FALLBACK_HEADER: Final = "pitstop-fallback"
+"""Set when the traffic policy's fallback answered; its value says why."""
+
+
+def status_of(error: errors.PitstopError) -> int:
+    for kind, status in STATUS_BY_ERROR:
+        if isinstance(error, kind):
+            return status
+    return 500
+
+
+def error_response(error: errors.PitstopError) -> JSONResponse:
+    headers = {}
+    if isinstance(error, errors.Overloaded):
+        headers["Retry-After"] = str(max(1, round(error.retry_after)))
+    return JSONResponse({"error": str(error)}, status_code=status_of(error), headers=headers)
+
+
+Endpoint = Callable[[Request], Awaitable[Response]]
+
+
+class RestApi:
+    """The V2 routes over one DataPlane, attached once the lifespan has built it."""
+
+    def __init__(self, max_request_bytes: int, authenticator: Authenticator) -> None:
+        self._attached: DataPlane | None = None
+        self._max_bytes = max_request_bytes
+        self._auth = authenticator
+        self._terminating = False
+
+    def attach(self, dataplane: DataPlane) -> None:
+        self._attached = dataplane
+        if self._terminating:
+            dataplane.begin_shutdown()
+
+    def begin_shutdown(self) -> None:
+        """Readiness turns false; every other route keeps working."""
+        self._terminating = True
+        if self._attached is not None:
+            self._attached.begin_shutdown()
+
+    @property
+    def _dataplane(self) -> DataPlane:
+        if self._attached is None:
+            raise errors.Unavailable("the server is starting")
+        return self._attached
+
+    def routes(self) -> list[Route]:
+        model = "/v2/models/{model}"
+        version = "/v2/models/{model}/versions/{version}"
+        # Inference first: Starlette tries routes in order, and infer is the hot path.
+        return [
+            Route(model + "/infer", self._guard(self.infer), methods=["POST"]),
+            Route(version + "/infer", self._guard(self.infer), methods=["POST"]),
+            Route("/v2/models/stats", self._guard(self.statistics), methods=["GET"]),
+            Route(model + "/stats", self._guard(self.statistics), methods=["GET"]),
+            Route(version + "/stats", self._guard(self.statistics), methods=["GET"]),
+            Route("/v2/repository/index", self._guard(self.repository_index), methods=["POST"]),
+            Route("/v2/repository/models/{model}/load", self._guard(self.load), methods=["POST"]),
+            Route(
+                "/v2/repository/models/{model}/unload", self._guard(self.unload), methods=["POST"]
+            ),
+            Route("/v2/health/live", self._guard(self.live), methods=["GET"]),
+            Route("/v2/health/ready", self._guard(self.ready), methods=["GET"]),
+            Route("/v2", self._guard(self.server_metadata), methods=["GET"]),
+            Route(model, self._guard(self.model_metadata), methods=["GET"]),
+            Route(version, self._guard(self.model_metadata), methods=["GET"]),
+            Route(model + "/ready", self._guard(self.model_ready), methods=["GET"]),
+            Route(version + "/ready", self._guard(self.model_ready), methods=["GET"]),
+            Route(model + "/config", self._guard(self.model_config), methods=["GET"]),
+            Route(version + "/config", self._guard(self.model_config), methods=["GET"]),
+        ]
+
+    def _guard(self, endpoint: Endpoint) -> Endpoint:
+        async def guarded(request: Request) -> Response:
+            try:
+                response = await endpoint(request)
+            except errors.PitstopError as error:
+                response = error_response(error)
+            if self._terminating:
+                # Shutting down: make clients open a new connection for their next request,
+                # which is refused cleanly once we stop listening, instead of reusing this one.
+                response.headers["connection"] = "close"
+            return response
+
+        return guarded
+
+    async def live(self, _request: Request) -> Response:
+        return JSONResponse({"live": self._dataplane.live()})
+
+    async def ready(self, _request: Request) -> Response:
+        ready = self._dataplane.ready()
+        return JSONResponse({"ready": ready}, status_code=200 if ready else 503)
+
+    async def server_metadata(self, _request: Request) -> Response:
+        info = self._dataplane.info
+        return JSONResponse(
+            {"name": info.name, "version": info.version, "extensions": list(info.extensions)}
+        )
+
+    async def model_metadata(self, request: Request) -> Response:
+        model, version = _target(request)
+        metadata = self._dataplane.model_metadata(model, version)
+        return JSONResponse(metadata.to_json())
+
+    async def model_ready(self, request: Request) -> Response:
+        model, version = _target(request)
+        ready = self._dataplane.model_ready(model, version)
+        return JSONResponse({"name": model, "ready": ready}, status_code=200 if ready else 503)
+
+    async def model_config(self, request: Request) -> Response:
+        model, version = _target(request)
+        return JSONResponse(self._dataplane.model_config(model, version).to_json())
+
+    async def infer(self, request: Request) -> Response:
+        """JSON, or JSON plus binary tensors (the binary tensor extension) both ways."""
+        model, version = _target(request)
+        try:
+            body = await self._read_body(request)
+            decoded = decode_body(body, request.headers.get(HEADER_LENGTH))
+        except errors.InvalidInput as error:  # counted like the DataPlane's own refusals
+            self._dataplane.rejected(model, "rest", error)
+            raise
+        served = await self._dataplane.infer(
+            model, version, decoded, metadata=request.headers, transport="rest"
+        )
+        encoded = encode_body(served.response, decoded.parameters)
+        headers = {VERSION_HEADER: str(served.version), DIGEST_HEADER: served.digest}
+        if served.fallback is not None:
+            headers[FALLBACK_HEADER] = served.fallback
+        if encoded.json_length is not None:
+            headers[HEADER_LENGTH] = str(encoded.json_length)
+        return Response(encoded.content, headers=headers, media_type=encoded.media_type)
+
+    async def statistics(self, request: Request) -> Response:
+        params = request.path_params
+        rows = self._dataplane.model_statistics(params.get("model"), params.get("version"))
+        return JSONResponse({"model_stats": rows})
+
+    async def repository_index(self, request: Request) -> Response:
+        body = await self._read_json(request, optional=True)
+        ready_only = isinstance(body, dict) and body.get("ready") is True
+        return JSONResponse(self._dataplane.repository_index(ready_only))
+
+    async def load(self, request: Request) -> Response:
+        self._auth.require(request.headers.get("authorization"), ADMIN)
+        await self._read_json(request, optional=True)
+        await self._dataplane.load_model(request.path_params["model"])
+        return JSONResponse({})
+
+    async def unload(self, request: Request) -> Response:
+        self._auth.require(request.headers.get("authorization"), ADMIN)
+        await self._read_json(request, optional=True)
+        await self._dataplane.unload_model(request.path_params["model"])
+        return JSONResponse({})
+
+    async def _read_json(self, request: Request, optional: bool = False) -> Any:
+        return await read_json(request, self._max_bytes, optional=optional)
+
+    async def _read_body(self, request: Request) -> bytes:
+        return await read_body(request, self._max_bytes)
+
+
+def _target(request: Request) -> tuple[str, str | None]:
+    params = request.path_params
+    return params["model"], params.get("version")

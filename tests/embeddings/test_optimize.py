@@ -1,0 +1,93 @@
+"""``pitstop optimize --quantize int8``: a new, unpromoted version with an accuracy report."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from pitstop.cli import main
+from pitstop.errors import InvalidInput, Unsupported
+from pitstop.jobs.optimize import optimize, parse_reference
+from pitstop.serving.warmup import build_runtime
+from tests import model_factory as mf
+from tests.embeddings.conftest import MODEL, Imported, open_registry
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("minilm", ("minilm", "production")),
+        ("minilm@staging", ("minilm", "staging")),
+        ("minilm@3", ("minilm", "3")),
+    ],
+)
+def test_parse_reference(text: str, expected: tuple[str, str]) -> None:
+    assert parse_reference(text) == expected
+
+
+@pytest.mark.parametrize("text", ["@production", "minilm@", ""])
+def test_parse_reference_refuses_malformed(text: str) -> None:
+    with pytest.raises(InvalidInput):
+        parse_reference(text)
+
+
+def test_int8_embeddings_version_with_cosine_report(
+    imported: Imported, capsys: pytest.CaptureFixture[str]
+) -> None:
+    capsys.readouterr()
+    main(
+        ["--home", str(imported.home), "optimize", f"{MODEL}@production", "--quantize", "int8",
+         "--threads", "1", "--bench-seconds", "1", "--json"]
+    )  # fmt: skip
+    report = json.loads(capsys.readouterr().out)
+    assert report["version"] > imported.version.number
+    assert report["eval_rows"] == 256
+    assert 0.98 <= report["cosine_mean"] <= 1.0
+    assert report["cosine_min"] <= report["cosine_p1"] <= report["cosine_mean"]
+    assert report["cosine_min"] > 0.9
+    assert report["throughput_ratio"] > 1.2, report
+
+    with open_registry(imported.home) as registry:
+        assert registry.aliases(MODEL) == {"production": imported.version.number}
+        version = registry.version(MODEL, report["version"])
+        folder = registry.fetch(version)
+    assert version.meta["optimized_from"] == f"v{imported.version.number}"
+    assert version.meta["quantization"] == "int8"
+    assert float(version.meta["cosine_mean"]) == report["cosine_mean"]
+    assert version.digest != imported.version.digest
+    assert (folder / "model.onnx").stat().st_size < (imported.folder / "model.onnx").stat().st_size
+
+    runtime = build_runtime(
+        folder, version.manifest, trust_pickle=False, trust_code=False, threads=1
+    )
+    runtime.load()
+    try:
+        text = {"text": np.array([b"int8 still embeds sentences"], dtype=object)}
+        out = runtime.predict(text)["embedding"][0]
+    finally:
+        runtime.unload()
+    assert abs(float(np.linalg.norm(out)) - 1.0) < 1e-4
+
+
+def test_classifier_report_is_prediction_agreement(tmp_path: Path) -> None:
+    folder = mf.make_onnx_package(tmp_path / "package")
+    with open_registry(tmp_path / "home") as registry:
+        registry.push(folder, name="iris", aliases=["production"], actor="test")
+        result = optimize(
+            registry, "iris", "production", quantize="int8", actor="test", bench_seconds=0.1
+        )
+        assert result.report["agreement"] == 1.0
+        assert result.report["agreement_label"] == 1.0
+        assert result.pushed.version.number == 2
+        assert registry.aliases("iris") == {"production": 1}
+
+
+def test_only_onnx_packages_can_be_optimized(tmp_path: Path) -> None:
+    folder = mf.make_sklearn_package(tmp_path / "package")
+    with open_registry(tmp_path / "home") as registry:
+        registry.push(folder, name="skl", aliases=["production"], actor="test")
+        with pytest.raises(Unsupported, match="optimize supports"):
+            optimize(registry, "skl", "production", quantize="int8", actor="test")

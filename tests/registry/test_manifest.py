@@ -1,0 +1,134 @@
+"""pitstop.yaml validation: every error names the file and the field."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from pitstop.errors import InvalidInput
+from pitstop.protocol.tensor import TensorSpec
+from pitstop.registry import ModelManifest, read_manifest
+
+from .conftest import MakePackage
+
+FULL: dict[str, Any] = {
+    "runtime": "sklearn",
+    "artifact": "model.skops",
+    "inputs": [{"name": "x", "datatype": "FP32", "shape": [-1, 4]}],
+    "outputs": [{"name": "label", "datatype": "INT64", "shape": [-1]}],
+    "parameters": {"format": "skops"},
+    "warmup": [
+        {"inputs": [{"name": "x", "datatype": "FP32", "shape": [1, 4], "data": [1, 2, 3, 4]}]}
+    ],
+    "batching": {"max_batch_size": 8},
+    "cache": {},
+}
+
+
+def test_full_manifest_round_trips_through_json(make_package: MakePackage) -> None:
+    folder = make_package(manifest=FULL, files={"model.skops": b"s"})
+    manifest = read_manifest(folder)
+    assert manifest == ModelManifest(
+        runtime="sklearn",
+        artifact="model.skops",
+        inputs=(TensorSpec("x", "FP32", (-1, 4)),),
+        outputs=(TensorSpec("label", "INT64", (-1,)),),
+        parameters={"format": "skops"},
+        warmup=(FULL["warmup"][0],),
+        batching={"max_batch_size": 8},
+        cache={},
+        source_format="pitstop",
+    )
+    assert ModelManifest.from_json(manifest.to_json()) == manifest
+
+
+def test_minimal_python_manifest(make_package: MakePackage) -> None:
+    folder = make_package(
+        manifest={"runtime": "python", "parameters": {"handler": "handler:Model"}},
+        files={"handler.py": b"class Model: ...\n"},
+    )
+    manifest = read_manifest(folder)
+    assert (manifest.runtime, manifest.artifact, manifest.inputs) == ("python", None, ())
+    assert (manifest.batching, manifest.cache, manifest.warmup) == (None, None, ())
+
+
+def with_change(path: str, value: object) -> dict[str, Any]:
+    """FULL with one field replaced; ``path`` is dotted with list indexes."""
+    manifest: Any = {**FULL, "inputs": [dict(FULL["inputs"][0])], "warmup": [
+        {"inputs": [dict(FULL["warmup"][0]["inputs"][0])]}
+    ]}  # fmt: skip
+    *parents, last = path.split(".")
+    target = manifest
+    for part in parents:
+        target = target[int(part)] if part.isdigit() else target[part]
+    if value is DELETE:
+        del target[last]
+    else:
+        target[last] = value
+    return dict(manifest)
+
+
+DELETE = object()
+
+
+@pytest.mark.parametrize(
+    ("path", "value", "message"),
+    [
+        ("inputs.0.datatype", "FP33", "pitstop.yaml: inputs[0].datatype: unknown datatype 'FP33'"),
+        ("runtime", "tensorflow", "pitstop.yaml: runtime: unknown runtime 'tensorflow'"),
+        ("runtime", DELETE, "pitstop.yaml: runtime: required"),
+        ("artifact", "missing.onnx", "pitstop.yaml: artifact: file 'missing.onnx' not found"),
+        ("artifact", "../model.skops", "pitstop.yaml: artifact: '../model.skops' must be"),
+        ("artifact", DELETE, "pitstop.yaml: artifact: required for runtime 'sklearn'"),
+        ("inputs.0.shape", [-1, "4"], "pitstop.yaml: inputs[0].shape: dimensions must be"),
+        ("inputs.0.shape", [-2], "pitstop.yaml: inputs[0].shape: dimensions must be"),
+        ("inputs.0.name", "", "pitstop.yaml: inputs[0].name: required"),
+        ("inputs.0.dtype", "FP32", "pitstop.yaml: inputs[0]: unknown field 'dtype'"),
+        ("outputs", {"name": "y"}, "pitstop.yaml: outputs: expected a list"),
+        ("parameters", ["a"], "pitstop.yaml: parameters: expected a mapping"),
+        ("parameters", {"x": float("nan")}, "pitstop.yaml: parameters: not representable"),
+        ("batching", 8, "pitstop.yaml: batching: expected a mapping"),
+        ("runtme", "onnx", "pitstop.yaml: unknown field 'runtme'"),
+        ("warmup.0.inputs.0.data", [1, 2, 3], "warmup[0].inputs[0].data: 3 values do not fill"),
+        ("warmup.0.inputs.0.name", "y", "warmup[0].inputs[0].name: 'y' is not a declared input"),
+        ("warmup.0.inputs.0.datatype", "FP64", "warmup[0].inputs[0].datatype: FP64 but input"),
+        ("warmup.0.inputs.0.shape", [4], "warmup[0].inputs[0].shape: [4] does not fit input"),
+        ("warmup.0.inputs", [], "pitstop.yaml: warmup[0].inputs: must not be empty"),
+        ("warmup.0.inputs.0.data", DELETE, "pitstop.yaml: warmup[0].inputs[0].data: required"),
+    ],
+)  # fmt: skip
+def test_validation_errors_name_the_field(
+    make_package: MakePackage, path: str, value: object, message: str
+) -> None:
+    folder = make_package(manifest=with_change(path, value), files={"model.skops": b"s"})
+    with pytest.raises(InvalidInput) as caught:
+        read_manifest(folder)
+    assert message in str(caught.value)
+
+
+def test_duplicate_input_names(make_package: MakePackage) -> None:
+    spec = {"name": "x", "datatype": "FP32", "shape": [1]}
+    folder = make_package(manifest={"runtime": "onnx", "artifact": "model.onnx",
+                                    "inputs": [spec, spec]})  # fmt: skip
+    with pytest.raises(InvalidInput, match=r"inputs\[1\]\.name: duplicate name 'x'"):
+        read_manifest(folder)
+
+
+def test_folder_without_a_manifest(tmp_path: Path) -> None:
+    with pytest.raises(InvalidInput, match=re.escape("neither pitstop.yaml nor MLmodel found in")):
+        read_manifest(tmp_path)
+
+
+def test_broken_yaml(tmp_path: Path) -> None:
+    (tmp_path / "pitstop.yaml").write_text("runtime: [onnx\n")
+    with pytest.raises(InvalidInput, match=re.escape("pitstop.yaml: not valid YAML")):
+        read_manifest(tmp_path)
+
+
+def test_top_level_must_be_a_mapping(tmp_path: Path) -> None:
+    (tmp_path / "pitstop.yaml").write_text("- onnx\n")
+    with pytest.raises(InvalidInput, match=re.escape("pitstop.yaml: expected a mapping")):
+        read_manifest(tmp_path)
