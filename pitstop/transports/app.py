@@ -29,11 +29,15 @@ from pitstop.serving.rollout_controller import RolloutController
 from pitstop.settings import Settings
 from pitstop.transports.admin import AdminApi
 from pitstop.transports.grpc import GrpcApi, GrpcServer
+from pitstop.transports.listener import refuse_new_connections
 from pitstop.transports.observability import Observability, ObservabilityApi
 from pitstop.transports.openai import OpenAIApi
 from pitstop.transports.rest import RestApi
 
 log = logging.getLogger(__name__)
+
+BACKLOG_DRAIN_S = 0.1
+"""Once new connections are refused, how long the event loop has to accept the queued ones."""
 
 LATE_REQUEST_WINDOW_S = 0.25
 """After the listener closes, how long requests on already-open connections may still arrive."""
@@ -121,10 +125,17 @@ class Server(uvicorn.Server):
         self.should_exit = True
 
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
-        # uvicorn closes idle connections right after it stops listening. A client that had just
+        # Closing the listener resets connections the kernel queued but we had not accepted, and
+        # uvicorn closes idle connections right after it stops listening: a client that had just
         # connected (or reused a keep-alive connection) may already have sent its request, which
-        # would be lost. Stop listening first, give such requests a moment to arrive, and only
-        # then let uvicorn close what is idle and wait for what is in flight.
+        # would be lost. So: refuse new connections, accept what is queued, stop listening, give
+        # requests on open connections a moment to arrive, and only then let uvicorn close what
+        # is idle and wait for what is in flight.
+        refusing = [
+            refuse_new_connections(sock) for server in self.servers for sock in server.sockets
+        ]
+        if any(refusing):
+            await asyncio.sleep(BACKLOG_DRAIN_S)
         for server in self.servers:
             server.close()
         await asyncio.sleep(LATE_REQUEST_WINDOW_S)
