@@ -9,7 +9,10 @@ Everything runs on this machine in one run, so the printed ratios compare like w
 4. MLServer 1.7.1 serving the same scikit-learn model, in its own venv (bench/.venv-mlserver),
    with and without adaptive batching ("debug": false, no parallel workers);
 5. batching on a ~1 ms ONNX MLP at concurrency 64, on and off;
-6. overload: concurrency far beyond a small queue, counting every status.
+6. overload: concurrency far beyond a small queue, counting every status;
+7. the headline ratios again, interleaved: the echo app, pitstop and both MLServer
+   configurations all up at once and loaded in turn for ``--rounds`` rounds, reported as the
+   median of per-round ratios, so a machine that slows down mid-run (shared cores) biases no side.
 Load comes from wrk (HTTP) and h2load (gRPC), Debian packages `wrk` and `nghttp2-client`.
 """
 
@@ -25,7 +28,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -319,9 +322,10 @@ def main() -> None:
     parser.add_argument("--concurrency", default="1,8,32,64")
     parser.add_argument(
         "--sections",
-        default="echo,http,grpc,mlp,overload,mlserver",
-        help="Comma-separated subset of: echo, http, grpc, mlp, overload, mlserver.",
+        default="echo,http,grpc,mlp,overload,mlserver,interleaved",
+        help="Comma-separated subset of: echo, http, grpc, mlp, overload, mlserver, interleaved.",
     )
+    parser.add_argument("--rounds", type=int, default=3, help="rounds of the interleaved section")
     args = parser.parse_args()
     levels = [int(c) for c in args.concurrency.split(",")]
     work = Path(tempfile.mkdtemp(prefix="pitstop-bench-"))
@@ -433,6 +437,58 @@ def main() -> None:
                         ml[key][concurrency] = run
                         print(f"  {key:34s} c{concurrency:<3d} {run.cell()}", flush=True)
     report(results, ml, limit, mlp, overload)
+    if "interleaved" in sections:
+        interleaved(work, model, home, body, args, with_mlserver=not args.skip_mlserver)
+
+
+def interleaved(
+    work: Path, model: Any, home: Path, body: Path, args: Any, with_mlserver: bool
+) -> None:
+    """Headline ratios from servers loaded in turn, round after round (see the docstring)."""
+    print(f"\n# 7. interleaved: {args.rounds} rounds, each server loaded in turn")
+    with ExitStack() as stack:
+        echo = stack.enter_context(echo_server())
+        server = stack.enter_context(pitstop_server(home))
+        # (c64 url, c1 url): pitstop's best configuration at each level.
+        targets = {
+            "echo": (f"{echo}/v2/models/m/infer",) * 2,
+            "pitstop": (
+                f"{server.url}/v2/models/tiny-onnx-batched/infer",
+                f"{server.url}/v2/models/tiny-onnx/infer",
+            ),
+        }
+        if with_mlserver:
+            for adaptive in (False, True):
+                folder = work / f"mlserver-interleaved-{adaptive}" / "tiny"
+                models.mlserver_model(folder, model, adaptive)
+                url, _ = stack.enter_context(mlserver(folder.parent))
+                label = "MLServer adaptive" if adaptive else "MLServer plain"
+                targets[label] = (f"{url}/v2/models/tiny/infer",) * 2
+        rounds: list[dict[str, tuple[Load, Load]]] = []
+        for number in range(1, args.rounds + 1):
+            measured = {}
+            for label, (url64, url1) in targets.items():
+                measured[label] = (
+                    wrk(url64, body, 64, args.duration),
+                    wrk(url1, body, 1, args.duration),
+                )
+                c64, c1 = measured[label]
+                print(f"  round {number} {label:18s} c64 {c64.cell()}   c1 {c1.cell()}", flush=True)
+            rounds.append(measured)
+
+    def median(values: list[float]) -> float:
+        ordered = sorted(values)
+        middle = len(ordered) // 2
+        return ordered[middle] if len(ordered) % 2 else (ordered[middle - 1] + ordered[middle]) / 2
+
+    echo_ratio = median([r["pitstop"][0].rps / r["echo"][0].rps for r in rounds])
+    print(f"  median pitstop / echo app at c64 (HTTP JSON): {echo_ratio:.2f}")
+    if with_mlserver:
+        ml = ("MLServer plain", "MLServer adaptive")
+        throughput = median([r["pitstop"][0].rps / max(r[k][0].rps for k in ml) for r in rounds])
+        latency = median([r["pitstop"][1].p50_ms / min(r[k][1].p50_ms for k in ml) for r in rounds])
+        print(f"  median pitstop / MLServer's best at c64 (HTTP JSON): {throughput:.2f}")
+        print(f"  median pitstop p50 / MLServer's best p50 at c1 (HTTP JSON): {latency:.2f}")
 
 
 def report(

@@ -48,8 +48,16 @@ def numpy_dtype(datatype: str, field: str = "datatype") -> np.dtype[np.generic]:
         ) from None
 
 
+_BY_DTYPE: Final[dict[np.dtype[np.generic], str]] = {
+    dtype: name for name, dtype in NUMPY_DTYPES.items()
+}
+
+
 def datatype_of(array: np.ndarray) -> str:
     """The V2 datatype name for a numpy array (strings and objects are BYTES)."""
+    name = _BY_DTYPE.get(array.dtype)
+    if name is not None:
+        return name
     kind_name = _BY_KIND.get(array.dtype.kind)
     if kind_name is not None:
         return kind_name

@@ -16,6 +16,7 @@ from types import FrameType
 
 import uvicorn
 from starlette.applications import Starlette
+from starlette.types import ASGIApp
 
 from pitstop import __version__
 from pitstop.monitoring import logs
@@ -144,7 +145,7 @@ class Server(uvicorn.Server):
 
 def build_app(
     settings: Settings, authenticator: Authenticator, tracing: Tracing | None = None
-) -> tuple[Starlette, RestApi]:
+) -> tuple[ASGIApp, RestApi]:
     """The ASGI app and its REST API. Components are built inside the lifespan, on the serving
     event loop."""
     holder: dict[str, Components] = {}
@@ -208,7 +209,7 @@ def build_app(
     admin_api = AdminApi(authenticator)
     observability_api = ObservabilityApi(authenticator)
     routes = api.routes() + openai_api.routes() + admin_api.routes() + observability_api.routes()
-    return Starlette(routes=routes, lifespan=lifespan), api
+    return api.front(Starlette(routes=routes, lifespan=lifespan)), api
 
 
 def serve(settings: Settings) -> None:

@@ -1,7 +1,8 @@
-"""Reading HTTP request bodies under a size limit, for every Starlette route of pitstop."""
+"""Reading HTTP request bodies under a size limit, for every route of pitstop."""
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from typing import Any
 
 import orjson
@@ -13,19 +14,23 @@ from pitstop import errors
 async def read_body(request: Request, limit: int) -> bytes:
     """The whole body, or PayloadTooLarge as soon as it (or its declared length) passes
     ``limit`` bytes: an oversized body is never buffered whole."""
-    declared = request.headers.get("content-length")
+    return await read_stream(request.headers.get("content-length"), request.stream(), limit)
+
+
+async def read_stream(declared: str | None, stream: AsyncIterator[bytes], limit: int) -> bytes:
+    """:func:`read_body` over any stream of chunks, given the declared Content-Length."""
     if declared is not None and declared.isdigit() and int(declared) > limit:
         raise errors.PayloadTooLarge(
             f"request body of {declared} bytes exceeds the limit of {limit} bytes"
         )
     chunks = []
     size = 0
-    async for chunk in request.stream():
+    async for chunk in stream:
         size += len(chunk)
         if size > limit:
             raise errors.PayloadTooLarge(f"request body exceeds the limit of {limit} bytes")
         chunks.append(chunk)
-    return b"".join(chunks)
+    return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
 async def read_json(request: Request, limit: int, *, optional: bool = False) -> Any:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -188,6 +190,44 @@ def test_body_over_the_limit_is_413(client: httpx.Client) -> None:
     response = client.post("/v2/models/onnx/infer", json=body(rows=rows))
     assert response.status_code == 413
     assert "limit" in response.json()["error"]
+
+
+def test_chunked_bodies_are_read_whole_and_bounded(client: httpx.Client) -> None:
+    """No Content-Length: the body arrives in chunks and the limit applies as it streams."""
+
+    def chunks(payload: bytes, size: int = 1000) -> Iterator[bytes]:
+        for start in range(0, len(payload), size):
+            yield payload[start : start + size]
+
+    small = json.dumps(body()).encode()
+    answered = client.post("/v2/models/onnx/infer", content=chunks(small, 7))
+    assert answered.status_code == 200, answered.text
+    assert answered.headers["content-type"] == "application/json"
+    assert answered.headers["pitstop-model-version"] == "1"
+    big = json.dumps(body(rows=[[1.0, 2.0, 3.0, 4.0]] * 20000)).encode()
+    refused = client.post("/v2/models/onnx/infer", content=chunks(big))
+    assert refused.status_code == 413
+    assert "limit" in refused.json()["error"]
+
+
+def test_infer_takes_only_post(client: httpx.Client) -> None:
+    assert client.get("/v2/models/onnx/infer").status_code == 405
+    assert client.post("/v2/models/onnx/versions//infer", json=body()).status_code == 404
+
+
+def test_a_client_leaving_mid_body_does_not_disturb_the_server(
+    server: ServerProcess, client: httpx.Client
+) -> None:
+    host, port = server.url.removeprefix("http://").split(":")
+    for _ in range(3):
+        with socket.create_connection((host, int(port)), timeout=5) as raw:
+            raw.sendall(
+                b"POST /v2/models/onnx/infer HTTP/1.1\r\nHost: x\r\n"
+                b'Content-Type: application/json\r\nContent-Length: 500\r\n\r\n{"inputs"'
+            )
+    response = client.post("/v2/models/onnx/infer", json=body())
+    assert response.status_code == 200
+    assert "Traceback" not in server.logs()
 
 
 def test_unloadable_version_is_503_and_reported(server: ServerProcess, tmp_path: Path) -> None:
