@@ -156,7 +156,7 @@ def h2load(url: str, body: Path, concurrency: int, duration: float) -> Load:
 
 
 @contextmanager
-def echo_server() -> Iterator[str]:
+def echo_server() -> Iterator[tuple[str, int]]:
     port = free_port()
     process = subprocess.Popen(
         [sys.executable, str(ROOT / "bench" / "echo_app.py"), "--port", str(port)],
@@ -167,7 +167,7 @@ def echo_server() -> Iterator[str]:
     )
     try:
         _wait(f"http://127.0.0.1:{port}/v2/models/m/infer", post=True)
-        yield f"http://127.0.0.1:{port}"
+        yield f"http://127.0.0.1:{port}", process.pid
     finally:
         process.terminate()
         process.wait(10)
@@ -193,7 +193,8 @@ def mlserver_python() -> Path:
 
 
 @contextmanager
-def mlserver(folder: Path) -> Iterator[tuple[str, int]]:
+def mlserver(folder: Path) -> Iterator[tuple[str, int, int]]:
+    """MLServer serving ``folder``: (HTTP url, gRPC port, pid)."""
     http, grpc_port, metrics = free_port(), free_port(), free_port()
     (folder / "settings.json").write_text(
         json.dumps(
@@ -217,13 +218,19 @@ def mlserver(folder: Path) -> Iterator[tuple[str, int]]:
     )
     try:
         _wait(f"http://127.0.0.1:{http}/v2/models/tiny/ready", timeout=120)
-        yield f"http://127.0.0.1:{http}", grpc_port
+        yield f"http://127.0.0.1:{http}", grpc_port, process.pid
     finally:
         process.terminate()
         try:
             process.wait(15)
         except subprocess.TimeoutExpired:
             process.kill()
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of process ``pid`` and its reaped children (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return sum(int(value) for value in fields[11:15]) / os.sysconf("SC_CLK_TCK")
 
 
 def _wait(url: str, post: bool = False, timeout: float = 60) -> None:
@@ -376,7 +383,7 @@ def main() -> None:
     overload: Load | None = None
     print("\n# 2-3. HTTP and gRPC (closed loop, wrk / h2load)")
     if "echo" in sections:
-        with echo_server() as echo:
+        with echo_server() as (echo, _pid):
             sweep(
                 "echo app (framework ceiling)",
                 lambda c: wrk(f"{echo}/v2/models/m/infer", body, c, args.duration),
@@ -422,7 +429,7 @@ def main() -> None:
         for adaptive in (False, True):
             label = "adaptive batching" if adaptive else "no batching"
             folder = models.mlserver_model(work / f"mlserver-{adaptive}" / "tiny", model, adaptive)
-            with mlserver(folder.parent) as (url, grpc_port):
+            with mlserver(folder.parent) as (url, grpc_port, _pid):
                 for transport in ("HTTP", "gRPC"):
                     key = f"MLServer {transport} {label}"
                     ml[key] = {}
@@ -447,33 +454,43 @@ def interleaved(
     """Headline ratios from servers loaded in turn, round after round (see the docstring)."""
     print(f"\n# 7. interleaved: {args.rounds} rounds, each server loaded in turn")
     with ExitStack() as stack:
-        echo = stack.enter_context(echo_server())
+        echo, echo_pid = stack.enter_context(echo_server())
         server = stack.enter_context(pitstop_server(home))
-        # (c64 url, c1 url): pitstop's best configuration at each level.
+        assert server.process is not None
+        # (c64 url, c1 url, pid): pitstop's best configuration at each level.
         targets = {
-            "echo": (f"{echo}/v2/models/m/infer",) * 2,
+            "echo": (f"{echo}/v2/models/m/infer", f"{echo}/v2/models/m/infer", echo_pid),
             "pitstop": (
                 f"{server.url}/v2/models/tiny-onnx-batched/infer",
                 f"{server.url}/v2/models/tiny-onnx/infer",
+                server.process.pid,
             ),
         }
         if with_mlserver:
             for adaptive in (False, True):
                 folder = work / f"mlserver-interleaved-{adaptive}" / "tiny"
                 models.mlserver_model(folder, model, adaptive)
-                url, _ = stack.enter_context(mlserver(folder.parent))
+                url, _, pid = stack.enter_context(mlserver(folder.parent))
                 label = "MLServer adaptive" if adaptive else "MLServer plain"
-                targets[label] = (f"{url}/v2/models/tiny/infer",) * 2
+                targets[label] = (f"{url}/v2/models/tiny/infer",) * 2 + (pid,)
+        for url64, url1, _pid in targets.values():  # warm every server up before round 1
+            wrk(url64, body, 64, 2)
+            wrk(url1, body, 1, 1)
         rounds: list[dict[str, tuple[Load, Load]]] = []
+        cpu_us: dict[str, list[float]] = {label: [] for label in targets}
         for number in range(1, args.rounds + 1):
             measured = {}
-            for label, (url64, url1) in targets.items():
-                measured[label] = (
-                    wrk(url64, body, 64, args.duration),
-                    wrk(url1, body, 1, args.duration),
+            for label, (url64, url1, pid) in targets.items():
+                before = cpu_seconds(pid)
+                c64 = wrk(url64, body, 64, args.duration)
+                cpu_us[label].append((cpu_seconds(pid) - before) / (c64.rps * args.duration) * 1e6)
+                c1 = wrk(url1, body, 1, args.duration)
+                measured[label] = (c64, c1)
+                print(
+                    f"  round {number} {label:18s} c64 {c64.cell()} "
+                    f"({cpu_us[label][-1]:.0f} µs CPU/request)   c1 {c1.cell()}",
+                    flush=True,
                 )
-                c64, c1 = measured[label]
-                print(f"  round {number} {label:18s} c64 {c64.cell()}   c1 {c1.cell()}", flush=True)
             rounds.append(measured)
 
     def median(values: list[float]) -> float:
@@ -483,6 +500,12 @@ def interleaved(
 
     echo_ratio = median([r["pitstop"][0].rps / r["echo"][0].rps for r in rounds])
     print(f"  median pitstop / echo app at c64 (HTTP JSON): {echo_ratio:.2f}")
+    costs = {label: median(values) for label, values in cpu_us.items()}
+    print(
+        "  median server CPU per request at c64 (process user+sys / requests): "
+        + ", ".join(f"{label} {value:.0f} µs" for label, value in costs.items())
+    )
+    print(f"  echo app CPU per request / pitstop's: {costs['echo'] / costs['pitstop']:.2f}")
     if with_mlserver:
         ml = ("MLServer plain", "MLServer adaptive")
         throughput = median([r["pitstop"][0].rps / max(r[k][0].rps for k in ml) for r in rounds])
