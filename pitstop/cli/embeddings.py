@@ -14,7 +14,7 @@ from pitstop.cli.context import (
 )
 from pitstop.jobs.export import import_sentence_transformer
 from pitstop.jobs.optimize import optimize as run_optimize
-from pitstop.jobs.optimize import parse_reference
+from pitstop.jobs.optimize import parse_reference, parse_targets
 
 
 @click.group("import")
@@ -60,6 +60,21 @@ def import_sentence_transformers(
 @click.option("--alias", "aliases", multiple=True, help="Point this alias at the new version.")
 @click.option("--threads", type=int, default=2, show_default=True, help="Threads to measure.")
 @click.option("--bench-seconds", type=float, default=3.0, show_default=True)
+@click.option(
+    "--target",
+    "targets",
+    multiple=True,
+    metavar="FIGURE=MIN",
+    help="Accuracy minimum, e.g. cosine_min=0.98 (repeatable; replaces the runtime's defaults: "
+    "cosine_mean=0.99 and cosine_min=0.98 for embeddings, agreement=0.99 for onnx).",
+)
+@click.option(
+    "--max-fp32-nodes",
+    type=click.IntRange(min=0),
+    default=8,
+    show_default=True,
+    help="At most this many outlier-prone nodes stay fp32 to meet the targets (0: none).",
+)
 @click.option("--reason", help="Why, for the audit history.")
 @json_option
 @pass_context
@@ -70,6 +85,8 @@ def optimize(
     aliases: tuple[str, ...],
     threads: int,
     bench_seconds: float,
+    targets: tuple[str, ...],
+    max_fp32_nodes: int,
     reason: str | None,
     as_json: bool,
 ) -> None:
@@ -77,10 +94,12 @@ def optimize(
     accuracy and speed report against the original in its metadata. No alias moves unless
     --alias is given."""
     model, ref = parse_reference(reference)
+    goals = parse_targets(targets) if targets else None
     with ctx.registry() as registry:
         result = run_optimize(
             registry, model, ref, quantize=quantize, actor=ctx.actor, aliases=aliases,
-            reason=reason, threads=threads, bench_seconds=bench_seconds,
+            reason=reason, threads=threads, bench_seconds=bench_seconds, targets=goals,
+            max_fp32_nodes=max_fp32_nodes,
         )  # fmt: skip
     version = result.pushed.version
     if as_json:

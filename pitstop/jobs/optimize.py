@@ -6,6 +6,12 @@ new embeddings to the old on the package's evaluation texts) and ``onnx`` (the r
 the predictions agree on the manifest's warm-up inputs). Both record the in-process throughput
 ratio new/old. The new version's warm-up expectations are recomputed with the quantised model,
 so every load still checks that the artifact computes what was measured here.
+
+Accuracy targets (defaults per runtime in :data:`DEFAULT_TARGETS`) guard the result: when the
+fully quantised model misses one, the MatMul nodes whose inputs carry the largest outliers
+(:func:`outlier_ranking`) stay fp32, 1, 2, 4 ... up to ``max_fp32_nodes`` of them, until the
+targets are met. The report says which nodes stayed fp32 and whether the targets were met; a
+version that misses them is still pushed (unpromoted), with the figures to decide on.
 """
 
 from __future__ import annotations
@@ -25,15 +31,24 @@ from pitstop.jobs.evaluation import agreement_report, cosine_report, throughput_
 from pitstop.jobs.export import EVALUATION_FILE
 from pitstop.protocol.json_codec import decode_request, encode_output
 from pitstop.registry import ModelManifest, PushResult, Registry, VersionRecord, read_manifest
-from pitstop.runtimes.base import Runtime
+from pitstop.runtimes.base import Runtime, SessionFeeds
 from pitstop.runtimes.embeddings import EMBEDDING_OUTPUT
-from pitstop.runtimes.quantize import quantize_onnx
+from pitstop.runtimes.quantize import outlier_ranking, quantize_onnx
 from pitstop.serving.signature import check_inputs
 from pitstop.serving.warmup import build_runtime, load_and_validate
 
 OPTIMIZABLE: Final = ("embeddings", "onnx")
 EVAL_BATCH: Final = 32
 DEFAULT_ARTIFACT: Final = "model.onnx"
+DEFAULT_TARGETS: Final[Mapping[str, Mapping[str, float]]] = {
+    "embeddings": {"cosine_mean": 0.99, "cosine_min": 0.98},
+    "onnx": {"agreement": 0.99},
+}
+"""Minimum accuracy figures per runtime, unless the caller gives its own."""
+FP32_STEPS: Final = (1, 2, 4, 8, 16)
+"""How many of the top-ranked nodes stay fp32 in successive attempts."""
+RANKING_BATCHES: Final = 4
+"""Evaluation batches the outlier ranking looks at."""
 
 
 @dataclass(frozen=True)
@@ -62,37 +77,59 @@ def optimize(
     reason: str | None = None,
     threads: int = 1,
     bench_seconds: float = 3.0,
+    targets: Mapping[str, float] | None = None,
+    max_fp32_nodes: int = 8,
 ) -> OptimizeResult:
-    """Quantise version ``ref`` of ``model``, measure it against the original, push it."""
+    """Quantise version ``ref`` of ``model``, measure it against the original, push it.
+    ``targets`` (figure → minimum) default to :data:`DEFAULT_TARGETS`; ``max_fp32_nodes`` 0
+    quantises every node whatever the accuracy."""
     source = registry.version(model, ref)
     if source.runtime not in OPTIMIZABLE:
         raise Unsupported(
             f"{source.label} has runtime {source.runtime!r}; optimize supports {OPTIMIZABLE}"
         )
+    goals = dict(DEFAULT_TARGETS[source.runtime] if targets is None else targets)
     original = registry.fetch(source)
     with tempfile.TemporaryDirectory(prefix="pitstop-optimize-") as workdir:
         target = Path(workdir) / "package"
         _copy_files(source, original, target)
         artifact = source.manifest.artifact or DEFAULT_ARTIFACT
-        quantize_onnx(original / artifact, target / artifact, quantize)
         baseline = _loaded(original, source.manifest, threads)
-        candidate = _loaded(target, source.manifest, threads)
+        candidate: Runtime | None = None
         try:
             batches = _evaluation_batches(source, original, baseline)
             old = _predict_all(baseline, batches)
-            new = _predict_all(candidate, batches)
-            if source.runtime == "embeddings":
-                report: dict[str, Any] = cosine_report(old[EMBEDDING_OUTPUT], new[EMBEDDING_OUTPUT])
-            else:
-                report = agreement_report(old, new)
+
+            def attempt(keep: Sequence[str]) -> tuple[Runtime, dict[str, Any]]:
+                quantize_onnx(original / artifact, target / artifact, quantize, keep)
+                runtime = _loaded(target, source.manifest, threads)
+                return runtime, _accuracy(source.runtime, old, _predict_all(runtime, batches))
+
+            keep: list[str] = []
+            candidate, report = attempt(keep)
+            if missed_targets(report, goals) and max_fp32_nodes > 0:
+                ranking = _ranking(baseline, original / artifact, batches)
+                for count in (n for n in FP32_STEPS if n <= min(max_fp32_nodes, len(ranking))):
+                    candidate.unload()
+                    keep = ranking[:count]
+                    candidate, report = attempt(keep)
+                    if not missed_targets(report, goals):
+                        break
+            missed = missed_targets(report, goals)
             report["eval_rows"] = len(next(iter(old.values())))
+            report["fp32_nodes"] = ",".join(keep)
+            report["targets"] = ",".join(f"{k}>={v}" for k, v in goals.items())
+            report["targets_met"] = not missed
+            if missed:
+                report["missed"] = "; ".join(missed)
             report.update(
                 throughput_ratio(baseline.predict, candidate.predict, batches, bench_seconds)
             )
             _rewrite_expectations(target, candidate)
         finally:
             baseline.unload()
-            candidate.unload()
+            if candidate is not None:
+                candidate.unload()
         runtime, _metadata, _warmup = load_and_validate(
             target, read_manifest(target), trust_pickle=False, trust_code=False, threads=1, runs=2
         )
@@ -112,6 +149,52 @@ def optimize(
             reason=reason or f"{quantize} quantization of v{source.number}",
         )
     return OptimizeResult(pushed=pushed, report=report)
+
+
+def parse_targets(texts: Sequence[str]) -> dict[str, float]:
+    """``FIGURE=MIN`` texts (``cosine_min=0.98``) as a mapping; InvalidInput naming a bad one."""
+    targets: dict[str, float] = {}
+    for text in texts:
+        figure, sep, value = text.partition("=")
+        try:
+            minimum = float(value)
+        except ValueError:
+            minimum = float("nan")
+        if not sep or not figure or minimum != minimum:
+            raise InvalidInput(f"--target {text!r}: expected FIGURE=MIN, e.g. cosine_min=0.98")
+        targets[figure] = minimum
+    return targets
+
+
+def missed_targets(report: Mapping[str, Any], targets: Mapping[str, float]) -> list[str]:
+    """Each target the report misses, as 'figure value < minimum'; a figure the report lacks
+    is :class:`InvalidInput` (a target that can never be judged)."""
+    missed = []
+    for figure, minimum in targets.items():
+        if figure not in report:
+            known = ", ".join(sorted(k for k, v in report.items() if isinstance(v, float)))
+            raise InvalidInput(f"target {figure!r}: the report has no such figure; it has {known}")
+        if report[figure] < minimum:
+            missed.append(f"{figure} {report[figure]} < {minimum}")
+    return missed
+
+
+def _accuracy(
+    runtime: str, old: Mapping[str, np.ndarray], new: Mapping[str, np.ndarray]
+) -> dict[str, Any]:
+    if runtime == "embeddings":
+        return dict(cosine_report(old[EMBEDDING_OUTPUT], new[EMBEDDING_OUTPUT]))
+    return dict(agreement_report(old, new))
+
+
+def _ranking(
+    baseline: Runtime, model: Path, batches: Sequence[Mapping[str, np.ndarray]]
+) -> list[str]:
+    """Node names, most outlier-prone first; empty when the runtime cannot show its feeds."""
+    if not isinstance(baseline, SessionFeeds):
+        return []
+    feeds = [feed for batch in batches[:RANKING_BATCHES] for feed in baseline.session_feeds(batch)]
+    return [node for node, _score in outlier_ranking(model, feeds)]
 
 
 def _copy_files(record: VersionRecord, source: Path, target: Path) -> None:

@@ -28,7 +28,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from importlib.metadata import entry_points
 from pathlib import Path
-from typing import Any, Final, Protocol
+from typing import Any, Final, Protocol, runtime_checkable
 
 import numpy as np
 
@@ -106,6 +106,18 @@ class Runtime(Protocol):
 
     def unload(self) -> None:
         """Release the model. No ``predict()`` is in flight when this is called."""
+
+
+@runtime_checkable
+class SessionFeeds(Protocol):
+    """A runtime over one ONNX graph that can say what it feeds that graph.
+
+    ``session_feeds(inputs)`` returns, for a batch ``predict`` would accept, the feed dicts
+    (graph input name → array) its ``predict`` would pass to ``InferenceSession.run``, in order;
+    same preconditions as ``predict``. Quantisation uses them to look at the graph's activations.
+    """
+
+    def session_feeds(self, inputs: Mapping[str, np.ndarray]) -> list[dict[str, np.ndarray]]: ...
 
 
 RuntimeFactory = Callable[[RuntimeContext], Runtime]

@@ -170,6 +170,25 @@ class EmbeddingsRuntime:
 
     def predict(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         loaded = self._require_loaded()
+        encodings, lengths = self._encode(loaded, inputs)
+        truncated = np.array([bool(encoding.overflowing) for encoding in encodings])
+        dim = loaded.metadata.outputs[0].shape[1]
+        embeddings = np.empty((len(encodings), dim), dtype=np.float32)
+        for rows in _chunks(lengths):
+            embeddings[rows] = self._embed(loaded, [encodings[i] for i in rows], lengths[rows])
+        return {EMBEDDING_OUTPUT: embeddings, TOKENS_OUTPUT: lengths, TRUNCATED_OUTPUT: truncated}
+
+    def session_feeds(self, inputs: Mapping[str, np.ndarray]) -> list[dict[str, np.ndarray]]:
+        loaded = self._require_loaded()
+        encodings, lengths = self._encode(loaded, inputs)
+        return [
+            _feed(loaded, [encodings[i] for i in rows], lengths[rows])[0]
+            for rows in _chunks(lengths)
+        ]
+
+    def _encode(
+        self, loaded: _Loaded, inputs: Mapping[str, np.ndarray]
+    ) -> tuple[list[Any], np.ndarray]:
         spec = loaded.metadata.inputs[0]
         texts = _texts(require_input(inputs, spec.name), spec.name)
         try:
@@ -177,24 +196,13 @@ class EmbeddingsRuntime:
         except Exception as exc:
             raise InternalError(f"tokenization failed: {exc}") from exc
         lengths = np.array([len(encoding.ids) for encoding in encodings], dtype=np.int32)
-        truncated = np.array([bool(encoding.overflowing) for encoding in encodings])
-        dim = loaded.metadata.outputs[0].shape[1]
-        embeddings = np.empty((len(texts), dim), dtype=np.float32)
-        for rows in _chunks(lengths):
-            embeddings[rows] = self._embed(loaded, [encodings[i] for i in rows], lengths[rows])
-        return {EMBEDDING_OUTPUT: embeddings, TOKENS_OUTPUT: lengths, TRUNCATED_OUTPUT: truncated}
+        return encodings, lengths
 
     def unload(self) -> None:
         self._loaded = None
 
     def _embed(self, loaded: _Loaded, encodings: Sequence[Any], lengths: np.ndarray) -> np.ndarray:
-        longest = int(lengths.max())
-        ids = np.full((len(encodings), longest), loaded.pad_id, dtype=np.int64)
-        for row, encoding in enumerate(encodings):
-            ids[row, : lengths[row]] = encoding.ids
-        mask = (np.arange(longest) < lengths[:, None]).astype(np.int64)
-        arrays = {"input_ids": ids, "attention_mask": mask, "token_type_ids": np.zeros_like(ids)}
-        feed = {name: arrays[name] for name in loaded.feeds}
+        feed, mask = _feed(loaded, encodings, lengths)
         try:
             (hidden,) = loaded.session.run([loaded.hidden], feed)
         except Exception as exc:
@@ -277,6 +285,19 @@ def _texts(array: np.ndarray, name: str) -> list[str]:
         else:
             raise InvalidInput(f"input {name!r}[{index}]: expected text, got {type(item).__name__}")
     return texts
+
+
+def _feed(
+    loaded: _Loaded, encodings: Sequence[Any], lengths: np.ndarray
+) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """The session feed for one chunk of encodings, padded to its longest, and its mask."""
+    longest = int(lengths.max())
+    ids = np.full((len(encodings), longest), loaded.pad_id, dtype=np.int64)
+    for row, encoding in enumerate(encodings):
+        ids[row, : lengths[row]] = encoding.ids
+    mask = (np.arange(longest) < lengths[:, None]).astype(np.int64)
+    arrays = {"input_ids": ids, "attention_mask": mask, "token_type_ids": np.zeros_like(ids)}
+    return {name: arrays[name] for name in loaded.feeds}, mask
 
 
 def _chunks(lengths: np.ndarray) -> list[np.ndarray]:

@@ -115,15 +115,7 @@ class OnnxRuntime:
 
     def predict(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         loaded = self._require_loaded()
-        feed: dict[str, np.ndarray] = {}
-        for item in loaded.feeds:
-            array = cast_input(require_input(inputs, item.spec.name), item.spec.name, item.dtype)
-            if not item.spec.accepts_shape(array.shape):
-                raise InvalidInput(
-                    f"input {item.spec.name!r}: shape {list(array.shape)} does not fit "
-                    f"the model's {list(item.spec.shape)}"
-                )
-            feed[item.spec.name] = array
+        feed = _feed(loaded, inputs)
         specs = loaded.metadata.outputs
         try:
             values = loaded.session.run([spec.name for spec in specs], feed)
@@ -135,6 +127,9 @@ class OnnxRuntime:
             raise InternalError(f"onnxruntime failed: {exc}") from exc
         return conform_outputs(dict(zip((s.name for s in specs), values, strict=True)), specs)
 
+    def session_feeds(self, inputs: Mapping[str, np.ndarray]) -> list[dict[str, np.ndarray]]:
+        return [_feed(self._require_loaded(), inputs)]
+
     def unload(self) -> None:
         self._loaded = None
 
@@ -143,6 +138,19 @@ class OnnxRuntime:
         if loaded is None:
             raise Unavailable("the ONNX model is not loaded")
         return loaded
+
+
+def _feed(loaded: _Loaded, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    feed: dict[str, np.ndarray] = {}
+    for item in loaded.feeds:
+        array = cast_input(require_input(inputs, item.spec.name), item.spec.name, item.dtype)
+        if not item.spec.accepts_shape(array.shape):
+            raise InvalidInput(
+                f"input {item.spec.name!r}: shape {list(array.shape)} does not fit "
+                f"the model's {list(item.spec.shape)}"
+            )
+        feed[item.spec.name] = array
+    return feed
 
 
 def _model_spec(arg: Any, role: str) -> TensorSpec:

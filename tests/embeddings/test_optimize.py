@@ -10,7 +10,7 @@ import pytest
 
 from pitstop.cli import main
 from pitstop.errors import InvalidInput, Unsupported
-from pitstop.jobs.optimize import optimize, parse_reference
+from pitstop.jobs.optimize import missed_targets, optimize, parse_reference, parse_targets
 from pitstop.serving.warmup import build_runtime
 from tests import model_factory as mf
 from tests.embeddings.conftest import MODEL, Imported, open_registry
@@ -45,9 +45,14 @@ def test_int8_embeddings_version_with_cosine_report(
     report = json.loads(capsys.readouterr().out)
     assert report["version"] > imported.version.number
     assert report["eval_rows"] == 256
-    assert 0.98 <= report["cosine_mean"] <= 1.0
+    # The default targets hold, with at most a few outlier-prone nodes left in fp32.
+    assert report["targets"] == "cosine_mean>=0.99,cosine_min>=0.98"
+    assert report["targets_met"] is True, report
+    assert 0.99 <= report["cosine_mean"] <= 1.0
+    assert report["cosine_min"] >= 0.98
     assert report["cosine_min"] <= report["cosine_p1"] <= report["cosine_mean"]
-    assert report["cosine_min"] > 0.9
+    kept = [node for node in report["fp32_nodes"].split(",") if node]
+    assert len(kept) <= 8
     assert report["throughput_ratio"] > 1.2, report
 
     with open_registry(imported.home) as registry:
@@ -72,6 +77,69 @@ def test_int8_embeddings_version_with_cosine_report(
     assert abs(float(np.linalg.norm(out)) - 1.0) < 1e-4
 
 
+def test_an_unreachable_target_is_reported_missed_after_the_allowed_fp32_nodes(
+    imported: Imported,
+) -> None:
+    with open_registry(imported.home) as registry:
+        result = optimize(
+            registry, MODEL, "production", quantize="int8", actor="test", bench_seconds=0.1,
+            targets={"cosine_min": 0.99999}, max_fp32_nodes=2,
+        )  # fmt: skip
+        report = result.report
+        assert report["targets_met"] is False
+        assert report["missed"].startswith("cosine_min ")
+        kept = report["fp32_nodes"].split(",")
+        # 1 node, then 2: the most outlier-prone first, layer 0's feed-forward output on MiniLM.
+        assert len(kept) == 2
+        assert all("MatMul" in node for node in kept)
+        assert registry.aliases(MODEL) == {"production": imported.version.number}
+        assert result.pushed.version.meta["targets_met"] == "False"
+
+
+def test_a_target_the_report_cannot_judge_is_refused(tmp_path: Path) -> None:
+    folder = mf.make_onnx_package(tmp_path / "package")
+    with open_registry(tmp_path / "home") as registry:
+        registry.push(folder, name="iris", aliases=["production"], actor="test")
+        with pytest.raises(InvalidInput, match=r"'cosine_min'.*agreement"):
+            optimize(
+                registry, "iris", "production", quantize="int8", actor="test",
+                bench_seconds=0.1, targets={"cosine_min": 0.9},
+            )  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("texts", "expected"),
+    [
+        (["cosine_min=0.98"], {"cosine_min": 0.98}),
+        (["agreement=1", "agreement_label=0.5"], {"agreement": 1.0, "agreement_label": 0.5}),
+    ],
+)
+def test_parse_targets(texts: list[str], expected: dict[str, float]) -> None:
+    assert parse_targets(texts) == expected
+
+
+@pytest.mark.parametrize("text", ["cosine_min", "=0.9", "cosine_min=high", "cosine_min=nan"])
+def test_parse_targets_refuses_malformed(text: str) -> None:
+    with pytest.raises(InvalidInput, match="FIGURE=MIN"):
+        parse_targets([text])
+
+
+@pytest.mark.parametrize(
+    ("report", "targets", "missed"),
+    [
+        ({"agreement": 1.0}, {"agreement": 0.99}, []),
+        ({"agreement": 0.98}, {"agreement": 0.99}, ["agreement 0.98 < 0.99"]),
+        ({"cosine_mean": 0.995, "cosine_min": 0.97}, {"cosine_mean": 0.99, "cosine_min": 0.98},
+         ["cosine_min 0.97 < 0.98"]),
+        ({"cosine_min": 0.98}, {"cosine_min": 0.98}, []),
+    ],
+)  # fmt: skip
+def test_missed_targets(
+    report: dict[str, float], targets: dict[str, float], missed: list[str]
+) -> None:
+    assert missed_targets(report, targets) == missed
+
+
 def test_classifier_report_is_prediction_agreement(tmp_path: Path) -> None:
     folder = mf.make_onnx_package(tmp_path / "package")
     with open_registry(tmp_path / "home") as registry:
@@ -81,6 +149,8 @@ def test_classifier_report_is_prediction_agreement(tmp_path: Path) -> None:
         )
         assert result.report["agreement"] == 1.0
         assert result.report["agreement_label"] == 1.0
+        assert result.report["targets_met"] is True
+        assert result.report["fp32_nodes"] == ""  # met at once: nothing kept in fp32
         assert result.pushed.version.number == 2
         assert registry.aliases("iris") == {"production": 1}
 
