@@ -100,3 +100,69 @@ def percentile(values: Sequence[float], q: float) -> float:
 
 def failures(outcomes: Sequence[Outcome]) -> list[Outcome]:
     return [o for o in outcomes if o.status != 200]
+
+
+@dataclass(frozen=True)
+class OpenLoop:
+    """What an open-loop run measured: latencies from each request's *scheduled* send time
+    (so a stalled server is charged for the requests that queued behind it)."""
+
+    latencies_ms: list[float]
+    failed: int
+    offered_rps: float
+
+    def p(self, q: float) -> float:
+        return percentile(self.latencies_ms, q)
+
+
+async def open_loop(
+    port: int, path: str, body: bytes, rate: float, seconds: float, connections: int = 32
+) -> OpenLoop:
+    """POST ``body`` to ``path`` on 127.0.0.1:``port`` at Poisson arrivals of ``rate`` per
+    second for ``seconds``, over up to ``connections`` keep-alive HTTP/1.1 connections. A request
+    whose turn comes while every connection is busy waits for one, and that wait counts."""
+    import asyncio
+    import random
+
+    pool: asyncio.Queue[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = asyncio.Queue()
+    for _ in range(connections):
+        pool.put_nowait(await asyncio.open_connection("127.0.0.1", port))
+    head = (
+        f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {len(body)}\r\n\r\n"
+    ).encode() + body
+    latencies: list[float] = []
+    failed = 0
+
+    async def send(scheduled: float) -> None:
+        nonlocal failed
+        reader, writer = await pool.get()
+        try:
+            writer.write(head)
+            status = await reader.readline()
+            length = 0
+            while (line := await reader.readline()) not in (b"\r\n", b""):
+                if line.lower().startswith(b"content-length:"):
+                    length = int(line.split(b":", 1)[1])
+            await reader.readexactly(length)
+            latencies.append((time.perf_counter() - scheduled) * 1e3)
+            if b" 200 " not in status:
+                failed += 1
+        finally:
+            pool.put_nowait((reader, writer))
+
+    arrivals = random.Random(7)
+    tasks = []
+    start = time.perf_counter()
+    scheduled = start
+    while scheduled - start < seconds:
+        scheduled += arrivals.expovariate(rate)
+        delay = scheduled - time.perf_counter()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        tasks.append(asyncio.ensure_future(send(scheduled)))
+    await asyncio.gather(*tasks)
+    while not pool.empty():
+        _reader, writer = pool.get_nowait()
+        writer.close()
+    return OpenLoop(latencies, failed, len(tasks) / seconds)
