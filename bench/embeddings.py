@@ -32,6 +32,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench.loadgen import read_response
 from pitstop.jobs.evaluation import evaluation_texts
 from pitstop.jobs.export import import_sentence_transformer
 from pitstop.jobs.optimize import optimize
@@ -84,12 +85,7 @@ async def http_load(
                 body = bodies[index % len(bodies)]
                 index += concurrency
                 writer.write(f"{head}Content-Length: {len(body)}\r\n\r\n".encode() + body)
-                status = await reader.readline()
-                length = 0
-                while (line := await reader.readline()) not in (b"\r\n", b""):
-                    if line.lower().startswith(b"content-length:"):
-                        length = int(line.split(b":", 1)[1])
-                await reader.readexactly(length)
+                status = await read_response(reader)
                 counts["ok" if b" 200 " in status else "failed"] += 1
         finally:
             writer.close()

@@ -115,6 +115,17 @@ class OpenLoop:
         return percentile(self.latencies_ms, q)
 
 
+async def read_response(reader: Any) -> bytes:
+    """Read one HTTP/1.1 response with a Content-Length from an asyncio stream; its status line."""
+    status: bytes = await reader.readline()
+    length = 0
+    while (line := await reader.readline()) not in (b"\r\n", b""):
+        if line.lower().startswith(b"content-length:"):
+            length = int(line.split(b":", 1)[1])
+    await reader.readexactly(length)
+    return status
+
+
 async def open_loop(
     port: int, path: str, body: bytes, rate: float, seconds: float, connections: int = 32
 ) -> OpenLoop:
@@ -139,12 +150,7 @@ async def open_loop(
         reader, writer = await pool.get()
         try:
             writer.write(head)
-            status = await reader.readline()
-            length = 0
-            while (line := await reader.readline()) not in (b"\r\n", b""):
-                if line.lower().startswith(b"content-length:"):
-                    length = int(line.split(b":", 1)[1])
-            await reader.readexactly(length)
+            status = await read_response(reader)
             latencies.append((time.perf_counter() - scheduled) * 1e3)
             if b" 200 " not in status:
                 failed += 1
