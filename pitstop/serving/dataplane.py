@@ -19,7 +19,6 @@ import numpy as np
 from pitstop.errors import (
     DeadlineExceeded,
     InternalError,
-    InvalidInput,
     Overloaded,
     PitstopError,
     Unavailable,
@@ -38,6 +37,7 @@ from pitstop.serving.cache import request_digest
 from pitstop.serving.inventory import build_inventory
 from pitstop.serving.lease import LoadedVersion
 from pitstop.serving.manager import DEFAULT_POLICY, ModelManager
+from pitstop.serving.parameters import deadline_of, priority_of, without
 from pitstop.serving.shadow import ShadowRunner
 from pitstop.serving.signature import check_inputs, check_requested, select_outputs
 from pitstop.serving.statistics import Statistics
@@ -237,7 +237,7 @@ class DataPlane:
                 raise
             reason = next(r for kind, r in FALLBACK_REASONS.items() if isinstance(exc, kind))
             self.fallbacks[(model, reason)] += 1
-            relaxed = replace(request, parameters=_without(request.parameters, "timeout"))
+            relaxed = replace(request, parameters=without(request.parameters, "timeout"))
             served = replace(
                 await self._serve(model, fallback, relaxed, use_cache, transport=transport),
                 fallback=reason,
@@ -278,8 +278,8 @@ class DataPlane:
         traffic only: the rollout judge needs it, plain traffic should not pay for it)."""
         started = time.monotonic_ns()
         try:
-            deadline = self._deadline(request.parameters)
-            priority = _int_parameter(request.parameters, "priority") or 0
+            expires = deadline_of(request.parameters, self._default_timeout_s, time.monotonic())
+            level = priority_of(request.parameters)
             lease = self._manager.lease(model, version)
         except PitstopError as exc:
             if self.requests is not None:
@@ -290,7 +290,7 @@ class DataPlane:
             record = loaded.record
             series = None if self.requests is None else self.requests.series(model, record.number)
             try:
-                outputs = await self._run(loaded, request, deadline, priority, use_cache, series)
+                outputs = await self._run(loaded, request, expires, level, use_cache, series)
             except PitstopError as exc:
                 elapsed = time.monotonic_ns() - started
                 self.statistics.record_failure(model, record.number, elapsed)
@@ -319,14 +319,6 @@ class DataPlane:
         )
         self.statistics.of(model, record.number).success.add(elapsed)
         return Served(response=response, version=record.number, digest=record.digest)
-
-    def _deadline(self, parameters: Mapping[str, Any]) -> float | None:
-        timeout_us = _int_parameter(parameters, "timeout")
-        if timeout_us:
-            return time.monotonic() + timeout_us / 1e6
-        if self._default_timeout_s:
-            return time.monotonic() + self._default_timeout_s
-        return None
 
     async def _run(
         self,
@@ -444,16 +436,3 @@ def _rows(outputs: Mapping[str, np.ndarray]) -> int:
     for array in outputs.values():
         return int(array.shape[0]) if array.ndim else 1
     return 1
-
-
-def _int_parameter(parameters: Mapping[str, Any], name: str) -> int | None:
-    value = parameters.get(name)
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise InvalidInput(f"parameters.{name} must be a non-negative integer, got {value!r}")
-    return value
-
-
-def _without(parameters: Mapping[str, Any], name: str) -> dict[str, Any]:
-    return {key: value for key, value in parameters.items() if key != name}

@@ -27,13 +27,14 @@ from pitstop.errors import (
     VersionNotFound,
 )
 from pitstop.registry import RegistrySnapshot, TrafficPolicy, VersionRecord
-from pitstop.runtimes.base import Runtime, RuntimeMetadata
+from pitstop.runtimes.base import Runtime
 from pitstop.serving.batcher import DEFAULT_MAX_QUEUE_SIZE, Batcher, BatchingOptions
 from pitstop.serving.cache import CacheOptions, ResponseCache
 from pitstop.serving.execution import DirectExecution, Execution
 from pitstop.serving.lease import Lease, LoadedVersion
+from pitstop.serving.loader import VersionLoader, failure_reason, is_transient
+from pitstop.serving.repository import repository_rows
 from pitstop.serving.version_policy import AliasKey, VersionKey, VersionState, plan
-from pitstop.serving.warmup import WarmupReport, load_and_validate
 
 log = logging.getLogger(__name__)
 
@@ -88,6 +89,9 @@ class ModelManager:
         self._tasks: set[asyncio.Task[None]] = set()
         self._lock = asyncio.Lock()
         self._closed = False
+        self._loader = VersionLoader(
+            source.fetch, options.load_timeout_s, options.runtime_threads, options.warmup_runs
+        )
         self._pool = ThreadPoolExecutor(options.inference_threads, "pitstop-infer")
         """Runs every framework call, so the event loop never blocks on a model."""
         self._changed = asyncio.Condition()
@@ -280,11 +284,10 @@ class ModelManager:
         try:
             for attempt in range(1, options.load_attempts + 1):
                 try:
-                    runtime, metadata, report = await self._attempt(record)
+                    runtime, metadata, report = await self._loader.load(record)
                 except Exception as exc:
-                    reason = _reason(exc)
-                    transient = not isinstance(exc, PitstopError) or isinstance(exc, TimeoutError)
-                    if self._closed or not transient or attempt == options.load_attempts:
+                    reason = failure_reason(exc)
+                    if self._closed or not is_transient(exc) or attempt == options.load_attempts:
                         tries = f" (after {attempt} attempts)" if attempt > 1 else ""
                         await self._fail(loaded, reason + tries)
                         return
@@ -319,18 +322,6 @@ class ModelManager:
             if not self._closed:
                 await self._reconcile()
 
-    async def _attempt(
-        self, record: VersionRecord
-    ) -> tuple[Runtime, RuntimeMetadata, WarmupReport]:
-        loop = asyncio.get_running_loop()
-        future = loop.run_in_executor(None, self._load_blocking, record)
-        try:
-            return await asyncio.wait_for(asyncio.shield(future), self._options.load_timeout_s)
-        except TimeoutError:
-            # The thread cannot be stopped; if it ever finishes, release what it loaded.
-            future.add_done_callback(_release_late_load)
-            raise TimeoutError(f"load timed out after {self._options.load_timeout_s:g} s") from None
-
     def _execution_for(self, record: VersionRecord, runtime: Runtime) -> Execution:
         label = f"{record.model} v{record.number}"
         batching = BatchingOptions.from_manifest(record.manifest.batching)
@@ -342,19 +333,6 @@ class ModelManager:
         log.error("%s FAILED: %s", loaded.key, error)
         self.load_failures[loaded.key.model] += 1
         await self._set_state(loaded, VersionState.FAILED, error)
-
-    def _load_blocking(
-        self, record: VersionRecord
-    ) -> tuple[Runtime, RuntimeMetadata, WarmupReport]:
-        path = self._source.fetch(record)  # re-verifies every file against the digest
-        return load_and_validate(
-            path,
-            record.manifest,
-            trust_pickle=record.trust_pickle,
-            trust_code=record.trust_code,
-            threads=self._options.runtime_threads,
-            runs=self._options.warmup_runs,
-        )
 
     async def _unload(self, loaded: LoadedVersion) -> None:
         await self._set_state(loaded, VersionState.DRAINING)
@@ -382,29 +360,8 @@ class ModelManager:
     # -- repository extension -------------------------------------------------------------------
 
     def repository_index(self) -> list[dict[str, str]]:
-        """Every version this server targets or holds, with its state in the V2 repository
-        vocabulary (READY, LOADING, UNLOADING, UNAVAILABLE) and a reason when not ready."""
-        vocabulary = {
-            VersionState.LOADING: "LOADING",
-            VersionState.READY: "READY",
-            VersionState.DRAINING: "UNLOADING",
-            VersionState.UNLOADED: "UNAVAILABLE",
-            VersionState.FAILED: "UNAVAILABLE",
-        }
-        keys = set(self._targets.values()) | set(self._versions)
-        rows = []
-        for key in sorted(keys):
-            loaded = self._versions.get(key)
-            if key.model in self._held and loaded is None:
-                state, reason = "UNAVAILABLE", "unloaded through the repository API"
-            elif loaded is None:
-                state, reason = "UNAVAILABLE", "not loaded"
-            else:
-                state, reason = vocabulary[loaded.state], loaded.error or ""
-            rows.append(
-                {"name": key.model, "version": str(key.version), "state": state, "reason": reason}
-            )
-        return rows
+        """Every version this server targets or holds, with its V2 repository state."""
+        return repository_rows(self._targets.values(), self._versions, self._held)
 
     async def load_model(self, model: str) -> None:
         """Serve ``model`` again (after an unload), retry its failed versions, and wait until
@@ -466,19 +423,3 @@ class ModelManager:
         self._versions.clear()
         self._routes = {}
         self._pool.shutdown(wait=False, cancel_futures=True)
-
-
-def _release_late_load(
-    future: asyncio.Future[tuple[Runtime, RuntimeMetadata, WarmupReport]],
-) -> None:
-    if future.cancelled() or future.exception() is not None:
-        return
-    runtime = future.result()[0]
-    log.warning("a load that timed out finished later; unloading it")
-    asyncio.get_running_loop().run_in_executor(None, runtime.unload)
-
-
-def _reason(exc: BaseException) -> str:
-    if isinstance(exc, PitstopError):
-        return str(exc)
-    return f"{type(exc).__name__}: {exc}"

@@ -1,0 +1,40 @@
+"""The serving state in the vocabulary of the V2 model-repository extension."""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Iterable, Mapping
+from typing import Final
+
+from pitstop.serving.lease import LoadedVersion
+from pitstop.serving.version_policy import VersionKey, VersionState
+
+REPOSITORY_STATES: Final[Mapping[VersionState, str]] = {
+    VersionState.LOADING: "LOADING",
+    VersionState.READY: "READY",
+    VersionState.DRAINING: "UNLOADING",
+    VersionState.UNLOADED: "UNAVAILABLE",
+    VersionState.FAILED: "UNAVAILABLE",
+}
+
+
+def repository_rows(
+    targets: Iterable[VersionKey],
+    versions: Mapping[VersionKey, LoadedVersion],
+    held: Collection[str],
+) -> list[dict[str, str]]:
+    """One row per version targeted or held, sorted: name, version, state (READY, LOADING,
+    UNLOADING, UNAVAILABLE) and a reason when not ready. ``held`` names the models an operator
+    unloaded through the repository API."""
+    rows = []
+    for key in sorted(set(targets) | set(versions)):
+        loaded = versions.get(key)
+        if key.model in held and loaded is None:
+            state, reason = "UNAVAILABLE", "unloaded through the repository API"
+        elif loaded is None:
+            state, reason = "UNAVAILABLE", "not loaded"
+        else:
+            state, reason = REPOSITORY_STATES[loaded.state], loaded.error or ""
+        rows.append(
+            {"name": key.model, "version": str(key.version), "state": state, "reason": reason}
+        )
+    return rows
