@@ -67,7 +67,9 @@ def is_transient(exc: BaseException) -> bool:
 
 
 def failure_reason(exc: BaseException) -> str:
-    if isinstance(exc, PitstopError):
+    """What an operator reads: pitstop's own messages (and this module's timeout) as they are,
+    anything else prefixed with its type."""
+    if isinstance(exc, PitstopError) or (isinstance(exc, TimeoutError) and str(exc)):
         return str(exc)
     return f"{type(exc).__name__}: {exc}"
 
