@@ -151,11 +151,15 @@ async def open_loop(
         try:
             writer.write(head)
             status = await read_response(reader)
-            latencies.append((time.perf_counter() - scheduled) * 1e3)
-            if b" 200 " not in status:
-                failed += 1
-        finally:
-            pool.put_nowait((reader, writer))
+        except (OSError, asyncio.IncompleteReadError, ValueError):
+            failed += 1  # a broken connection: count it and replace the connection
+            writer.close()
+            pool.put_nowait(await asyncio.open_connection("127.0.0.1", port))
+            return
+        latencies.append((time.perf_counter() - scheduled) * 1e3)
+        if b" 200 " not in status:
+            failed += 1
+        pool.put_nowait((reader, writer))
 
     arrivals = random.Random(7)
     tasks = []

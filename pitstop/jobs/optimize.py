@@ -45,8 +45,6 @@ DEFAULT_TARGETS: Final[Mapping[str, Mapping[str, float]]] = {
     "onnx": {"agreement": 0.99},
 }
 """Minimum accuracy figures per runtime, unless the caller gives its own."""
-FP32_STEPS: Final = (1, 2, 4, 8, 16)
-"""How many of the top-ranked nodes stay fp32 in successive attempts."""
 RANKING_BATCHES: Final = 4
 """Evaluation batches the outlier ranking looks at."""
 
@@ -108,13 +106,17 @@ def optimize(
             keep: list[str] = []
             candidate, report = attempt(keep)
             if missed_targets(report, goals) and max_fp32_nodes > 0:
-                ranking = _ranking(baseline, original / artifact, batches)
-                for count in (n for n in FP32_STEPS if n <= min(max_fp32_nodes, len(ranking))):
+                candidate.unload()  # not needed while ranking; frees its memory
+                ranking = _ranking(baseline, original / artifact, batches, threads)
+                for count in fp32_steps(min(max_fp32_nodes, len(ranking))):
                     candidate.unload()
                     keep = ranking[:count]
                     candidate, report = attempt(keep)
                     if not missed_targets(report, goals):
                         break
+                else:
+                    if not keep:  # nothing to keep fp32: reload the fully quantised model
+                        candidate = _loaded(target, source.manifest, threads)
             missed = missed_targets(report, goals)
             report["eval_rows"] = len(next(iter(old.values())))
             report["fp32_nodes"] = ",".join(keep)
@@ -151,6 +153,16 @@ def optimize(
     return OptimizeResult(pushed=pushed, report=report)
 
 
+def fp32_steps(cap: int) -> list[int]:
+    """How many top-ranked nodes stay fp32 in successive attempts: 1, 2, 4 ... and ``cap``."""
+    steps = []
+    count = 1
+    while count < cap:
+        steps.append(count)
+        count *= 2
+    return [*steps, cap] if cap > 0 else []
+
+
 def parse_targets(texts: Sequence[str]) -> dict[str, float]:
     """``FIGURE=MIN`` texts (``cosine_min=0.98``) as a mapping; InvalidInput naming a bad one."""
     targets: dict[str, float] = {}
@@ -174,7 +186,7 @@ def missed_targets(report: Mapping[str, Any], targets: Mapping[str, float]) -> l
         if figure not in report:
             known = ", ".join(sorted(k for k, v in report.items() if isinstance(v, float)))
             raise InvalidInput(f"target {figure!r}: the report has no such figure; it has {known}")
-        if report[figure] < minimum:
+        if not report[figure] >= minimum:  # NaN misses too
             missed.append(f"{figure} {report[figure]} < {minimum}")
     return missed
 
@@ -188,13 +200,13 @@ def _accuracy(
 
 
 def _ranking(
-    baseline: Runtime, model: Path, batches: Sequence[Mapping[str, np.ndarray]]
+    baseline: Runtime, model: Path, batches: Sequence[Mapping[str, np.ndarray]], threads: int
 ) -> list[str]:
     """Node names, most outlier-prone first; empty when the runtime cannot show its feeds."""
     if not isinstance(baseline, SessionFeeds):
         return []
     feeds = [feed for batch in batches[:RANKING_BATCHES] for feed in baseline.session_feeds(batch)]
-    return [node for node, _score in outlier_ranking(model, feeds)]
+    return [node for node, _score in outlier_ranking(model, feeds, threads)]
 
 
 def _copy_files(record: VersionRecord, source: Path, target: Path) -> None:

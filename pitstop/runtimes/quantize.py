@@ -62,12 +62,14 @@ def quantize_onnx(source: Path, target: Path, scheme: str, keep_fp32: Sequence[s
 
 
 def outlier_ranking(
-    model: Path, feeds: Iterable[Mapping[str, np.ndarray]]
+    model: Path, feeds: Iterable[Mapping[str, np.ndarray]], threads: int = 1
 ) -> list[tuple[str, float]]:
     """The MatMul nodes of ``model`` that multiply by a constant weight (what dynamic int8
     quantises), most outlier-prone input first, with their score: the largest |activation| over
     its 99th percentile, per feed, averaged over ``feeds`` (the graph inputs of a few evaluation
-    batches). Runs the fp32 graph with those activations exposed as extra outputs."""
+    batches). Runs the fp32 graph with those activations exposed as extra outputs, on
+    ``threads`` threads. Unnamed nodes are left out: onnxruntime excludes nodes from
+    quantisation by name, and an empty name would match every unnamed node."""
     import onnx
     import onnxruntime as ort
 
@@ -75,18 +77,31 @@ def outlier_ranking(
     weights = {initializer.name for initializer in proto.graph.initializer}
     nodes_of: dict[str, list[str]] = {}  # activation → the nodes it feeds (Q, K and V share one)
     for node in proto.graph.node:
-        if node.op_type == "MatMul" and len(node.input) == 2 and node.input[1] in weights:
+        if (
+            node.op_type == "MatMul"
+            and node.name
+            and len(node.input) == 2
+            and node.input[1] in weights
+        ):
             nodes_of.setdefault(node.input[0], []).append(node.name)
+    if not nodes_of:
+        return []
     present = {output.name for output in proto.graph.output}
     for activation in nodes_of:
         if activation not in present:
             proto.graph.output.append(onnx.ValueInfoProto(name=activation))
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    serialized = proto.SerializeToString()
+    del proto
     try:
         session = ort.InferenceSession(
-            proto.SerializeToString(), providers=["CPUExecutionProvider"]
+            serialized, sess_options=options, providers=["CPUExecutionProvider"]
         )
     except Exception as exc:
         raise LoadError(f"onnxruntime cannot run {model.name} with its activations: {exc}") from exc
+    del serialized
     names = list(nodes_of)
     scores: dict[str, list[float]] = {name: [] for name in names}
     for feed in feeds:
@@ -95,10 +110,8 @@ def outlier_ranking(
             if magnitude.size:
                 typical = float(np.percentile(magnitude, 99))
                 scores[name].append(float(magnitude.max()) / max(typical, 1e-12))
-    ranked = [
-        (node, float(np.mean(values)))
-        for name, values in scores.items()
-        if values
-        for node in nodes_of[name]
-    ]
-    return sorted(ranked, key=lambda item: item[1], reverse=True)
+    best: dict[str, float] = {}
+    for name, values in scores.items():
+        for node_name in nodes_of[name] if values else ():
+            best[node_name] = max(best.get(node_name, 0.0), float(np.mean(values)))
+    return sorted(best.items(), key=lambda item: item[1], reverse=True)

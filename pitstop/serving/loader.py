@@ -23,6 +23,10 @@ log = logging.getLogger(__name__)
 Loaded = tuple[Runtime, RuntimeMetadata, WarmupReport]
 
 
+class LoadTimeout(TimeoutError):
+    """The load did not finish within the loader's timeout."""
+
+
 class VersionLoader:
     """Loads versions with ``fetch`` (record → verified local folder) and the warm-up settings."""
 
@@ -46,7 +50,7 @@ class VersionLoader:
             return await asyncio.wait_for(asyncio.shield(future), self._timeout_s)
         except TimeoutError:
             future.add_done_callback(_release_late_load)
-            raise TimeoutError(f"load timed out after {self._timeout_s:g} s") from None
+            raise LoadTimeout(f"load timed out after {self._timeout_s:g} s") from None
 
     def _load_blocking(self, record: VersionRecord) -> Loaded:
         path = self._fetch(record)  # re-verifies every file against the digest
@@ -69,7 +73,7 @@ def is_transient(exc: BaseException) -> bool:
 def failure_reason(exc: BaseException) -> str:
     """What an operator reads: pitstop's own messages (and this module's timeout) as they are,
     anything else prefixed with its type."""
-    if isinstance(exc, PitstopError) or (isinstance(exc, TimeoutError) and str(exc)):
+    if isinstance(exc, PitstopError | LoadTimeout):
         return str(exc)
     return f"{type(exc).__name__}: {exc}"
 

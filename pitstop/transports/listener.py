@@ -6,8 +6,10 @@ accepted: those clients have sent their request and get a connection reset inste
 SYN and, once the listener is closed, are refused), while the event loop goes on accepting what
 is already queued; the caller then waits a moment and closes the listener with an empty queue.
 
-Linux only (a classic BPF socket filter that drops every packet on the listener); elsewhere it
-returns False and closing keeps the usual small race.
+Linux only (a classic BPF socket filter on the listener that drops TCP segments with SYN set and
+ACK clear, i.e. new connection attempts; a handshake already under way still completes, and the
+connections it creates inherit a filter that passes all their traffic); elsewhere it returns
+False and closing keeps the usual small race.
 """
 
 from __future__ import annotations
@@ -23,8 +25,16 @@ log = logging.getLogger(__name__)
 SO_ATTACH_FILTER = 26
 """From <asm-generic/socket.h>; not exported by Python's socket module."""
 
+BPF_LD_B_ABS = 0x30
+"""``BPF_LD | BPF_B | BPF_ABS``: load the byte at offset k of the segment (the TCP header)."""
+BPF_AND_K = 0x54
+"""``BPF_ALU | BPF_AND | BPF_K``."""
+BPF_JEQ_K = 0x15
+"""``BPF_JMP | BPF_JEQ | BPF_K``."""
 BPF_RET_K = 0x06
-"""``BPF_RET | BPF_K``: return the constant, here 0 bytes, i.e. drop the packet."""
+"""``BPF_RET | BPF_K``: keep this many bytes of the segment; 0 drops it."""
+TCP_FLAGS_OFFSET = 13
+TCP_SYN, TCP_ACK = 0x02, 0x10
 
 
 class _SockFilter(ctypes.Structure):
@@ -40,8 +50,14 @@ class _SockFprog(ctypes.Structure):
     _fields_ = [("len", ctypes.c_uint16), ("filter", ctypes.POINTER(_SockFilter))]
 
 
-_DROP_ALL = (_SockFilter * 1)(_SockFilter(BPF_RET_K, 0, 0, 0))
-_PROGRAM = bytes(memoryview(_SockFprog(1, _DROP_ALL)))
+_DROP_SYN = (_SockFilter * 5)(
+    _SockFilter(BPF_LD_B_ABS, 0, 0, TCP_FLAGS_OFFSET),
+    _SockFilter(BPF_AND_K, 0, 0, TCP_SYN | TCP_ACK),
+    _SockFilter(BPF_JEQ_K, 0, 1, TCP_SYN),  # SYN without ACK: next; else skip one
+    _SockFilter(BPF_RET_K, 0, 0, 0),
+    _SockFilter(BPF_RET_K, 0, 0, 0xFFFFFFFF),
+)
+_PROGRAM = bytes(memoryview(_SockFprog(len(_DROP_SYN), _DROP_SYN)))
 """``struct sock_fprog``; the kernel copies the program at setsockopt time."""
 
 

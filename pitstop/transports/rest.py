@@ -43,6 +43,8 @@ STATUS_BY_ERROR: Final[tuple[tuple[type[errors.PitstopError], int], ...]] = (
 
 VERSION_HEADER: Final = "pitstop-model-version"
 DIGEST_HEADER: Final = "pitstop-model-digest"
+_LENGTH_HEADER: Final = HEADER_LENGTH.lower().encode()
+"""The binary extension's header as raw ASGI wants header names: lower-case bytes."""
 FALLBACK_HEADER: Final = "pitstop-fallback"
 """Set when the traffic policy's fallback answered; its value says why."""
 
@@ -155,7 +157,8 @@ class RestApi:
         except Exception:
             log.exception("inference request for %r failed unexpectedly", model)
             status = 500
-            content, extra = orjson.dumps({"error": "internal server error"}), []
+            content = orjson.dumps({"error": "internal server error"})
+            extra = [(b"content-type", b"application/json")]
         if self._terminating:
             extra.append((b"connection", b"close"))
         await send(
@@ -188,7 +191,7 @@ class RestApi:
         if served.fallback is not None:
             extra.append((FALLBACK_HEADER.encode(), served.fallback.encode()))
         if encoded.json_length is not None:
-            extra.append((HEADER_LENGTH.encode(), str(encoded.json_length).encode()))
+            extra.append((_LENGTH_HEADER, str(encoded.json_length).encode()))
         return encoded.content, extra
 
     async def _receive_body(self, headers: Headers, receive: Receive) -> bytes:
@@ -207,6 +210,8 @@ class RestApi:
         async def guarded(request: Request) -> Response:
             try:
                 response = await endpoint(request)
+            except ClientGone:
+                response = Response(status_code=499)  # nobody reads it; uvicorn drops it
             except errors.PitstopError as error:
                 response = error_response(error)
             if self._terminating:

@@ -10,7 +10,13 @@ import pytest
 
 from pitstop.cli import main
 from pitstop.errors import InvalidInput, Unsupported
-from pitstop.jobs.optimize import missed_targets, optimize, parse_reference, parse_targets
+from pitstop.jobs.optimize import (
+    fp32_steps,
+    missed_targets,
+    optimize,
+    parse_reference,
+    parse_targets,
+)
 from pitstop.serving.warmup import build_runtime
 from tests import model_factory as mf
 from tests.embeddings.conftest import MODEL, Imported, open_registry
@@ -132,12 +138,21 @@ def test_parse_targets_refuses_malformed(text: str) -> None:
         ({"cosine_mean": 0.995, "cosine_min": 0.97}, {"cosine_mean": 0.99, "cosine_min": 0.98},
          ["cosine_min 0.97 < 0.98"]),
         ({"cosine_min": 0.98}, {"cosine_min": 0.98}, []),
+        ({"cosine_min": float("nan")}, {"cosine_min": 0.98}, ["cosine_min nan < 0.98"]),
     ],
 )  # fmt: skip
 def test_missed_targets(
     report: dict[str, float], targets: dict[str, float], missed: list[str]
 ) -> None:
     assert missed_targets(report, targets) == missed
+
+
+@pytest.mark.parametrize(
+    ("cap", "steps"),
+    [(0, []), (1, [1]), (3, [1, 2, 3]), (8, [1, 2, 4, 8]), (20, [1, 2, 4, 8, 16, 20])],
+)
+def test_fp32_steps_double_up_to_the_cap(cap: int, steps: list[int]) -> None:
+    assert fp32_steps(cap) == steps
 
 
 def test_classifier_report_is_prediction_agreement(tmp_path: Path) -> None:

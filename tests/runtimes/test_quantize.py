@@ -71,3 +71,30 @@ def test_kept_nodes_stay_fp32_and_the_rest_is_quantised(tmp_path: Path) -> None:
     assert "spiky" in plain
     assert "calm" not in plain
     assert any(node.op_type in ("MatMulInteger", "DynamicQuantizeMatMul") for node in graph.node)
+
+
+def test_no_weight_bearing_matmul_ranks_nothing(tmp_path: Path) -> None:
+    weight = numpy_helper.from_array(np.ones((WIDTH, WIDTH), dtype=np.float32), "w")
+    bias = numpy_helper.from_array(np.zeros(WIDTH, dtype=np.float32), "b")
+    graph = helper.make_graph(
+        [helper.make_node("Gemm", ["x1", "w", "b"], ["y"], name="gemm")],
+        "gemm-only",
+        [helper.make_tensor_value_info("x1", TensorProto.FLOAT, ["n", WIDTH])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", WIDTH])],
+        initializer=[weight, bias],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, str(tmp_path / "gemm.onnx"))
+    assert outlier_ranking(tmp_path / "gemm.onnx", [{"x1": feeds()[0]["x1"]}]) == []
+
+
+def test_unnamed_nodes_are_never_candidates(tmp_path: Path) -> None:
+    """onnxruntime excludes nodes by name: an empty name would keep every unnamed node fp32."""
+    path = two_branch_model(tmp_path / "m.onnx")
+    model = onnx.load(str(path))
+    for node in model.graph.node:
+        if node.name == "calm":
+            node.name = ""
+    onnx.save(model, str(path))
+    assert [node for node, _score in outlier_ranking(path, feeds())] == ["spiky"]
