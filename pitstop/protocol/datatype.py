@@ -58,10 +58,7 @@ def datatype_of(array: np.ndarray) -> str:
     name = _BY_DTYPE.get(array.dtype)
     if name is not None:
         return name
-    kind_name = _BY_KIND.get(array.dtype.kind)
+    kind_name = _BY_KIND.get(array.dtype.kind)  # fixed-width strings, other bool/object
     if kind_name is not None:
         return kind_name
-    for name, dtype in NUMPY_DTYPES.items():
-        if dtype == array.dtype:
-            return name
     raise Unsupported(f"numpy dtype {array.dtype} has no V2 datatype")

@@ -43,10 +43,13 @@ STATUS_BY_ERROR: Final[tuple[tuple[type[errors.PitstopError], int], ...]] = (
 
 VERSION_HEADER: Final = "pitstop-model-version"
 DIGEST_HEADER: Final = "pitstop-model-digest"
-_LENGTH_HEADER: Final = HEADER_LENGTH.lower().encode()
-"""The binary extension's header as raw ASGI wants header names: lower-case bytes."""
 FALLBACK_HEADER: Final = "pitstop-fallback"
 """Set when the traffic policy's fallback answered; its value says why."""
+_RAW_VERSION: Final = VERSION_HEADER.encode()
+_RAW_DIGEST: Final = DIGEST_HEADER.encode()
+_RAW_FALLBACK: Final = FALLBACK_HEADER.encode()
+_RAW_LENGTH: Final = HEADER_LENGTH.lower().encode()
+"""The same names as raw ASGI headers (lower-case bytes), built once."""
 
 
 def status_of(error: errors.PitstopError) -> int:
@@ -56,11 +59,22 @@ def status_of(error: errors.PitstopError) -> int:
     return 500
 
 
-def error_response(error: errors.PitstopError) -> JSONResponse:
-    headers = {}
+def error_body(error: errors.PitstopError) -> tuple[bytes, list[tuple[bytes, bytes]]]:
+    """The JSON body ``{"error": message}`` and its headers (Retry-After when overloaded), as
+    raw ASGI headers."""
+    headers = [(b"content-type", b"application/json")]
     if isinstance(error, errors.Overloaded):
-        headers["Retry-After"] = str(max(1, round(error.retry_after)))
-    return JSONResponse({"error": str(error)}, status_code=status_of(error), headers=headers)
+        headers.append((b"retry-after", str(max(1, round(error.retry_after))).encode()))
+    return orjson.dumps({"error": str(error)}), headers
+
+
+def error_response(error: errors.PitstopError) -> Response:
+    content, headers = error_body(error)
+    return Response(
+        content,
+        status_code=status_of(error),
+        headers={name.decode(): value.decode() for name, value in headers},
+    )
 
 
 Endpoint = Callable[[Request], Awaitable[Response]]
@@ -153,7 +167,7 @@ class RestApi:
             return
         except errors.PitstopError as error:
             status = status_of(error)
-            content, extra = _error_body(error)
+            content, extra = error_body(error)
         except Exception:
             log.exception("inference request for %r failed unexpectedly", model)
             status = 500
@@ -185,13 +199,13 @@ class RestApi:
         encoded = encode_body(served.response, decoded.parameters)
         extra = [
             (b"content-type", encoded.media_type.encode()),
-            (VERSION_HEADER.encode(), str(served.version).encode()),
-            (DIGEST_HEADER.encode(), served.digest.encode()),
+            (_RAW_VERSION, str(served.version).encode()),
+            (_RAW_DIGEST, served.digest.encode()),
         ]
         if served.fallback is not None:
-            extra.append((FALLBACK_HEADER.encode(), served.fallback.encode()))
+            extra.append((_RAW_FALLBACK, served.fallback.encode()))
         if encoded.json_length is not None:
-            extra.append((_LENGTH_HEADER, str(encoded.json_length).encode()))
+            extra.append((_RAW_LENGTH, str(encoded.json_length).encode()))
         return encoded.content, extra
 
     async def _receive_body(self, headers: Headers, receive: Receive) -> bytes:
@@ -283,13 +297,6 @@ class RestApi:
 
     async def _read_body(self, request: Request) -> bytes:
         return await read_body(request, self._max_bytes)
-
-
-def _error_body(error: errors.PitstopError) -> tuple[bytes, list[tuple[bytes, bytes]]]:
-    headers = [(b"content-type", b"application/json")]
-    if isinstance(error, errors.Overloaded):
-        headers.append((b"retry-after", str(max(1, round(error.retry_after))).encode()))
-    return orjson.dumps({"error": str(error)}), headers
 
 
 def _target(request: Request) -> tuple[str, str | None]:
