@@ -12,6 +12,8 @@ from bisect import bisect_left
 from collections.abc import Sequence
 from typing import Final
 
+import numpy as np
+
 LATENCY_BUCKETS: Final = (
     0.0005, 0.001, 0.0025, 0.005, 0.0075, 0.01, 0.025, 0.05, 0.075,
     0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
@@ -39,6 +41,13 @@ class Histogram:
     def observe(self, value: float) -> None:
         self.counts[bisect_left(self.bounds, value)] += 1
         self.total += value
+
+    def observe_many(self, values: np.ndarray) -> None:
+        """:meth:`observe` every value of a float array, vectorised."""
+        buckets = np.searchsorted(np.asarray(self.bounds), values, side="left")
+        for bucket, count in enumerate(np.bincount(buckets, minlength=len(self.counts)).tolist()):
+            self.counts[bucket] += count
+        self.total += float(values.sum())
 
     @property
     def count(self) -> int:

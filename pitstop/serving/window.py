@@ -24,11 +24,13 @@ EMBEDDING_WIDTH = 32
 
 
 def predictions_of(outputs: Mapping[str, np.ndarray]) -> list[float]:
-    """One number per row from the first output: a label or score as it is, the argmax of a
-    narrow float matrix (class probabilities), the L2 norm of a wide one (an embedding)."""
+    """One number per row from the first output, for the last :data:`RING` rows at most (a window
+    keeps no more): a label or score as it is, the argmax of a narrow float matrix (class
+    probabilities), the L2 norm of a wide one (an embedding)."""
     for array in outputs.values():
         if array.ndim == 0 or array.shape[0] == 0:
             return []
+        array = array[-RING:]
         if array.dtype.kind == "O" or array.dtype.kind in "SU":
             return [float(hash(item) % 1_000_003) for item in array.reshape(len(array), -1)[:, 0]]
         if array.ndim == 1:
@@ -41,7 +43,7 @@ def predictions_of(outputs: Mapping[str, np.ndarray]) -> list[float]:
                 values = flat[:, 0].astype(np.float64)
             else:
                 values = np.argmax(flat, axis=1).astype(np.float64)
-        return [float(v) for v in values]
+        return values.tolist()  # type: ignore[no-any-return]
     return []
 
 
