@@ -1,3 +1,6 @@
 from pitstop.cli import main
 
-main()
+# Guarded: a process started with multiprocessing's "spawn" (the JSON codec worker) imports
+# this module again and must not run the command line.
+if __name__ == "__main__":
+    main()

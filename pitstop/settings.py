@@ -41,6 +41,12 @@ class Settings(BaseSettings):
     max_request_bytes: int = Field(default=64 * 1024 * 1024, gt=0)
     """Largest request body accepted; larger bodies get 413."""
 
+    decode_memory_bytes: int = Field(default=2 * 1024**3, gt=0)
+    """Memory the process that parses large JSON request bodies may use (address space beyond
+    what it maps at start). orjson builds up to ~35 bytes of objects per byte of pathological
+    JSON; a body that needs more is refused with 413. Large JSON is parsed there, never in the
+    server, so it cannot hold other requests up."""
+
     watch_interval_s: float = Field(default=0.5, gt=0)
     """How often the server checks the registry for alias changes."""
 

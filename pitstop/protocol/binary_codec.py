@@ -20,7 +20,7 @@ from typing import Any, Final
 import numpy as np
 import orjson
 
-from pitstop.errors import InvalidInput, Unsupported
+from pitstop.errors import InvalidInput, PayloadTooLarge, Unsupported
 from pitstop.protocol.datatype import datatype_of
 from pitstop.protocol.json_codec import (
     decode_header,
@@ -29,6 +29,7 @@ from pitstop.protocol.json_codec import (
     encode_output,
 )
 from pitstop.protocol.raw_tensor import decode_raw, encode_raw
+from pitstop.protocol.reference import natural
 from pitstop.protocol.tensor import InferRequest, InferResponse, Parameters
 
 HEADER_LENGTH: Final = "Inference-Header-Content-Length"
@@ -61,6 +62,63 @@ def decode_body(body: bytes, header_length: str | None) -> InferRequest:
     request = decode_request(_json(body[:size], "the JSON part of the body"), binary.decode)
     binary.check_consumed()
     return request
+
+
+def encode_request(request: InferRequest) -> tuple[bytes, int]:
+    """``request`` as a body of this extension with every input in binary: ``(body, length
+    of its JSON part)``. What a client sends; the server uses it to hand a request decoded
+    elsewhere (in another process) back in a form that is cheap to decode again."""
+    header: dict[str, Any] = {}
+    if request.id is not None:
+        header["id"] = request.id
+    if request.parameters:
+        header["parameters"] = dict(request.parameters)
+    inputs: list[dict[str, Any]] = []
+    chunks: list[bytes] = []
+    for name, array in request.inputs.items():
+        raw = encode_raw(array)
+        chunks.append(raw)
+        datatype = request.input_datatypes.get(name) or datatype_of(array)
+        inputs.append(
+            {
+                "name": name,
+                "datatype": datatype,
+                "shape": list(array.shape),
+                "parameters": {"binary_data_size": len(raw)},
+            }
+        )
+    header["inputs"] = inputs
+    if request.outputs:
+        header["outputs"] = [
+            {"name": o.name, "parameters": dict(o.parameters)} for o in request.outputs
+        ]
+    content = orjson.dumps(header)
+    return content + b"".join(chunks), len(content)
+
+
+def normalize_body(body: bytes, header_length: str | None) -> tuple[bytes, str]:
+    """The request in ``body`` (as :func:`decode_body` reads it), re-encoded with
+    :func:`encode_request`: a small JSON part and raw tensors, whatever the original held."""
+    encoded, length = encode_request(decode_body(body, header_length))
+    return encoded, str(length)
+
+
+JSON_SLICE: Final = 65536
+"""Output data is written to JSON this many elements per orjson call. One call holds the GIL
+throughout; between slices the event loop's thread can run (a slice takes about a millisecond)."""
+
+
+def _json_entry(entry: dict[str, Any]) -> bytes:
+    """``entry`` as JSON, its ``data`` written slice by slice."""
+    data = entry.get("data")
+    if data is None or len(data) <= JSON_SLICE:
+        return orjson.dumps(entry, option=orjson.OPT_SERIALIZE_NUMPY)
+    head = orjson.dumps({k: v for k, v in entry.items() if k != "data"})
+    slices = (
+        orjson.dumps(data[i : i + JSON_SLICE], option=orjson.OPT_SERIALIZE_NUMPY)[1:-1]
+        for i in range(0, len(data), JSON_SLICE)
+    )
+    return b"".join((head[:-1], b',"data":[', b",".join(slices), b"]}"))
 
 
 def encode_body(response: InferResponse, request_parameters: Parameters) -> EncodedBody:
@@ -99,8 +157,9 @@ def encode_body(response: InferResponse, request_parameters: Parameters) -> Enco
         body["id"] = response.id
     if response.parameters:
         body["parameters"] = dict(response.parameters)
-    body["outputs"] = entries
-    content = orjson.dumps(body, option=orjson.OPT_SERIALIZE_NUMPY)
+    head = orjson.dumps(body)
+    outputs = b",".join(_json_entry(entry) for entry in entries)
+    content = b"".join((head[:-1], b',"outputs":[', outputs, b"]}"))  # head holds model_name
     if not chunks:
         return EncodedBody(content)
     return EncodedBody(content + b"".join(chunks), json_length=len(content))
@@ -116,10 +175,9 @@ def _binary_entry(name: str, array: np.ndarray, size: int) -> dict[str, Any]:
 
 
 def _header_length(value: str, body_size: int) -> int:
-    text = value.strip()
-    if not text.isdigit():
+    size = natural(value.strip())
+    if size is None:
         raise InvalidInput(f"{HEADER_LENGTH} must be a non-negative integer, got {value!r}")
-    size = int(text)
     if size > body_size:
         raise InvalidInput(f"{HEADER_LENGTH} is {size} but the body has only {body_size} bytes")
     return size
@@ -129,6 +187,8 @@ def _json(data: bytes | memoryview, what: str) -> Any:
     try:
         return orjson.loads(data)
     except orjson.JSONDecodeError as exc:
+        if "memory" in str(exc):  # orjson's only word for an allocation that failed
+            raise PayloadTooLarge(f"{what} needs more memory to parse than is allowed") from exc
         raise InvalidInput(f"{what} is not valid JSON: {exc}") from exc
 
 
@@ -162,7 +222,7 @@ class _BinaryInputs:
                 f"{where}: binary_data_size {size} runs past the end of the body "
                 f"({len(self._tail) - self._offset} bytes left after the JSON header)"
             )
-        data = bytes(self._tail[self._offset : end])
+        data = self._tail[self._offset : end]
         self._offset = end
         return name, datatype, decode_raw(datatype, shape, data, where)
 

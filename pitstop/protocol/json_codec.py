@@ -5,7 +5,6 @@ Decoding validates every field and names the offending one in :class:`InvalidInp
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from typing import Any, cast
 
@@ -13,6 +12,7 @@ import numpy as np
 
 from pitstop.errors import InvalidInput, Unsupported
 from pitstop.protocol.datatype import datatype_of, numpy_dtype
+from pitstop.protocol.shape import decode_shape, element_count
 from pitstop.protocol.tensor import InferRequest, InferResponse, RequestedOutput
 
 _BINARY_ONLY = frozenset({"FP16", "BF16"})
@@ -64,11 +64,12 @@ def decode_input(raw: object, where: str) -> tuple[str, str, np.ndarray]:
         raise InvalidInput(f"{where}: {datatype} data can only be sent as binary tensor data")
     if "data" not in fields:
         raise InvalidInput(f"{where}: 'data' is missing")
-    flat = _flatten(fields["data"], f"{where}: data")
-    count = math.prod(shape)
+    count = element_count(shape)
+    flat = _flatten(fields["data"], count, f"{where}: data")
     if len(flat) != count:
+        sent = f"at least {len(flat)}" if len(flat) > count else str(len(flat))
         raise InvalidInput(
-            f"{where}: data has {len(flat)} elements but shape {list(shape)} needs {count}"
+            f"{where}: data has {sent} elements but shape {list(shape)} needs {count}"
         )
     array = _to_array(flat, datatype, dtype, where)
     return name, datatype, array.reshape(shape)
@@ -89,22 +90,22 @@ def decode_header(raw: object, where: str) -> tuple[str, str, tuple[int, ...]]:
     return name, datatype, shape
 
 
-def decode_shape(raw: object, where: str) -> tuple[int, ...]:
-    if not isinstance(raw, list) or not all(
-        isinstance(dim, int) and not isinstance(dim, bool) and dim >= 0 for dim in raw
-    ):
-        raise InvalidInput(f"{where} must be a list of non-negative integers")
-    return tuple(raw)
-
-
-def _flatten(data: object, where: str) -> list[Any]:
+def _flatten(data: object, count: int, where: str) -> list[Any]:
+    """``data`` (nested lists, row-major) as a flat list. Stops as soon as it has seen more
+    values, or more lists, than ``count`` values could need: a body of a million empty lists
+    must not cost a walk over all of them (rows are lists of at least one value, so a shape of
+    ``count`` values is at most ``count + 1`` lists)."""
     if not isinstance(data, list):
         return [data]
     if not any(isinstance(item, list) for item in data):
         return data
+    budget = 2 * count + 2
     flat: list[Any] = []
     stack: list[Any] = [iter(data)]
     while stack:
+        budget -= 1
+        if budget < 0:
+            raise InvalidInput(f"{where} nests more values or lists than its shape holds")
         for item in stack[-1]:
             if isinstance(item, list):
                 stack.append(iter(item))
@@ -112,6 +113,9 @@ def _flatten(data: object, where: str) -> list[Any]:
             flat.append(item)
         else:
             stack.pop()
+            continue
+        if len(flat) > count:
+            break
     return flat
 
 
@@ -162,10 +166,19 @@ def _numeric(flat: list[Any], datatype: str, dtype: np.dtype[Any], where: str) -
 
 
 def _parameters(raw: object, where: str) -> dict[str, Any]:
+    """A parameters object: names to JSON scalars (string, number, boolean), as the protocol
+    defines them; null values are dropped."""
     if raw is None:
         return {}
     if not isinstance(raw, dict):
         raise InvalidInput(f"'{where}' must be an object")
+    for key, value in raw.items():
+        if not isinstance(value, str | int | float | bool | None):
+            raise InvalidInput(
+                f"{where}.{key} must be a string, number or boolean, got {type(value).__name__}"
+            )
+    if None in raw.values():
+        return {key: value for key, value in raw.items() if value is not None}
     return raw
 
 
@@ -179,7 +192,9 @@ def _requested_outputs(raw: object) -> tuple[RequestedOutput, ...]:
         if not isinstance(item, dict) or not isinstance(item.get("name"), str):
             raise InvalidInput(f"outputs[{index}].name must be a string")
         outputs.append(
-            RequestedOutput(item["name"], _parameters(item.get("parameters"), f"outputs[{index}]"))
+            RequestedOutput(
+                item["name"], _parameters(item.get("parameters"), f"outputs[{index}].parameters")
+            )
         )
     return tuple(outputs)
 

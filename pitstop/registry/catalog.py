@@ -23,6 +23,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from pitstop.errors import Conflict, InvalidInput, VersionNotFound
+from pitstop.protocol.reference import natural
 from pitstop.registry.aliases import move_alias, remove_alias
 from pitstop.registry.audit import AuditEvent, append_event, read_events
 from pitstop.registry.database import open_engine, transaction, upgrade
@@ -293,7 +294,7 @@ class Registry:
             row = model_row(session, model)
             if isinstance(ref, int) and not isinstance(ref, bool):
                 number = ref
-            elif isinstance(ref, str) and ref.isascii() and ref.isdigit():
+            elif isinstance(ref, str) and natural(ref) is not None:
                 number = int(ref)
             elif ref == LATEST:
                 latest = latest_number(session, row)

@@ -21,6 +21,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from pitstop.errors import Conflict, InvalidInput, NotFound
+from pitstop.protocol.reference import natural
 from pitstop.registry.aliases import move_alias
 from pitstop.registry.audit import append_event, read_events
 from pitstop.registry.database import transaction
@@ -141,8 +142,9 @@ class Delivery:
     ) -> bool:
         row = model_row(session, model)
         for target in policy.targets():
-            if target.isdigit():
-                version_row(session, row, int(target))
+            number = natural(target)
+            if number is not None:
+                version_row(session, row, number)
         current = session.get(PolicyRow, row.id)
         before = TrafficPolicy.from_json(current.policy if current else None)
         if before == policy:

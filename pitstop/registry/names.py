@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from typing import Final
 
 from pitstop.errors import InvalidInput
+from pitstop.protocol.reference import natural
 
 NAME_PATTERN: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
 """Model and alias names. Alias names are further not all digits and not ``latest``."""
@@ -25,7 +26,7 @@ def check_name(what: str, name: object) -> None:
 
 def check_alias(alias: object) -> None:
     check_name("alias", alias)
-    if isinstance(alias, str) and (alias.isdigit() or alias == LATEST):
+    if isinstance(alias, str) and (natural(alias) is not None or alias == LATEST):
         raise InvalidInput(
             f"alias {alias!r}: reserved (all-digit names are version numbers; "
             f"{LATEST!r} is always the newest version)"

@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
+from pitstop.protocol.reference import natural
 from pitstop.registry.audit import AuditEvent
 from pitstop.registry.policy import TrafficPolicy
 
@@ -29,7 +30,8 @@ class TimelineEntry:
 
 
 def _resolve(target: str, aliases: dict[str, int]) -> int | None:
-    return int(target) if target.isdigit() else aliases.get(target)
+    number = natural(target)
+    return aliases.get(target) if number is None else number
 
 
 def replay(events: Sequence[AuditEvent]) -> list[TimelineEntry]:

@@ -10,6 +10,7 @@ from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from pitstop.errors import ModelNotFound, VersionNotFound
+from pitstop.protocol.reference import natural
 from pitstop.registry.digest import FileEntry
 from pitstop.registry.manifest import ModelManifest
 from pitstop.registry.policy import TrafficPolicy
@@ -117,7 +118,7 @@ def read_snapshot(session: Session) -> RegistrySnapshot:
     for alias in alias_rows:
         wanted.setdefault(alias.model_id, set()).add(alias.version_number)
     for model_id, policy in policies.items():
-        numbers = {int(target) for target in policy.targets() if target.isdigit()}
+        numbers = {n for n in map(natural, policy.targets()) if n is not None}
         wanted.setdefault(model_id, set()).update(numbers)
     records: dict[tuple[int, int], VersionRecord] = {}
     for model_id, numbers in wanted.items():
@@ -135,11 +136,9 @@ def read_snapshot(session: Session) -> RegistrySnapshot:
     }
     pinned: dict[str, dict[int, VersionRecord]] = {}
     for model_id, policy in policies.items():
-        for target in sorted(policy.targets()):
-            if target.isdigit() and (model_id, int(target)) in records:
-                pinned.setdefault(names[model_id], {})[int(target)] = records[
-                    (model_id, int(target))
-                ]
+        for number in sorted(n for n in map(natural, policy.targets()) if n is not None):
+            if (model_id, number) in records:
+                pinned.setdefault(names[model_id], {})[number] = records[(model_id, number)]
     return RegistrySnapshot(
         generation,
         models,

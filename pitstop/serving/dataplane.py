@@ -30,6 +30,7 @@ from pitstop.monitoring.logs import RequestLog
 from pitstop.monitoring.requests import RequestRecorder, VersionSeries
 from pitstop.monitoring.tracing import RequestSpan, Tracing
 from pitstop.protocol.model_config import ModelConfig, model_config
+from pitstop.protocol.reference import VersionRef, parse_ref
 from pitstop.protocol.tensor import InferRequest, InferResponse, ModelMetadata
 from pitstop.registry import DEFAULT_TARGET
 from pitstop.runtimes.base import RuntimeMetadata
@@ -118,10 +119,12 @@ class DataPlane:
     def ready(self) -> bool:
         return not self._shutting_down and self._manager.ready()
 
-    def model_ready(self, model: str, version: str | None) -> bool:
-        return not self._shutting_down and self._manager.model_ready(model, version)
+    def model_ready(self, model: str, version: VersionRef) -> bool:
+        """False for a known model or version that cannot serve now; NotFound for an unknown
+        one."""
+        return self._manager.model_ready(model, version) and not self._shutting_down
 
-    def model_metadata(self, model: str, version: str | None) -> ModelMetadata:
+    def model_metadata(self, model: str, version: VersionRef) -> ModelMetadata:
         loaded = self._manager.resolve(model, version)
         metadata = _metadata_of(loaded)
         served = [
@@ -137,7 +140,7 @@ class DataPlane:
             outputs=metadata.outputs,
         )
 
-    def model_config(self, model: str, version: str | None) -> ModelConfig:
+    def model_config(self, model: str, version: VersionRef) -> ModelConfig:
         """Triton's model configuration of the version ``version`` (number, alias or default)
         resolves to; ``max_batch_size`` comes from its manifest's ``batching`` section."""
         loaded = self._manager.resolve(model, version)
@@ -155,7 +158,7 @@ class DataPlane:
     async def infer(
         self,
         model: str,
-        version: str | None,
+        version: VersionRef,
         request: InferRequest,
         *,
         metadata: Mapping[str, str] | None = None,
@@ -174,7 +177,7 @@ class DataPlane:
     async def _traced(
         self,
         model: str,
-        version: str | None,
+        version: VersionRef,
         request: InferRequest,
         metadata: Mapping[str, str] | None,
         use_cache: bool,
@@ -211,7 +214,7 @@ class DataPlane:
     async def _route(
         self,
         model: str,
-        version: str | None,
+        version: VersionRef,
         request: InferRequest,
         metadata: Mapping[str, str] | None,
         use_cache: bool,
@@ -225,11 +228,11 @@ class DataPlane:
         # Routed by a policy (A/B, canary): record outcomes for the rollout judge.
         sticky = metadata.get(policy.sticky_header) if metadata and policy.sticky_header else None
         target = choose(policy, sticky, random.random())
-        if target != DEFAULT_TARGET and not self._manager.model_ready(model, target):
+        if target != DEFAULT_TARGET and not self._manager.can_serve(model, parse_ref(target)):
             target = DEFAULT_TARGET  # an arm still loading (or failed) serves from production
         try:
             served = await self._serve(
-                model, target, request, use_cache, observe=True, transport=transport
+                model, parse_ref(target), request, use_cache, observe=True, transport=transport
             )
         except SERVER_FAILURES as exc:
             fallback = policy.fallback
@@ -239,7 +242,9 @@ class DataPlane:
             self.fallbacks[(model, reason)] += 1
             relaxed = replace(request, parameters=without(request.parameters, "timeout"))
             served = replace(
-                await self._serve(model, fallback, relaxed, use_cache, transport=transport),
+                await self._serve(
+                    model, parse_ref(fallback), relaxed, use_cache, transport=transport
+                ),
                 fallback=reason,
             )
         if policy.shadows:
@@ -251,13 +256,14 @@ class DataPlane:
     async def _shadow_call(
         self, model: str, target: str, request: InferRequest
     ) -> Mapping[str, np.ndarray]:
+        ref = parse_ref(target)
         if self._tracing is None:
-            served = await self._serve(model, target, request, False, transport="shadow")
+            served = await self._serve(model, ref, request, False, transport="shadow")
             return served.response.outputs
         # Runs in the offering request's context: this span is that request's child.
         span = self._tracing.request("pitstop.shadow", None, {"pitstop.target": target}, False)
         try:
-            served = await self._serve(model, target, request, False, transport="shadow")
+            served = await self._serve(model, ref, request, False, transport="shadow")
         except BaseException as exc:
             span.end(exc)
             raise
@@ -268,7 +274,7 @@ class DataPlane:
     async def _serve(
         self,
         model: str,
-        version: str | None,
+        version: VersionRef,
         request: InferRequest,
         use_cache: bool,
         observe: bool = False,
@@ -382,17 +388,15 @@ class DataPlane:
     async def unload_model(self, model: str) -> None:
         await self._manager.unload_model(model)
 
-    def model_statistics(self, model: str | None, version: str | None) -> list[dict[str, Any]]:
+    def model_statistics(self, model: str | None, version: VersionRef) -> list[dict[str, Any]]:
         """Statistics extension rows; a version may be a number or an alias."""
         number: int | None = None
         if model is not None:
             self._manager.require_model(model)
-            if version is not None:
-                number = (
-                    int(version)
-                    if version.isdigit()
-                    else self._manager.resolve(model, version).key.version
-                )
+            if isinstance(version, int):
+                number = version
+            elif version is not None:
+                number = self._manager.resolve(model, version).key.version
         return [stats.to_json() for stats in self.statistics.select(model, number)]
 
     def inventory(self) -> Inventory:

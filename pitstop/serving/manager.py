@@ -26,6 +26,7 @@ from pitstop.errors import (
     Unavailable,
     VersionNotFound,
 )
+from pitstop.protocol.reference import VersionRef
 from pitstop.registry import RegistrySnapshot, TrafficPolicy, VersionRecord
 from pitstop.runtimes.base import Runtime
 from pitstop.serving.batcher import DEFAULT_MAX_QUEUE_SIZE, Batcher, BatchingOptions
@@ -103,8 +104,8 @@ class ModelManager:
 
     # -- requests -------------------------------------------------------------------------------
 
-    def lease(self, model: str, ref: str | None) -> Lease:
-        """A lease on the version that serves ``model`` at ``ref`` (alias, number, or None for
+    def lease(self, model: str, ref: VersionRef) -> Lease:
+        """A lease on the version that serves ``model`` at ``ref`` (number, alias, or None for
         the ``production`` alias). Raises NotFound or Unavailable with a message saying why."""
         return Lease(self.resolve(model, ref))
 
@@ -117,11 +118,14 @@ class ModelManager:
         if self._snapshot is None or model not in self._snapshot.models:
             raise ModelNotFound(f"model {model!r} is not registered")
 
-    def resolve(self, model: str, ref: str | None) -> LoadedVersion:
+    def resolve(self, model: str, ref: VersionRef) -> LoadedVersion:
+        """The version ``ref`` serves. NotFound when the model, the alias or the version is
+        unknown here; Unavailable when it is known but cannot serve now (loading, failed,
+        unloaded through the repository API)."""
         self.require_model(model)
         if model in self._held:
             raise Unavailable(f"model {model!r} was unloaded through the repository API")
-        if ref is None or not ref.isdigit():
+        if not isinstance(ref, int):
             alias = ref or DEFAULT_ALIAS
             target = self._targets.get(AliasKey(model, alias))
             if target is None:
@@ -130,19 +134,23 @@ class ModelManager:
             if routed is None:
                 raise Unavailable(self._why_unavailable(model, alias, target))
             return self._versions[routed]
-        number = int(ref)
-        loaded = self._versions.get(VersionKey(model, number))
-        if loaded is None or loaded.state is not VersionState.READY:
-            served = sorted(
-                key.version
-                for key, v in self._versions.items()
-                if key.model == model and v.state is VersionState.READY
-            )
-            raise VersionNotFound(
-                f"model {model!r} version {number} is not served here; "
-                f"served versions: {served or 'none'} (point an alias at a version to serve it)"
-            )
-        return loaded
+        key = VersionKey(model, ref)
+        loaded = self._versions.get(key)
+        if loaded is not None and loaded.state is VersionState.READY:
+            return loaded
+        if loaded is not None or key in self._records:
+            state = "not loaded yet" if loaded is None else loaded.state.value
+            detail = f": {loaded.error}" if loaded is not None and loaded.error else ""
+            raise Unavailable(f"model {model!r} version {ref} is {state}{detail}")
+        served = sorted(
+            k.version
+            for k, v in self._versions.items()
+            if k.model == model and v.state is VersionState.READY
+        )
+        raise VersionNotFound(
+            f"model {model!r} version {ref} is not served here; "
+            f"served versions: {served or 'none'} (point an alias at a version to serve it)"
+        )
 
     def _why_unavailable(self, model: str, alias: str, target: VersionKey) -> str:
         loaded = self._versions.get(target)
@@ -160,9 +168,18 @@ class ModelManager:
             return False
         return all(alias in self._routes for alias in self._targets if alias.alias == DEFAULT_ALIAS)
 
-    def model_ready(self, model: str, ref: str | None) -> bool:
+    def model_ready(self, model: str, ref: VersionRef) -> bool:
+        """Whether ``ref`` can serve now. NotFound (not False) for a model, alias or version this
+        server does not know: "not ready" and "no such thing" are different answers."""
         try:
             return self.resolve(model, ref).state is VersionState.READY
+        except Unavailable:
+            return False
+
+    def can_serve(self, model: str, ref: VersionRef) -> bool:
+        """Like :meth:`model_ready`, but False for anything unknown too."""
+        try:
+            return self.model_ready(model, ref)
         except PitstopError:
             return False
 

@@ -14,8 +14,12 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from types import FrameType
 
+import orjson
 import uvicorn
 from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
 from starlette.types import ASGIApp
 
 from pitstop import __version__
@@ -28,12 +32,16 @@ from pitstop.serving.manager import ManagerOptions, ModelManager
 from pitstop.serving.operations import Operations
 from pitstop.serving.rollout_controller import RolloutController
 from pitstop.settings import Settings
+from pitstop.transports import openapi
 from pitstop.transports.admin import AdminApi
+from pitstop.transports.codec_pool import CodecPool
+from pitstop.transports.codec_worker import CodecWorker
 from pitstop.transports.grpc import GrpcApi, GrpcServer
+from pitstop.transports.http11 import JsonErrorsProtocol
 from pitstop.transports.listener import refuse_new_connections
 from pitstop.transports.observability import Observability, ObservabilityApi
 from pitstop.transports.openai import OpenAIApi
-from pitstop.transports.rest import RestApi
+from pitstop.transports.rest import EXCEPTION_HANDLERS, RestApi
 
 log = logging.getLogger(__name__)
 
@@ -145,14 +153,15 @@ class Server(uvicorn.Server):
 
 def build_app(
     settings: Settings, authenticator: Authenticator, tracing: Tracing | None = None
-) -> tuple[ASGIApp, RestApi]:
-    """The ASGI app and its REST API. Components are built inside the lifespan, on the serving
-    event loop."""
+) -> tuple[ASGIApp, RestApi, list[Route]]:
+    """The ASGI app, its REST API and every HTTP route it serves (what /openapi.json documents).
+    Components are built inside the lifespan, on the serving event loop."""
     holder: dict[str, Components] = {}
 
     @contextlib.asynccontextmanager
     async def lifespan(_app: Starlette) -> AsyncIterator[None]:
         components = await asyncio.to_thread(build_components, settings, tracing)
+        worker.start()  # imports in its own process while models load
         holder["components"] = components
         api.attach(components.dataplane)
         openai_api.attach(components.dataplane)
@@ -186,7 +195,8 @@ def build_app(
         try:
             # On this event loop, so gRPC calls and HTTP requests share one DataPlane.
             grpc_server = GrpcServer(
-                GrpcApi(components.dataplane, authenticator), settings.grpc_max_message_bytes
+                GrpcApi(components.dataplane, authenticator, codecs),
+                settings.grpc_max_message_bytes,
             )
             port = await grpc_server.start(settings.host, settings.grpc_port)
             log.info("gRPC listening on %s:%d", settings.host, port)
@@ -203,13 +213,25 @@ def build_app(
             await asyncio.to_thread(components.registry.close)
             if components.observability.tracing is not None:
                 await asyncio.to_thread(components.observability.tracing.shutdown)
+            codecs.close()
 
-    api = RestApi(max_request_bytes=settings.max_request_bytes, authenticator=authenticator)
+    worker = CodecWorker(settings.decode_memory_bytes)
+    codecs = CodecPool(worker, max_waiting=settings.max_queue_size)
+    api = RestApi(settings.max_request_bytes, authenticator, codecs)
     openai_api = OpenAIApi(max_request_bytes=settings.max_request_bytes)
     admin_api = AdminApi(authenticator)
     observability_api = ObservabilityApi(authenticator)
     routes = api.routes() + openai_api.routes() + admin_api.routes() + observability_api.routes()
-    return api.front(Starlette(routes=routes, lifespan=lifespan)), api
+    described = orjson.dumps(openapi.document(__version__))
+
+    async def openapi_json(_request: Request) -> Response:
+        return Response(described, media_type="application/json")
+
+    routes.append(Route("/openapi.json", openapi_json, methods=["GET"]))
+    app = Starlette(routes=routes, lifespan=lifespan, exception_handlers=EXCEPTION_HANDLERS)
+    # A trailing slash is a different path (404 naming it), not a redirect clients must follow.
+    app.router.redirect_slashes = False
+    return api.front(app), api, routes
 
 
 def serve(settings: Settings) -> None:
@@ -221,7 +243,7 @@ def serve(settings: Settings) -> None:
         log.info("created an admin token in %s (mode 0600)", created.resolve())
     else:
         log.info("management calls need a token from %s", tokens.path.resolve())
-    app, api = build_app(settings, Authenticator(tokens))
+    app, api, _routes = build_app(settings, Authenticator(tokens))
     config = uvicorn.Config(
         app,
         host=settings.host,
@@ -231,6 +253,8 @@ def serve(settings: Settings) -> None:
         access_log=False,
         timeout_graceful_shutdown=int(settings.drain_timeout_s),
         lifespan="on",
+        http=JsonErrorsProtocol,
+        ws="none",  # no WebSocket routes: an upgrade request is served as plain HTTP
     )
     try:
         Server(config, api, settings.shutdown_grace_s).run()

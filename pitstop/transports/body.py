@@ -9,6 +9,7 @@ import orjson
 from starlette.requests import Request
 
 from pitstop import errors
+from pitstop.protocol.reference import natural
 
 
 async def read_body(request: Request, limit: int) -> bytes:
@@ -19,7 +20,8 @@ async def read_body(request: Request, limit: int) -> bytes:
 
 async def read_stream(declared: str | None, stream: AsyncIterator[bytes], limit: int) -> bytes:
     """:func:`read_body` over any stream of chunks, given the declared Content-Length."""
-    if declared is not None and declared.isdigit() and int(declared) > limit:
+    size = None if declared is None else natural(declared)
+    if size is not None and size > limit:
         raise errors.PayloadTooLarge(
             f"request body of {declared} bytes exceeds the limit of {limit} bytes"
         )

@@ -18,9 +18,12 @@ import grpc
 import grpc.aio
 
 from pitstop import errors
+from pitstop.protocol.binary_codec import decode_body
+from pitstop.protocol.reference import parse_ref
 from pitstop.security.token import ADMIN, Authenticator
 from pitstop.serving.dataplane import DataPlane
 from pitstop.transports import grpc_convert as convert
+from pitstop.transports.codec_pool import CodecPool, outputs_size
 from pitstop.transports.proto import inference_pb2 as pb
 from pitstop.transports.rest import DIGEST_HEADER, VERSION_HEADER
 
@@ -62,9 +65,12 @@ def code_of(error: errors.PitstopError) -> grpc.StatusCode:
 class GrpcApi:
     """The V2 RPCs over one DataPlane."""
 
-    def __init__(self, dataplane: DataPlane, authenticator: Authenticator) -> None:
+    def __init__(
+        self, dataplane: DataPlane, authenticator: Authenticator, codecs: CodecPool
+    ) -> None:
         self._dataplane = dataplane
         self._auth = authenticator
+        self._codecs = codecs
 
     def handler(self) -> grpc.GenericRpcHandler:
         """The route table: RPC name → method, with its message types."""
@@ -83,7 +89,7 @@ class GrpcApi:
                 pb.ModelMetadataResponse,
             ),
             "ModelConfig": (self.model_config, pb.ModelConfigRequest, pb.ModelConfigResponse),
-            "ModelInfer": (self.model_infer, pb.ModelInferRequest, pb.ModelInferResponse),
+            "ModelInfer": (self.model_infer, bytes, pb.ModelInferResponse),
             "ModelStatistics": (
                 self.model_statistics,
                 pb.ModelStatisticsRequest,
@@ -105,17 +111,18 @@ class GrpcApi:
                 pb.RepositoryModelUnloadResponse,
             ),
         }
+        # Requests arrive as bytes and are parsed here, not by grpc: a message that does not
+        # parse is the client's error (INVALID_ARGUMENT naming the message), where grpc's own
+        # deserializer answers INTERNAL; and a large one is parsed off the event loop.
         handlers: dict[str, grpc.RpcMethodHandler[Any, Any]] = {
             name: grpc.unary_unary_rpc_method_handler(
-                _guard(method),
-                request_deserializer=request.FromString,
+                _guard(method, request, self._codecs),
                 response_serializer=response.SerializeToString,
             )
             for name, (method, request, response) in unary.items()
         }
         handlers["ModelStreamInfer"] = grpc.stream_stream_rpc_method_handler(
             self.model_stream_infer,
-            request_deserializer=pb.ModelInferRequest.FromString,
             response_serializer=pb.ModelStreamInferResponse.SerializeToString,
         )
         return grpc.method_handlers_generic_handler(SERVICE, handlers)
@@ -129,7 +136,13 @@ class GrpcApi:
         return pb.ServerReadyResponse(ready=self._dataplane.ready())
 
     async def model_ready(self, r: pb.ModelReadyRequest, _c: Context) -> pb.ModelReadyResponse:
-        return pb.ModelReadyResponse(ready=self._dataplane.model_ready(r.name, r.version or None))
+        """Not ready for an unknown model or version too, as Triton answers (its clients poll
+        ModelReady until a model appears); REST tells the two apart with 404 and 503."""
+        try:
+            ready = self._dataplane.model_ready(r.name, parse_ref(r.version))
+        except errors.NotFound:
+            ready = False
+        return pb.ModelReadyResponse(ready=ready)
 
     async def server_metadata(
         self, _r: pb.ServerMetadataRequest, _c: Context
@@ -143,33 +156,47 @@ class GrpcApi:
         self, r: pb.ModelMetadataRequest, _c: Context
     ) -> pb.ModelMetadataResponse:
         return convert.encode_model_metadata(
-            self._dataplane.model_metadata(r.name, r.version or None)
+            self._dataplane.model_metadata(r.name, parse_ref(r.version))
         )
 
     async def model_config(self, r: pb.ModelConfigRequest, _c: Context) -> pb.ModelConfigResponse:
-        return convert.encode_model_config(self._dataplane.model_config(r.name, r.version or None))
+        return convert.encode_model_config(
+            self._dataplane.model_config(r.name, parse_ref(r.version))
+        )
 
     # -- inference ---------------------------------------------------------------------------
 
-    async def model_infer(self, r: pb.ModelInferRequest, c: Context) -> pb.ModelInferResponse:
+    async def model_infer(self, data: bytes, c: Context) -> pb.ModelInferResponse:
         """Trailing metadata names the version and digest that answered."""
         metadata = _metadata(c) if self._dataplane.wants_metadata else None
-        response, version, digest = await self._infer(r, c.time_remaining(), metadata)
+        response, version, digest = await self._infer(data, c.time_remaining(), metadata)
         c.set_trailing_metadata(((VERSION_HEADER, version), (DIGEST_HEADER, digest)))
         return response
 
     async def _infer(
         self,
-        r: pb.ModelInferRequest,
+        data: bytes,
         remaining_s: float | None = None,
         metadata: dict[str, str] | None = None,
     ) -> tuple[pb.ModelInferResponse, str, str]:
-        if not r.model_name:
+        """Parse, decode (both off the event loop when large) and serve one ModelInferRequest."""
+        r = await self._codecs.run(len(data), convert.parse, pb.ModelInferRequest, data)
+        model, version, raw = r.model_name, parse_ref(r.model_version), bool(r.raw_input_contents)
+        if not model:
             raise errors.InvalidInput("model_name must be set")
         try:
-            request = convert.decode_infer_request(r)
+            if raw or self._codecs.inline(len(data)):
+                request = await self._codecs.run(len(data), convert.decode_infer_request, r)
+            else:
+                # Typed contents convert element by element in C calls that hold the GIL:
+                # decoded in the codec worker, handed back as raw tensors.
+                del r
+                normal = await self._codecs.isolate(convert.normalize_infer, data, None)
+                request = await self._codecs.run(
+                    len(normal.body), decode_body, normal.body, normal.header_length
+                )
         except errors.InvalidInput as error:  # counted like the DataPlane's own refusals
-            self._dataplane.rejected(r.model_name, "grpc", error)
+            self._dataplane.rejected(model, "grpc", error)
             raise
         if remaining_s is not None and "timeout" not in request.parameters:
             # The client's gRPC deadline becomes the request's deadline (the protocol's
@@ -179,13 +206,18 @@ class GrpcApi:
                 request, parameters={**request.parameters, "timeout": timeout_us}
             )
         served = await self._dataplane.infer(
-            r.model_name, r.model_version or None, request, metadata=metadata, transport="grpc"
+            model, version, request, metadata=metadata, transport="grpc"
         )
-        response = convert.encode_infer_response(served.response, raw=bool(r.raw_input_contents))
+        response = await self._codecs.run(
+            outputs_size(served.response.outputs),
+            convert.encode_infer_response,
+            served.response,
+            raw=raw,
+        )
         return response, str(served.version), served.digest
 
     async def model_stream_infer(
-        self, requests: AsyncIterator[pb.ModelInferRequest], _c: Context
+        self, requests: AsyncIterator[bytes], _c: Context
     ) -> AsyncIterator[pb.ModelStreamInferResponse]:
         """One response per request, in request order; a failed request yields its
         ``error_message`` and the stream goes on (Triton's behaviour)."""
@@ -218,13 +250,13 @@ class GrpcApi:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await reader
 
-    async def _stream_one(self, r: pb.ModelInferRequest) -> pb.ModelStreamInferResponse:
+    async def _stream_one(self, data: bytes) -> pb.ModelStreamInferResponse:
         try:
-            response, _, _ = await self._infer(r)
+            response, _, _ = await self._infer(data)
         except errors.PitstopError as error:
             return pb.ModelStreamInferResponse(error_message=str(error))
         except Exception as exc:
-            log.exception("stream request to %r failed", r.model_name)
+            log.exception("a ModelStreamInfer request failed")
             return pb.ModelStreamInferResponse(error_message=f"internal error: {exc}")
         return pb.ModelStreamInferResponse(infer_response=response)
 
@@ -233,7 +265,7 @@ class GrpcApi:
     async def model_statistics(
         self, r: pb.ModelStatisticsRequest, _c: Context
     ) -> pb.ModelStatisticsResponse:
-        rows = self._dataplane.model_statistics(r.name or None, r.version or None)
+        rows = self._dataplane.model_statistics(r.name or None, parse_ref(r.version))
         return convert.encode_statistics(rows)
 
     async def repository_index(
@@ -272,23 +304,34 @@ def _authorization(context: Context) -> str | None:
 
 
 def _guard(
-    method: Callable[[Req, Context], Awaitable[Resp]],
-) -> Callable[[Req, Context], Awaitable[Resp]]:
-    """Pitstop errors end the call with their status code; anything else with INTERNAL."""
+    method: Callable[[Any, Context], Awaitable[Resp]], request_type: type[Any], codecs: CodecPool
+) -> Callable[[bytes, Context], Awaitable[Resp]]:
+    """Parses the request as ``request_type`` (``bytes``: the method parses it), calls
+    ``method``; pitstop errors end the call with their status code, anything else with
+    INTERNAL."""
 
-    async def guarded(request: Req, context: Context) -> Resp:
+    async def guarded(data: bytes, context: Context) -> Resp:
+        trailing: tuple[tuple[str, str], ...] = ()
         try:
+            request = (
+                data
+                if request_type is bytes
+                else await codecs.run(len(data), convert.parse, request_type, data)
+            )
             return await method(request, context)
         except errors.PitstopError as error:
-            trailing: tuple[tuple[str, str], ...] = ()
+            code, message = code_of(error), str(error)
             if isinstance(error, errors.Overloaded):
                 trailing = (("retry-after", str(max(1, round(error.retry_after)))),)
-            await context.abort(code_of(error), str(error), trailing)
         except (asyncio.CancelledError, grpc.aio.AbortError):
             raise
         except Exception as exc:
             log.exception("gRPC call failed")
-            await context.abort(grpc.StatusCode.INTERNAL, f"internal error: {exc}")
+            code, message = grpc.StatusCode.INTERNAL, f"internal error: {exc}"
+        # Aborted outside the except block: the exception's traceback holds the frames of the
+        # failed decode or inference, and with them its arrays, which must not stay alive while
+        # the status is sent (concurrent failures would stack their allocations).
+        await context.abort(code, message, trailing)
 
     return guarded
 

@@ -10,17 +10,19 @@ an output is raw throughout (a response cannot mix the two). Every problem raise
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping, Sequence
-from typing import Any, Final, Protocol
+from dataclasses import dataclass
+from typing import Any, Final, Protocol, TypeVar
 
 import numpy as np
+from google.protobuf.message import DecodeError, Message
 
 from pitstop.errors import InvalidInput
+from pitstop.protocol.binary_codec import encode_request
 from pitstop.protocol.datatype import datatype_of, numpy_dtype
-from pitstop.protocol.json_codec import decode_shape
 from pitstop.protocol.model_config import CONFIG_DATATYPES, ModelConfig
 from pitstop.protocol.raw_tensor import decode_raw, encode_raw
+from pitstop.protocol.shape import decode_shape, element_count
 from pitstop.protocol.tensor import (
     InferRequest,
     InferResponse,
@@ -49,12 +51,26 @@ TYPED_FIELD: Final[dict[str, str]] = {
 
 _CONTENT_FIELDS: Final = tuple(sorted(set(TYPED_FIELD.values())))
 
+TYPED_SLICE: Final = 32_768
+"""Elements converted per C call when encoding typed contents."""
+
 
 class _ParameterMessage(Protocol):
     def WhichOneof(self, name: str) -> str | None: ...
 
 
 # ---- requests ------------------------------------------------------------------------------
+
+M = TypeVar("M", bound=Message)
+
+
+def parse(message_type: type[M], data: bytes) -> M:
+    """``data`` parsed as a ``message_type``; InvalidInput when it is not one."""
+    try:
+        return message_type.FromString(data)
+    except DecodeError as exc:
+        name = message_type.DESCRIPTOR.name
+        raise InvalidInput(f"the request is not a valid {name} message: {exc}") from exc
 
 
 def decode_infer_request(message: pb.ModelInferRequest) -> InferRequest:
@@ -99,6 +115,33 @@ def decode_infer_request(message: pb.ModelInferRequest) -> InferRequest:
     )
 
 
+@dataclass(frozen=True)
+class NormalizedInfer:
+    """A ``ModelInferRequest`` decoded in the codec worker and handed back: what it addresses,
+    and its request as a binary tensor body (:func:`binary_codec.encode_request`)."""
+
+    model_name: str
+    model_version: str
+    raw: bool
+    """Whether it used ``raw_input_contents`` (its response answers in kind)."""
+    body: bytes
+    header_length: str
+
+
+def normalize_infer(data: bytes, _hint: str | None = None) -> NormalizedInfer:
+    """Parse and decode a serialized ``ModelInferRequest`` (in the codec worker: typed contents
+    are converted element by element, in C calls that hold the GIL)."""
+    message = parse(pb.ModelInferRequest, data)
+    body, length = encode_request(decode_infer_request(message))
+    return NormalizedInfer(
+        message.model_name,
+        message.model_version,
+        bool(message.raw_input_contents),
+        body,
+        str(length),
+    )
+
+
 def _decode_typed(
     datatype: str, shape: tuple[int, ...], contents: pb.InferTensorContents, where: str
 ) -> np.ndarray:
@@ -110,7 +153,7 @@ def _decode_typed(
         if other != field and len(getattr(contents, other)):
             raise InvalidInput(f"{where}: {datatype} data belongs in contents.{field}, not {other}")
     values: Sequence[Any] = getattr(contents, field)
-    count = math.prod(shape)
+    count = element_count(shape)
     if len(values) != count:
         raise InvalidInput(
             f"{where}: contents.{field} has {len(values)} elements but shape {list(shape)} "
@@ -172,8 +215,11 @@ def _encode_typed(datatype: str, array: np.ndarray, contents: pb.InferTensorCont
         field.extend(
             item if isinstance(item, bytes) else str(item).encode("utf-8") for item in flat
         )
-    else:
-        field.extend(flat.tolist())
+        return
+    # In slices: one extend over millions of numbers is a C loop that holds the GIL for
+    # hundreds of milliseconds; between slices the event loop gets its turn.
+    for start in range(0, len(flat), TYPED_SLICE):
+        field.extend(flat[start : start + TYPED_SLICE].tolist())
 
 
 def encode_parameters(parameters: Parameters, target: Any) -> None:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any, Final
@@ -104,7 +105,7 @@ class Observability:
 
     def cost_report(self, window_s: float | None = None) -> CostReport:
         if self.cost is None:
-            raise errors.Unavailable("cost is off: set PITSTOP_COST_PER_HOUR (metrics must be on)")
+            raise errors.NotFound("cost is off: set PITSTOP_COST_PER_HOUR (metrics must be on)")
         return self.cost.report(self.usage(), window_s or self.settings.cost_window_s)
 
     def loops(self, dataplane: DataPlane) -> list[Callable[[], Coroutine[Any, Any, None]]]:
@@ -211,6 +212,6 @@ class ObservabilityApi:
             window = float(raw) if raw is not None else None
         except ValueError:
             raise errors.InvalidInput(f"window_s must be a number, got {raw!r}") from None
-        if window is not None and window <= 0:
-            raise errors.InvalidInput("window_s must be > 0")
+        if window is not None and not 0 < window < math.inf:
+            raise errors.InvalidInput(f"window_s must be a positive number of seconds, got {raw!r}")
         return JSONResponse(observability.cost_report(window).to_json())

@@ -29,6 +29,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from pitstop import errors
+from pitstop.protocol.reference import parse_ref
 from pitstop.protocol.tensor import InferRequest, TensorSpec
 from pitstop.serving.dataplane import DataPlane
 from pitstop.transports.body import read_json_object
@@ -121,7 +122,7 @@ class OpenAIApi:
         body = await self._read_json(request)
         target = _field(body, "model", str)
         model, _, ref = target.partition("@")
-        version = ref or None
+        version = parse_ref(ref)
         texts = _texts(body.get("input"))
         encoding = body.get("encoding_format") or "float"
         if encoding not in ENCODINGS:

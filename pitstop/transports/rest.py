@@ -15,16 +15,19 @@ from typing import Any, Final
 
 import orjson
 from starlette.datastructures import Headers
+from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from pitstop import errors
-from pitstop.protocol.binary_codec import HEADER_LENGTH, decode_body, encode_body
+from pitstop.protocol.binary_codec import HEADER_LENGTH, encode_body
+from pitstop.protocol.reference import VersionRef, parse_ref
 from pitstop.security.token import ADMIN, Authenticator
 from pitstop.serving.dataplane import DataPlane
 from pitstop.transports.body import read_body, read_json, read_stream
+from pitstop.transports.codec_pool import CodecPool, outputs_size
 
 STATUS_BY_ERROR: Final[tuple[tuple[type[errors.PitstopError], int], ...]] = (
     (errors.PayloadTooLarge, 413),
@@ -68,6 +71,34 @@ def error_body(error: errors.PitstopError) -> tuple[bytes, list[tuple[bytes, byt
     return orjson.dumps({"error": str(error)}), headers
 
 
+async def http_error(request: Request, exc: Exception) -> Response:
+    """Starlette's own errors (no such route, method not allowed) in the JSON error shape."""
+    assert isinstance(exc, HTTPException)
+    headers = dict(exc.headers or {})
+    if exc.status_code == 404:
+        message = f"no such endpoint: {request.method} {request.url.path}"
+    elif exc.status_code == 405:
+        allowed = headers.get("Allow", "")
+        message = f"{request.method} is not allowed on {request.url.path}; use {allowed}"
+    else:
+        message = str(exc.detail)
+    headers["content-type"] = "application/json"
+    return Response(orjson.dumps({"error": message}), exc.status_code, headers)
+
+
+async def internal_error(_request: Request, exc: Exception) -> Response:
+    """A bug, in the JSON error shape; Starlette logs the exception after this answers."""
+    return Response(
+        orjson.dumps({"error": "internal server error"}),
+        500,
+        {"content-type": "application/json"},
+    )
+
+
+EXCEPTION_HANDLERS: Final = {HTTPException: http_error, Exception: internal_error}
+"""What the Starlette app answers for errors no route handled: JSON like every other error."""
+
+
 def error_response(error: errors.PitstopError) -> Response:
     content, headers = error_body(error)
     return Response(
@@ -92,10 +123,13 @@ class ClientGone(Exception):
 class RestApi:
     """The V2 routes over one DataPlane, attached once the lifespan has built it."""
 
-    def __init__(self, max_request_bytes: int, authenticator: Authenticator) -> None:
+    def __init__(
+        self, max_request_bytes: int, authenticator: Authenticator, codecs: CodecPool
+    ) -> None:
         self._attached: DataPlane | None = None
         self._max_bytes = max_request_bytes
         self._auth = authenticator
+        self._codecs = codecs
         self._terminating = False
 
     def attach(self, dataplane: DataPlane) -> None:
@@ -133,6 +167,7 @@ class RestApi:
             Route("/v2/health/live", self._guard(self.live), methods=["GET"]),
             Route("/v2/health/ready", self._guard(self.ready), methods=["GET"]),
             Route("/v2", self._guard(self.server_metadata), methods=["GET"]),
+            Route("/v2/", self._guard(self.server_metadata), methods=["GET"]),
             Route(model, self._guard(self.model_metadata), methods=["GET"]),
             Route(version, self._guard(self.model_metadata), methods=["GET"]),
             Route(model + "/ready", self._guard(self.model_ready), methods=["GET"]),
@@ -150,14 +185,14 @@ class RestApi:
             if scope["type"] == "http" and scope["method"] == "POST":
                 match = INFER_PATH.fullmatch(scope["path"])
                 if match is not None:
-                    await self._infer_asgi(scope, receive, send, match[1], match[2])
+                    await self._infer_asgi(scope, receive, send, match[1], parse_ref(match[2]))
                     return
             await app(scope, receive, send)
 
         return serve
 
     async def _infer_asgi(
-        self, scope: Scope, receive: Receive, send: Send, model: str, version: str | None
+        self, scope: Scope, receive: Receive, send: Send, model: str, version: VersionRef
     ) -> None:
         headers = Headers(scope=scope)
         status = 200
@@ -185,18 +220,22 @@ class RestApi:
         await send({"type": "http.response.body", "body": content})
 
     async def _infer(
-        self, model: str, version: str | None, headers: Headers, receive: Receive
+        self, model: str, version: VersionRef, headers: Headers, receive: Receive
     ) -> tuple[bytes, list[tuple[bytes, bytes]]]:
         try:
             body = await self._receive_body(headers, receive)
-            decoded = decode_body(body, headers.get(HEADER_LENGTH))
+            decoded = await self._codecs.decode_body(body, headers.get(HEADER_LENGTH))
+            del body  # the decoded arrays are all the request needs from here on
         except errors.InvalidInput as error:  # counted like the DataPlane's own refusals
             self._dataplane.rejected(model, "rest", error)
             raise
         served = await self._dataplane.infer(
             model, version, decoded, metadata=headers, transport="rest"
         )
-        encoded = encode_body(served.response, decoded.parameters)
+        outputs = served.response.outputs
+        encoded = await self._codecs.run(
+            outputs_size(outputs), encode_body, served.response, decoded.parameters
+        )
         extra = [
             (b"content-type", encoded.media_type.encode()),
             (_RAW_VERSION, str(served.version).encode()),
@@ -272,7 +311,9 @@ class RestApi:
 
     async def statistics(self, request: Request) -> Response:
         params = request.path_params
-        rows = self._dataplane.model_statistics(params.get("model"), params.get("version"))
+        rows = self._dataplane.model_statistics(
+            params.get("model"), parse_ref(params.get("version"))
+        )
         return JSONResponse({"model_stats": rows})
 
     async def repository_index(self, request: Request) -> Response:
@@ -299,6 +340,6 @@ class RestApi:
         return await read_body(request, self._max_bytes)
 
 
-def _target(request: Request) -> tuple[str, str | None]:
+def _target(request: Request) -> tuple[str, VersionRef]:
     params = request.path_params
-    return params["model"], params.get("version")
+    return params["model"], parse_ref(params.get("version"))

@@ -44,7 +44,7 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str,
         registry.delivery.set_policy("m", policy, actor="t")
     exporter = InMemorySpanExporter()
     settings = Settings(home=Path(home), grpc_port=free_port(), drift_enabled=False)
-    app, _api = build_app(
+    app, _api, _routes = build_app(
         settings, Authenticator(TokenFile(home)), tracing=Tracing(exporter, batch=False)
     )
     port = free_port()

@@ -47,9 +47,10 @@ def test_any_nonzero_byte_is_true() -> None:
     ("datatype", "shape", "raw", "fragment"),
     [
         ("INT32", (2,), b"\x00" * 7, "7 bytes of INT32 data, but shape [2] needs 8"),
-        ("BYTES", (2,), struct.pack("<I", 1) + b"a", "ends after 1 of 2 elements"),
+        ("BYTES", (2,), struct.pack("<I", 1) + b"a\0\0\0", "ends after 1 of 2 elements"),
         ("BYTES", (1,), struct.pack("<I", 1) + b"ab", "1 bytes left over"),
-        ("BYTES", (1,), b"\x01\x00", "ends after 0 of 1"),
+        ("BYTES", (1,), b"\x01\x00", "2 bytes cannot hold 1 BYTES elements"),
+        ("BYTES", (2**31,), b"\0" * 4, "4 bytes cannot hold 2147483648 BYTES elements"),
     ],
 )
 def test_raw_mismatches_name_the_problem(

@@ -182,7 +182,11 @@ def test_unknown_model_version_and_alias_are_404(client: httpx.Client) -> None:
     assert alias.status_code == 404
     assert "canary" in alias.json()["error"]
     assert client.get("/v2/models/nope").status_code == 404
-    assert client.get("/v2/models/nope/ready").status_code == 503
+    ready = client.get("/v2/models/nope/ready")
+    assert ready.status_code == 404, "unknown is not 'not ready'"
+    assert "'nope'" in ready.json()["error"]
+    assert client.get("/v2/models/onnx/versions/9/ready").status_code == 404
+    assert client.get("/v2/models/onnx/versions/canary/ready").status_code == 404
 
 
 def test_body_over_the_limit_is_413(client: httpx.Client) -> None:

@@ -1,0 +1,462 @@
+"""The OpenAPI 3.1 document of pitstop's HTTP API, served at ``/openapi.json``.
+
+Written by hand, as data: every route the app serves, and for each operation the statuses it can
+return (tests/transports/test_openapi.py proves both against a running server, and the fuzz suite
+checks every answer against it). The V2 data plane follows KServe's Open Inference Protocol
+document (``oip-rest-v2.yaml``); pitstop's extensions (statistics, repository, admin, drift, cost,
+OpenAI embeddings) are described the same way. Every error body is ``{"error": "..."}``.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Final
+
+JSON: Final = "application/json"
+Schema = dict[str, Any]
+
+ERROR_REASONS: Final = {
+    400: "The request is malformed; the message names the field",
+    401: "No valid bearer token",
+    403: "The token lacks the scope this operation needs",
+    404: "No such model, version or resource",
+    409: "The operation conflicts with the model's state",
+    413: "The body, or the memory it needs to decode, exceeds the server's limit",
+    429: "Too many requests wait; retry after the Retry-After header's seconds",
+    501: "The request asks for something the model or server does not support",
+    503: "Not ready: the model, version or server cannot serve now",
+    504: "The request's deadline passed before it was served",
+}
+
+_OBJECT: Final[Schema] = {"type": "object"}
+_TENSOR_DATA: Final[Schema] = {
+    "description": "Row-major elements: numbers, booleans or strings, flat or nested",
+    "type": "array",
+}
+_PARAMETERS: Final[Schema] = {
+    "type": "object",
+    "additionalProperties": {"type": ["string", "number", "boolean"]},
+}
+_TENSOR_METADATA: Final[Schema] = {
+    "type": "object",
+    "required": ["name", "datatype", "shape"],
+    "properties": {
+        "name": {"type": "string"},
+        "datatype": {"type": "string"},
+        "shape": {"type": "array", "items": {"type": "integer"}},
+    },
+}
+
+SCHEMAS: Final[dict[str, Schema]] = {
+    "Error": {
+        "type": "object",
+        "required": ["error"],
+        "properties": {"error": {"type": "string"}},
+    },
+    "OpenAIError": {
+        "type": "object",
+        "required": ["error"],
+        "properties": {
+            "error": {
+                "type": "object",
+                "required": ["message", "type"],
+                "properties": {
+                    "message": {"type": "string"},
+                    "type": {"type": "string"},
+                    "param": {"type": ["string", "null"]},
+                    "code": {"type": ["string", "null"]},
+                },
+            }
+        },
+    },
+    "ServerMetadata": {
+        "type": "object",
+        "required": ["name", "version", "extensions"],
+        "properties": {
+            "name": {"type": "string"},
+            "version": {"type": "string"},
+            "extensions": {"type": "array", "items": {"type": "string"}},
+        },
+    },
+    "ModelMetadata": {
+        "type": "object",
+        "required": ["name", "platform", "inputs", "outputs"],
+        "properties": {
+            "name": {"type": "string"},
+            "versions": {"type": "array", "items": {"type": "string"}},
+            "platform": {"type": "string"},
+            "inputs": {"type": "array", "items": _TENSOR_METADATA},
+            "outputs": {"type": "array", "items": _TENSOR_METADATA},
+        },
+    },
+    "Ready": {
+        "type": "object",
+        "required": ["ready"],
+        "properties": {"name": {"type": "string"}, "ready": {"type": "boolean"}},
+    },
+    "Live": {"type": "object", "required": ["live"], "properties": {"live": {"type": "boolean"}}},
+    "InferenceRequest": {
+        "type": "object",
+        "required": ["inputs"],
+        "properties": {
+            "id": {"type": "string"},
+            "parameters": _PARAMETERS,
+            "inputs": {
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "required": ["name", "shape", "datatype"],
+                    "properties": {
+                        "name": {"type": "string"},
+                        "shape": {"type": "array", "items": {"type": "integer", "minimum": 0}},
+                        "datatype": {
+                            "type": "string",
+                            "enum": [
+                                "BOOL",
+                                "UINT8",
+                                "UINT16",
+                                "UINT32",
+                                "UINT64",
+                                "INT8",
+                                "INT16",
+                                "INT32",
+                                "INT64",
+                                "FP16",
+                                "FP32",
+                                "FP64",
+                                "BYTES",
+                            ],
+                        },
+                        "parameters": _PARAMETERS,
+                        "data": _TENSOR_DATA,
+                    },
+                },
+            },
+            "outputs": {
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "required": ["name"],
+                    "properties": {"name": {"type": "string"}, "parameters": _PARAMETERS},
+                },
+            },
+        },
+    },
+    "InferenceResponse": {
+        "type": "object",
+        "required": ["model_name", "outputs"],
+        "properties": {
+            "model_name": {"type": "string"},
+            "model_version": {"type": "string"},
+            "id": {"type": "string"},
+            "parameters": _PARAMETERS,
+            "outputs": {
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "required": ["name", "shape", "datatype"],
+                    "properties": {
+                        "name": {"type": "string"},
+                        "shape": {"type": "array", "items": {"type": "integer"}},
+                        "datatype": {"type": "string"},
+                        "parameters": _PARAMETERS,
+                        "data": _TENSOR_DATA,
+                    },
+                },
+            },
+        },
+    },
+    "Statistics": {
+        "type": "object",
+        "required": ["model_stats"],
+        "properties": {"model_stats": {"type": "array", "items": _OBJECT}},
+    },
+    "RepositoryIndex": {
+        "type": "array",
+        "items": {
+            "type": "object",
+            "required": ["name", "state"],
+            "properties": {
+                "name": {"type": "string"},
+                "version": {"type": "string"},
+                "state": {"type": "string"},
+                "reason": {"type": "string"},
+            },
+        },
+    },
+    "EmbeddingsRequest": {
+        "type": "object",
+        "required": ["model", "input"],
+        "properties": {
+            "model": {"type": "string", "description": "A model name, or name@version"},
+            "input": {
+                "oneOf": [
+                    {"type": "string"},
+                    {"type": "array", "items": {"type": "string"}},
+                ]
+            },
+            "encoding_format": {"type": "string", "enum": ["float", "base64"]},
+            "dimensions": {"type": "integer"},
+            "user": {"type": "string"},
+        },
+    },
+    "Embeddings": {
+        "type": "object",
+        "required": ["object", "data", "model"],
+        "properties": {
+            "object": {"const": "list"},
+            "data": {"type": "array", "items": _OBJECT},
+            "model": {"type": "string"},
+            "usage": _OBJECT,
+        },
+    },
+    "ModelList": {
+        "type": "object",
+        "required": ["object", "data"],
+        "properties": {"object": {"const": "list"}, "data": {"type": "array", "items": _OBJECT}},
+    },
+}
+
+
+def _ref(name: str) -> Schema:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _parameter(name: str, description: str) -> Schema:
+    return {
+        "name": name,
+        "in": "path",
+        "required": True,
+        "description": description,
+        "schema": {"type": "string"},
+    }
+
+
+MODEL: Final = _parameter("model", "The model's name")
+VERSION: Final = _parameter("version", "A version number or an alias (production, staging, …)")
+ACTION: Final = _parameter("action", "pause, resume or abort")
+
+
+def _operation(
+    summary: str,
+    tag: str,
+    success: Schema | None,
+    errors: tuple[int, ...] = (),
+    *,
+    params: tuple[Schema, ...] = (),
+    body: Schema | None = None,
+    secured: bool = False,
+    success_type: str = JSON,
+    extra: dict[int, Schema] | None = None,
+    openai: bool = False,
+) -> Schema:
+    """One operation: ``success`` is the 200 body's schema (None: any JSON object); errors are
+    ``{"error": "..."}``, or OpenAI's error object when ``openai``."""
+    responses: dict[str, Any] = {
+        "200": {
+            "description": "OK",
+            "content": {success_type: {"schema": success if success is not None else _OBJECT}},
+        }
+    }
+    for status, schema in (extra or {}).items():
+        responses[str(status)] = {"description": "Answered", "content": {JSON: {"schema": schema}}}
+    for status in errors:
+        kind = "OpenAI" if openai else "E"
+        responses[str(status)] = {"$ref": f"#/components/responses/{kind}{status}"}
+    operation: Schema = {"summary": summary, "tags": [tag], "responses": responses}
+    if params:
+        operation["parameters"] = list(params)
+    if body is not None:
+        operation["requestBody"] = {"required": True, "content": {JSON: {"schema": body}}}
+    if secured:
+        operation["security"] = [{"token": []}]
+    return operation
+
+
+def _v2_data_plane() -> dict[str, Schema]:
+    versioned = "/v2/models/{model}/versions/{version}"
+    infer_errors = (400, 404, 413, 429, 501, 503, 504)
+    paths: dict[str, Schema] = {
+        "/v2/health/live": {"get": _operation("Server liveness", "health", _ref("Live"))},
+        "/v2/health/ready": {
+            "get": _operation(
+                "Server readiness", "health", _ref("Ready"), extra={503: _ref("Ready")}
+            )
+        },
+        "/v2": {"get": _operation("Server metadata", "metadata", _ref("ServerMetadata"))},
+        "/v2/": {"get": _operation("Server metadata", "metadata", _ref("ServerMetadata"))},
+        "/v2/models/stats": {
+            "get": _operation("Statistics of every model", "statistics", _ref("Statistics"))
+        },
+        "/v2/repository/index": {
+            "post": _operation(
+                "The repository's models and their states",
+                "repository",
+                _ref("RepositoryIndex"),
+                (400,),
+            )
+        },
+    }
+    for prefix, params in (("/v2/models/{model}", (MODEL,)), (versioned, (MODEL, VERSION))):
+        paths[prefix] = {
+            "get": _operation(
+                "Model metadata", "metadata", _ref("ModelMetadata"), (404, 503), params=params
+            )
+        }
+        paths[prefix + "/ready"] = {
+            "get": _operation(
+                "Model readiness: 404 unknown, 503 known but not ready",
+                "health",
+                _ref("Ready"),
+                (404,),
+                params=params,
+                extra={503: _ref("Ready")},
+            )
+        }
+        paths[prefix + "/config"] = {
+            "get": _operation("Model configuration", "metadata", None, (404, 503), params=params)
+        }
+        paths[prefix + "/infer"] = {
+            "post": _operation(
+                "Inference",
+                "inference",
+                _ref("InferenceResponse"),
+                infer_errors,
+                params=params,
+                body=_ref("InferenceRequest"),
+            )
+        }
+        paths[prefix + "/stats"] = {
+            "get": _operation("Statistics", "statistics", _ref("Statistics"), (404,), params=params)
+        }
+    # A load waits for the versions and answers 503 naming a failure; an unload cannot fail.
+    for action, failures in (("load", (400, 401, 403, 404, 503)), ("unload", (400, 401, 403, 404))):
+        paths[f"/v2/repository/models/{{model}}/{action}"] = {
+            "post": _operation(
+                f"{action.capitalize()} a model's versions",
+                "repository",
+                None,
+                failures,
+                params=(MODEL,),
+                secured=True,
+            )
+        }
+    return paths
+
+
+def _management() -> dict[str, Schema]:
+    prefix = "/v2/pitstop/models/{model}"
+    refused = (401, 403, 404)
+    changes = (400, 401, 403, 404)
+    conflicts = (*changes, 409)  # a rollout's state forbids it
+    return {
+        prefix + "/traffic": {
+            "get": _operation(
+                "The traffic policy", "admin", None, refused, params=(MODEL,), secured=True
+            ),
+            "put": _operation(
+                "Set the traffic policy",
+                "admin",
+                None,
+                changes,
+                params=(MODEL,),
+                body=_OBJECT,
+                secured=True,
+            ),
+        },
+        prefix + "/deploy": {
+            "post": _operation(
+                "Start a progressive rollout",
+                "admin",
+                None,
+                conflicts,
+                params=(MODEL,),
+                body=_OBJECT,
+                secured=True,
+            )
+        },
+        prefix + "/rollout/{action}": {
+            "post": _operation(
+                "Pause, resume or abort the rollout",
+                "admin",
+                None,
+                conflicts,
+                params=(MODEL, ACTION),
+                secured=True,
+            )
+        },
+        prefix + "/rollback": {
+            "post": _operation(
+                "Point production back at the previous version",
+                "admin",
+                None,
+                changes,
+                params=(MODEL,),
+                secured=True,
+            )
+        },
+        prefix + "/drift": {
+            "get": _operation(
+                "Input drift per version",
+                "observability",
+                None,
+                refused,
+                params=(MODEL,),
+                secured=True,
+            )
+        },
+        "/v2/pitstop/cost": {
+            "get": _operation(
+                "Cost per version", "observability", None, (400, 401, 403, 404), secured=True
+            )
+        },
+        "/metrics": {
+            "get": _operation(
+                "Prometheus metrics",
+                "observability",
+                {"type": "string"},
+                (404,),
+                success_type="text/plain",
+            )
+        },
+        "/v1/embeddings": {
+            "post": _operation(
+                "OpenAI-compatible embeddings",
+                "openai",
+                _ref("Embeddings"),
+                (400, 404, 413, 429, 503),
+                body=_ref("EmbeddingsRequest"),
+                openai=True,
+            )
+        },
+        "/v1/models": {
+            "get": _operation("OpenAI-compatible model list", "openai", _ref("ModelList"))
+        },
+        "/openapi.json": {"get": _operation("This document", "metadata", None)},
+    }
+
+
+def document(server_version: str) -> Schema:
+    """The OpenAPI document of a pitstop server of ``server_version``."""
+    responses = {
+        f"{kind}{status}": {
+            "description": reason,
+            "content": {JSON: {"schema": _ref(schema)}},
+        }
+        for status, reason in ERROR_REASONS.items()
+        for kind, schema in (("E", "Error"), ("OpenAI", "OpenAIError"))
+    }
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "pitstop",
+            "version": server_version,
+            "description": "Open Inference Protocol (V2) REST data plane, with pitstop's "
+            "management, observability and OpenAI-compatible routes.",
+        },
+        "paths": {**_v2_data_plane(), **_management()},
+        "components": {
+            "schemas": SCHEMAS,
+            "responses": responses,
+            "securitySchemes": {"token": {"type": "http", "scheme": "bearer"}},
+        },
+    }
