@@ -73,6 +73,58 @@ def parse(message_type: type[M], data: bytes) -> M:
         raise InvalidInput(f"the request is not a valid {name} message: {exc}") from exc
 
 
+_RAW_CONTENTS: Final = 7
+"""``ModelInferRequest.raw_input_contents``'s field number (model_name is 1, model_version 2)."""
+
+
+def peek_infer(data: bytes) -> tuple[str, str, bool]:
+    """(model_name, model_version, whether raw_input_contents is used) of a serialized
+    ``ModelInferRequest``, read from its top-level fields only: nested messages (the inputs and
+    their typed contents) are skipped by their length, so this costs a few operations per
+    top-level field however large the tensors. InvalidInput when the framing is not protobuf."""
+    name, version, raw = b"", b"", False
+    view, offset, end = memoryview(data), 0, len(data)
+    try:
+        while offset < end:
+            tag, offset = _varint(view, offset)
+            number, wire = tag >> 3, tag & 7
+            if wire == 2:
+                length, offset = _varint(view, offset)
+                if offset + length > end:
+                    raise ValueError("a field runs past the end")
+                if number == 1:
+                    name = bytes(view[offset : offset + length])
+                elif number == 2:
+                    version = bytes(view[offset : offset + length])
+                elif number == _RAW_CONTENTS:
+                    raw = True
+                offset += length
+            elif wire == 0:
+                _, offset = _varint(view, offset)
+            elif wire in (1, 5):
+                offset += 8 if wire == 1 else 4
+            else:
+                raise ValueError(f"wire type {wire}")
+        if offset > end:
+            raise ValueError("a field runs past the end")
+        return name.decode("utf-8"), version.decode("utf-8"), raw
+    except (ValueError, IndexError) as exc:
+        raise InvalidInput(f"the request is not a valid ModelInferRequest message: {exc}") from None
+
+
+def _varint(view: memoryview, offset: int) -> tuple[int, int]:
+    value = shift = 0
+    while True:
+        byte = view[offset]
+        offset += 1
+        value |= (byte & 0x7F) << shift
+        if byte < 0x80:
+            return value, offset
+        shift += 7
+        if shift > 63:
+            raise ValueError("a varint is longer than 10 bytes")
+
+
 def decode_infer_request(message: pb.ModelInferRequest) -> InferRequest:
     """The request a ``ModelInferRequest`` carries (model name and version are not part of it)."""
     raw = list(message.raw_input_contents)
