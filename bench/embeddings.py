@@ -33,9 +33,9 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.loadgen import read_response
-from pitstop.jobs.evaluation import evaluation_texts
-from pitstop.jobs.export import import_sentence_transformer
-from pitstop.jobs.optimize import optimize
+from pitstop.packaging.evaluation import evaluation_texts
+from pitstop.packaging.export import import_sentence_transformer
+from pitstop.packaging.optimize import optimize
 from pitstop.registry import Registry
 from pitstop.serving.warmup import build_runtime
 from tests.server import ServerProcess, open_registry

@@ -71,6 +71,7 @@ def test_push_list_versions_alias_history(tmp_path: Path, packages: dict[str, Pa
     assert [v["number"] for v in versions] == [2, 1]
     assert versions[0]["runtime"] == "onnx"
     assert versions[0]["digest"] != versions[1]["digest"]
+    assert [v["aliases"] for v in versions] == [["production"], ["staging"]]  # as the table
 
     events = json.loads(run(tmp_path, "history", "fraud", "--json").stdout)
     assert events[0]["action"] == "alias.set"

@@ -146,12 +146,14 @@ def versions(ctx: Context, model: str, as_json: bool) -> None:
     with ctx.registry() as registry:
         rows = registry.versions(model)
         aliases = registry.aliases(model)
-    if as_json:
-        print_json([plain(row) for row in rows])
-        return
     by_version: dict[int, list[str]] = {}
     for alias, number in aliases.items():
         by_version.setdefault(number, []).append(alias)
+    if as_json:  # what the table shows, and more: every field of each version, its aliases
+        print_json(
+            [{**plain(row), "aliases": sorted(by_version.get(row.number, []))} for row in rows]
+        )
+        return
     table = Table("VERSION", "DIGEST", "RUNTIME", "ALIASES", "META", "CREATED", "BY")
     for row in rows:
         meta = " ".join(f"{k}={v}" for k, v in sorted(row.meta.items()))

@@ -12,9 +12,9 @@ from pitstop.cli.context import (
     plain,
     print_json,
 )
-from pitstop.jobs.export import import_sentence_transformer
-from pitstop.jobs.optimize import optimize as run_optimize
-from pitstop.jobs.optimize import parse_reference, parse_targets
+from pitstop.packaging.export import import_sentence_transformer
+from pitstop.packaging.optimize import optimize as run_optimize
+from pitstop.packaging.optimize import parse_reference, parse_targets
 
 
 @click.group("import")

@@ -7,7 +7,7 @@ torch and transformers are needed here only (the ``torch`` extra), and are impor
 the graph, in the runtime, as the model's configuration says. The package gets:
 
 - ``model.onnx`` and ``tokenizer.json``;
-- ``evaluation.json``: the evaluation texts (:func:`pitstop.jobs.evaluation.evaluation_texts`);
+- ``evaluation.json``: the evaluation texts (:func:`pitstop.packaging.evaluation.evaluation_texts`);
 - ``reference.json``: the centroid, norm and cosine-to-centroid profile of their embeddings, the
   reference for behaviour monitoring;
 - ``pitstop.yaml``: runtime ``embeddings``, a warm-up example whose expected embeddings come from
@@ -31,9 +31,14 @@ import numpy as np
 import yaml
 
 from pitstop.errors import LoadError, Unsupported
-from pitstop.jobs.evaluation import evaluation_texts
-from pitstop.jobs.sentence_model import TOKENIZER_FILE, SentenceModel, locate, read_sentence_model
 from pitstop.monitoring.behaviour import EmbeddingBehaviour
+from pitstop.packaging.evaluation import evaluation_texts
+from pitstop.packaging.sentence_model import (
+    TOKENIZER_FILE,
+    SentenceModel,
+    locate,
+    read_sentence_model,
+)
 from pitstop.registry import PushResult, Registry, read_manifest
 from pitstop.runtimes.embeddings import EMBEDDING_OUTPUT, TEXT_INPUT
 from pitstop.serving.warmup import load_and_validate

@@ -27,8 +27,8 @@ import numpy as np
 import yaml
 
 from pitstop.errors import InvalidInput, Unsupported
-from pitstop.jobs.evaluation import agreement_report, cosine_report, throughput_ratio
-from pitstop.jobs.export import EVALUATION_FILE
+from pitstop.packaging.evaluation import agreement_report, cosine_report, throughput_ratio
+from pitstop.packaging.export import EVALUATION_FILE
 from pitstop.protocol.json_codec import decode_request, encode_output
 from pitstop.registry import ModelManifest, PushResult, Registry, VersionRecord, read_manifest
 from pitstop.runtimes.base import Runtime, SessionFeeds

@@ -63,9 +63,10 @@ class ModelManifest:
     warmup: tuple[dict[str, Any], ...] = ()
     """Example V2 request bodies run before the version takes traffic."""
     batching: dict[str, Any] | None = None
-    """Reserved for adaptive batching (Triton-style names); ``None`` when not configured."""
+    """Adaptive batching (Triton's ``dynamic_batching`` names, parsed by
+    ``serving.batcher.BatchingOptions``); ``None`` when not configured."""
     cache: dict[str, Any] | None = None
-    """Reserved for the response cache; ``None`` when not configured."""
+    """The response cache (``serving.cache.CacheOptions``); ``None`` when not configured."""
     source_format: SourceFormat = "pitstop"
     """Which file the manifest came from: ``pitstop.yaml`` or MLflow's ``MLmodel``."""
     swap: str = SWAP_POLICIES[0]

@@ -12,6 +12,7 @@ import asyncio
 import logging
 from collections.abc import Callable
 from pathlib import Path
+from typing import Protocol
 
 from pitstop.errors import PitstopError
 from pitstop.registry import VersionRecord
@@ -21,6 +22,14 @@ from pitstop.serving.warmup import WarmupReport, load_and_validate
 log = logging.getLogger(__name__)
 
 Loaded = tuple[Runtime, RuntimeMetadata, WarmupReport]
+
+
+class Loader(Protocol):
+    """What the ModelManager loads versions with: the loaded, warmed-up runtime of a record, or
+    the exception that prevented it (``LoadTimeout`` and unexpected errors are retried, pitstop
+    errors are not; see :func:`is_transient`). Must not block the event loop."""
+
+    async def load(self, record: VersionRecord) -> Loaded: ...
 
 
 class LoadTimeout(TimeoutError):

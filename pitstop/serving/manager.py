@@ -33,7 +33,7 @@ from pitstop.serving.batcher import DEFAULT_MAX_QUEUE_SIZE, Batcher, BatchingOpt
 from pitstop.serving.cache import CacheOptions, ResponseCache
 from pitstop.serving.execution import DirectExecution, Execution
 from pitstop.serving.lease import Lease, LoadedVersion
-from pitstop.serving.loader import VersionLoader, failure_reason, is_transient
+from pitstop.serving.loader import Loader, VersionLoader, failure_reason, is_transient
 from pitstop.serving.repository import repository_rows
 from pitstop.serving.version_policy import AliasKey, VersionKey, VersionState, plan
 
@@ -77,7 +77,9 @@ class ModelManager:
         self,
         source: VersionSource,
         options: ManagerOptions,
+        loader: Loader | None = None,
     ) -> None:
+        """``loader`` replaces the VersionLoader the options describe (tests load fakes)."""
         self._source = source
         self._options = options
         self._generation = -1
@@ -90,7 +92,7 @@ class ModelManager:
         self._tasks: set[asyncio.Task[None]] = set()
         self._lock = asyncio.Lock()
         self._closed = False
-        self._loader = VersionLoader(
+        self._loader: Loader = loader or VersionLoader(
             source.fetch, options.load_timeout_s, options.runtime_threads, options.warmup_runs
         )
         self._pool = ThreadPoolExecutor(options.inference_threads, "pitstop-infer")

@@ -20,6 +20,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from pitstop import errors
+from pitstop.engine import Engine
 from pitstop.security.token import ADMIN, READ, Authenticator
 from pitstop.serving.operations import Operations
 from pitstop.transports.body import read_json_object
@@ -32,18 +33,11 @@ Endpoint = Callable[[Request], Awaitable[Response]]
 
 
 class AdminApi:
-    def __init__(self, authenticator: Authenticator) -> None:
+    """The delivery routes over a started Engine (its registry and DataPlane)."""
+
+    def __init__(self, engine: Engine, authenticator: Authenticator) -> None:
         self._auth = authenticator
-        self._operations: Operations | None = None
-
-    def attach(self, operations: Operations) -> None:
-        self._operations = operations
-
-    @property
-    def _ops(self) -> Operations:
-        if self._operations is None:
-            raise errors.Unavailable("the server is starting")
-        return self._operations
+        self._ops = Operations(engine.registry, engine.dataplane)
 
     def routes(self) -> list[Route]:
         return [

@@ -1,17 +1,19 @@
-"""Composition root: builds the registry, manager, DataPlane and transports from Settings, and
-owns their lifetime (the Starlette lifespan and the uvicorn server)."""
+"""The server: HTTP (uvicorn + Starlette) and gRPC hosted over one started Engine.
+
+``serve(settings)`` is ``pitstop serve``: it starts an :class:`~pitstop.engine.Engine`, builds a
+:class:`Host` over it and runs both listeners until SIGTERM or SIGINT, then drains and stops the
+Engine. Every HTTP route and the gRPC servicer receive the started Engine in their constructors.
+"""
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import gc
 import logging
 import signal
 import socket
+import sys
 import threading
-from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from collections.abc import Callable
 from types import FrameType
 
 import orjson
@@ -23,14 +25,9 @@ from starlette.routing import Route
 from starlette.types import ASGIApp
 
 from pitstop import __version__
+from pitstop.engine import Engine
 from pitstop.monitoring import logs
-from pitstop.monitoring.tracing import Tracing
-from pitstop.registry import Registry
 from pitstop.security.token import Authenticator, TokenFile
-from pitstop.serving.dataplane import DataPlane, ServerInfo
-from pitstop.serving.manager import ManagerOptions, ModelManager
-from pitstop.serving.operations import Operations
-from pitstop.serving.rollout_controller import RolloutController
 from pitstop.settings import Settings
 from pitstop.transports import openapi
 from pitstop.transports.admin import AdminApi
@@ -39,7 +36,7 @@ from pitstop.transports.codec_worker import CodecWorker
 from pitstop.transports.grpc import GrpcApi, GrpcServer
 from pitstop.transports.http11 import JsonErrorsProtocol
 from pitstop.transports.listener import refuse_new_connections
-from pitstop.transports.observability import Observability, ObservabilityApi
+from pitstop.transports.observability import ObservabilityApi
 from pitstop.transports.openai import OpenAIApi
 from pitstop.transports.rest import EXCEPTION_HANDLERS, RestApi
 
@@ -48,83 +45,37 @@ log = logging.getLogger(__name__)
 BACKLOG_DRAIN_S = 0.1
 """Once new connections are refused, how long the event loop has to accept the queued ones."""
 
+SWITCH_INTERVAL_S = 0.0005
+"""How long a thread holding the GIL keeps it while another waits (Python's default: 5 ms)."""
+
 LATE_REQUEST_WINDOW_S = 0.25
 """After the listener closes, how long requests on already-open connections may still arrive."""
-
-EXTENSIONS = ("binary_tensor_data", "model_configuration", "model_repository", "statistics")
-"""Protocol extensions both transports implement, advertised in the server metadata."""
-
-
-@dataclass
-class Components:
-    """Everything one server process runs, wired once."""
-
-    registry: Registry
-    manager: ModelManager
-    dataplane: DataPlane
-    observability: Observability
-
-
-def replica_name(settings: Settings) -> str:
-    return settings.replica or f"{socket.gethostname()}:{settings.http_port}"
-
-
-def build_components(settings: Settings, tracing: Tracing | None = None) -> Components:
-    """``tracing`` replaces the one the settings describe (tests export spans in memory)."""
-    registry = Registry.open(settings.resolved_registry_url(), settings.resolved_artifact_root())
-    manager = ModelManager(
-        registry,
-        ManagerOptions(
-            replica=replica_name(settings),
-            warmup_runs=settings.warmup_runs,
-            load_timeout_s=settings.load_timeout_s,
-            load_attempts=settings.load_retries + 1,
-            retry_backoff_s=settings.load_retry_backoff_s,
-            inference_threads=settings.inference_threads,
-            max_queue_size=settings.max_queue_size,
-            drain_timeout_s=settings.drain_timeout_s,
-            runtime_threads=settings.runtime_threads,
-        ),
-    )
-    info = ServerInfo(name="pitstop", version=__version__, extensions=EXTENSIONS)
-    observability = Observability.build(settings, registry, replica_name(settings))
-    if tracing is not None:
-        observability.tracing = tracing
-    dataplane = DataPlane(
-        manager,
-        info,
-        default_timeout_us=settings.default_timeout_us,
-        requests=observability.requests,
-        drift=observability.drift,
-        tracing=observability.tracing,
-        request_log=observability.request_log,
-    )
-    return Components(registry, manager, dataplane, observability)
 
 
 class Server(uvicorn.Server):
     """uvicorn with the shutdown load balancers need.
 
-    On SIGTERM readiness turns false at once, but new connections are still accepted for
-    ``grace_s`` (so load balancers notice before we stop listening); then uvicorn stops accepting,
-    lets in-flight requests finish (``timeout_graceful_shutdown``) and the process exits 0.
-    SIGINT keeps uvicorn's behaviour (a second one forces exit).
+    On SIGTERM the Engine drains at once (readiness false), but new connections are still
+    accepted for ``grace_s`` (so load balancers notice before we stop listening); then uvicorn
+    stops accepting, lets in-flight requests finish (``timeout_graceful_shutdown``) and the
+    process exits 0. SIGINT keeps uvicorn's behaviour (a second one forces exit).
     """
 
-    def __init__(self, config: uvicorn.Config, api: RestApi, grace_s: float) -> None:
+    def __init__(self, config: uvicorn.Config, engine: Engine, grace_s: float) -> None:
         super().__init__(config)
-        self._api = api
+        self._engine = engine
         self._grace_s = grace_s
-        self._terminating = False
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
         if sig != signal.SIGTERM:
             super().handle_exit(sig, frame)
+            # uvicorn re-raises captured signals once serve() returns, which would interrupt
+            # the Engine's orderly stop after it: the shutdown is ours to finish.
+            self._captured_signals.clear()
             return
-        if self._terminating:
+        if self._engine.draining:
             return
-        self._terminating = True
-        self._api.begin_shutdown()
+        self._engine.begin_drain()
         log.info("SIGTERM: not ready; still serving for %.1f s, then draining", self._grace_s)
         timer = threading.Timer(self._grace_s, self._stop_listening)
         timer.daemon = True
@@ -151,87 +102,66 @@ class Server(uvicorn.Server):
         await super().shutdown(sockets)
 
 
-def build_app(
-    settings: Settings, authenticator: Authenticator, tracing: Tracing | None = None
-) -> tuple[ASGIApp, RestApi, list[Route]]:
-    """The ASGI app, its REST API and every HTTP route it serves (what /openapi.json documents).
-    Components are built inside the lifespan, on the serving event loop."""
-    holder: dict[str, Components] = {}
+class Host:
+    """HTTP and gRPC over one started Engine. Build it on the Engine's event loop."""
 
-    @contextlib.asynccontextmanager
-    async def lifespan(_app: Starlette) -> AsyncIterator[None]:
-        components = await asyncio.to_thread(build_components, settings, tracing)
-        worker.start()  # imports in its own process while models load
-        holder["components"] = components
-        api.attach(components.dataplane)
-        openai_api.attach(components.dataplane)
-        admin_api.attach(Operations(components.registry, components.dataplane))
-        observability_api.attach(components.dataplane, components.observability, __version__)
-        await asyncio.to_thread(components.registry.clear_serving_states, replica_name(settings))
-        try:
-            await components.manager.refresh()
-        except Exception:
-            log.exception("first registry read failed; will retry")
-        # Everything imported and built so far lives as long as the process: move it out of
-        # the cyclic collector's way (see ModelManager, which does the same after each load).
-        gc.collect()
-        gc.freeze()
-        loop = asyncio.get_running_loop()
-        watcher = loop.create_task(
-            components.manager.watch(settings.watch_interval_s), name="pitstop-registry-watch"
+    def __init__(self, engine: Engine, settings: Settings, authenticator: Authenticator) -> None:
+        self.engine = engine
+        self._settings = settings
+        worker = CodecWorker(settings.decode_memory_bytes)
+        worker.start()  # its process imports while models load
+        self.codecs = CodecPool(worker, max_waiting=settings.max_queue_size)
+        limit = settings.max_request_bytes
+        self.routes: list[Route] = [
+            *(rest := RestApi(engine, limit, authenticator, self.codecs)).routes(),
+            *OpenAIApi(engine, limit).routes(),
+            *AdminApi(engine, authenticator).routes(),
+            *ObservabilityApi(engine, authenticator).routes(),
+        ]
+        described = orjson.dumps(openapi.document(__version__))
+
+        async def openapi_json(_request: Request) -> Response:
+            return Response(described, media_type="application/json")
+
+        self.routes.append(Route("/openapi.json", openapi_json, methods=["GET"]))
+        app = Starlette(routes=self.routes, exception_handlers=EXCEPTION_HANDLERS)
+        # A trailing slash is a different path (404 naming it), not a redirect clients must follow.
+        app.router.redirect_slashes = False
+        self.asgi: ASGIApp = rest.front(app)
+        self.grpc = GrpcApi(engine, authenticator, self.codecs)
+        self._server: Server | None = None
+
+    async def serve(self) -> None:
+        """Listen (gRPC, then HTTP) until told to exit, then drain both and close the codecs.
+        The Engine stays started: its owner stops it."""
+        settings = self._settings
+        config = uvicorn.Config(
+            self.asgi,
+            host=settings.host,
+            port=settings.http_port,
+            log_level=settings.log_level,
+            log_config=None,  # uvicorn's loggers go through our handler (JSON or text, off-loop)
+            access_log=False,
+            timeout_graceful_shutdown=int(settings.drain_timeout_s),
+            lifespan="off",  # the Engine's lifetime is its owner's, not the ASGI app's
+            http=JsonErrorsProtocol,
+            ws="none",  # no WebSocket routes: an upgrade request is served as plain HTTP
         )
-        controller = RolloutController(
-            components.registry.delivery,
-            components.dataplane.windows,
-            replica_name(settings),
-            tick_s=settings.rollout_tick_s,
-        )
-        background = [watcher]
-        if settings.rollout_controller:
-            background.append(loop.create_task(controller.run(), name="pitstop-rollouts"))
-        for run in components.observability.loops(components.dataplane):
-            background.append(loop.create_task(run(), name=f"pitstop-{run.__name__}"))
-        grpc_server: GrpcServer | None = None
+        self._server = Server(config, self.engine, settings.shutdown_grace_s)
+        grpc_server = GrpcServer(self.grpc, settings.grpc_max_message_bytes)
         try:
-            # On this event loop, so gRPC calls and HTTP requests share one DataPlane.
-            grpc_server = GrpcServer(
-                GrpcApi(components.dataplane, authenticator, codecs),
-                settings.grpc_max_message_bytes,
-            )
             port = await grpc_server.start(settings.host, settings.grpc_port)
             log.info("gRPC listening on %s:%d", settings.host, port)
-            yield
+            await self._server.serve()
         finally:
-            components.dataplane.begin_shutdown()
-            if grpc_server is not None:
-                await grpc_server.stop(settings.drain_timeout_s)
-            for task in background:
-                task.cancel()
-            await asyncio.gather(*background, return_exceptions=True)
-            await components.dataplane.close()
-            await components.manager.close()
-            await asyncio.to_thread(components.registry.close)
-            if components.observability.tracing is not None:
-                await asyncio.to_thread(components.observability.tracing.shutdown)
-            codecs.close()
+            self.engine.begin_drain()
+            await grpc_server.stop(settings.drain_timeout_s)
+            self.codecs.close()
 
-    worker = CodecWorker(settings.decode_memory_bytes)
-    codecs = CodecPool(worker, max_waiting=settings.max_queue_size)
-    api = RestApi(settings.max_request_bytes, authenticator, codecs)
-    openai_api = OpenAIApi(max_request_bytes=settings.max_request_bytes)
-    admin_api = AdminApi(authenticator)
-    observability_api = ObservabilityApi(authenticator)
-    routes = api.routes() + openai_api.routes() + admin_api.routes() + observability_api.routes()
-    described = orjson.dumps(openapi.document(__version__))
-
-    async def openapi_json(_request: Request) -> Response:
-        return Response(described, media_type="application/json")
-
-    routes.append(Route("/openapi.json", openapi_json, methods=["GET"]))
-    app = Starlette(routes=routes, lifespan=lifespan, exception_handlers=EXCEPTION_HANDLERS)
-    # A trailing slash is a different path (404 naming it), not a redirect clients must follow.
-    app.router.redirect_slashes = False
-    return api.front(app), api, routes
+    def exit(self) -> None:
+        """Ask :meth:`serve` to stop (from any thread): as SIGINT does."""
+        if self._server is not None:
+            self._server.should_exit = True
 
 
 def serve(settings: Settings) -> None:
@@ -243,20 +173,27 @@ def serve(settings: Settings) -> None:
         log.info("created an admin token in %s (mode 0600)", created.resolve())
     else:
         log.info("management calls need a token from %s", tokens.path.resolve())
-    app, api, _routes = build_app(settings, Authenticator(tokens))
-    config = uvicorn.Config(
-        app,
-        host=settings.host,
-        port=settings.http_port,
-        log_level=settings.log_level,
-        log_config=None,  # uvicorn's loggers go through our handler (JSON or text, off-loop)
-        access_log=False,
-        timeout_graceful_shutdown=int(settings.drain_timeout_s),
-        lifespan="on",
-        http=JsonErrorsProtocol,
-        ws="none",  # no WebSocket routes: an upgrade request is served as plain HTTP
-    )
+
+    # Large bodies are coded in a thread (codec_pool): when the event loop's thread wants the
+    # GIL back it waits for the switch interval, after every await that blocked. At the default
+    # 5 ms a request needing a dozen hand-overs waits ~60 ms behind such a thread; at 0.5 ms, 6.
+    sys.setswitchinterval(SWITCH_INTERVAL_S)
+
+    async def main() -> None:
+        async with Engine(settings) as engine:
+            await Host(engine, settings, Authenticator(tokens)).serve()
+
     try:
-        Server(config, api, settings.shutdown_grace_s).run()
+        with asyncio.Runner(loop_factory=_loop_factory()) as runner:
+            runner.run(main())
     finally:
         stop_logging()
+
+
+def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """uvloop when installed (uvicorn[standard] brings it), as uvicorn's ``loop="auto"``."""
+    try:
+        import uvloop
+    except ImportError:
+        return None
+    return uvloop.new_event_loop

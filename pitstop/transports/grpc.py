@@ -18,10 +18,10 @@ import grpc
 import grpc.aio
 
 from pitstop import errors
+from pitstop.engine import Engine
 from pitstop.protocol.binary_codec import decode_body
 from pitstop.protocol.reference import parse_ref
 from pitstop.security.token import ADMIN, Authenticator
-from pitstop.serving.dataplane import DataPlane
 from pitstop.transports import grpc_convert as convert
 from pitstop.transports.codec_pool import CodecPool, outputs_size
 from pitstop.transports.proto import inference_pb2 as pb
@@ -63,12 +63,10 @@ def code_of(error: errors.PitstopError) -> grpc.StatusCode:
 
 
 class GrpcApi:
-    """The V2 RPCs over one DataPlane."""
+    """The V2 RPCs over a started Engine's DataPlane."""
 
-    def __init__(
-        self, dataplane: DataPlane, authenticator: Authenticator, codecs: CodecPool
-    ) -> None:
-        self._dataplane = dataplane
+    def __init__(self, engine: Engine, authenticator: Authenticator, codecs: CodecPool) -> None:
+        self._dataplane = engine.dataplane
         self._auth = authenticator
         self._codecs = codecs
 
@@ -180,19 +178,27 @@ class GrpcApi:
         metadata: dict[str, str] | None = None,
     ) -> tuple[pb.ModelInferResponse, str, str]:
         """Parse, decode (both off the event loop when large) and serve one ModelInferRequest."""
-        r = await self._codecs.run(len(data), convert.parse, pb.ModelInferRequest, data)
-        model, version, raw = r.model_name, parse_ref(r.model_version), bool(r.raw_input_contents)
+        codecs = self._codecs
+        if codecs.inline(len(data)):
+            r = convert.parse(pb.ModelInferRequest, data)
+            name, version_text, raw = r.model_name, r.model_version, bool(r.raw_input_contents)
+        else:  # the top-level fields only: parsing typed contents holds the GIL throughout
+            name, version_text, raw = await codecs.run(len(data), convert.peek_infer, data)
+        model, version = name, parse_ref(version_text)
         if not model:
             raise errors.InvalidInput("model_name must be set")
         try:
-            if raw or self._codecs.inline(len(data)):
-                request = await self._codecs.run(len(data), convert.decode_infer_request, r)
+            if codecs.inline(len(data)):
+                request = convert.decode_infer_request(r)
+            elif raw:  # a few large byte strings: parsed and decoded at memcpy speed
+                parsed = await codecs.run(len(data), convert.parse, pb.ModelInferRequest, data)
+                request = await codecs.run(len(data), convert.decode_infer_request, parsed)
+                del parsed
             else:
-                # Typed contents convert element by element in C calls that hold the GIL:
-                # decoded in the codec worker, handed back as raw tensors.
-                del r
-                normal = await self._codecs.isolate(convert.normalize_infer, data, None)
-                request = await self._codecs.run(
+                # Typed contents are parsed and converted element by element in C calls that
+                # hold the GIL: done in the codec worker, handed back as raw tensors.
+                normal = await codecs.isolate(convert.normalize_infer, data, None)
+                request = await codecs.run(
                     len(normal.body), decode_body, normal.body, normal.header_length
                 )
         except errors.InvalidInput as error:  # counted like the DataPlane's own refusals

@@ -29,9 +29,9 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from pitstop import errors
+from pitstop.engine import Engine
 from pitstop.protocol.reference import parse_ref
 from pitstop.protocol.tensor import InferRequest, TensorSpec
-from pitstop.serving.dataplane import DataPlane
 from pitstop.transports.body import read_json_object
 from pitstop.transports.rest import DIGEST_HEADER, VERSION_HEADER, Endpoint, status_of
 
@@ -82,14 +82,11 @@ def error_response(error: errors.PitstopError) -> JSONResponse:
 
 
 class OpenAIApi:
-    """The OpenAI routes over one DataPlane, attached once the lifespan has built it."""
+    """The OpenAI routes over a started Engine's DataPlane."""
 
-    def __init__(self, max_request_bytes: int) -> None:
-        self._attached: DataPlane | None = None
+    def __init__(self, engine: Engine, max_request_bytes: int) -> None:
+        self._dataplane = engine.dataplane
         self._max_bytes = max_request_bytes
-
-    def attach(self, dataplane: DataPlane) -> None:
-        self._attached = dataplane
 
     def routes(self) -> list[Route]:
         return [
@@ -106,12 +103,6 @@ class OpenAIApi:
             return response
 
         return guarded
-
-    @property
-    def _dataplane(self) -> DataPlane:
-        if self._attached is None:
-            raise errors.Unavailable("the server is starting")
-        return self._attached
 
     async def models(self, _request: Request) -> Response:
         names = sorted({row["name"] for row in self._dataplane.repository_index(ready_only=True)})

@@ -22,10 +22,10 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from pitstop import errors
+from pitstop.engine import Engine
 from pitstop.protocol.binary_codec import HEADER_LENGTH, encode_body
 from pitstop.protocol.reference import VersionRef, parse_ref
 from pitstop.security.token import ADMIN, Authenticator
-from pitstop.serving.dataplane import DataPlane
 from pitstop.transports.body import read_body, read_json, read_stream
 from pitstop.transports.codec_pool import CodecPool, outputs_size
 
@@ -121,33 +121,20 @@ class ClientGone(Exception):
 
 
 class RestApi:
-    """The V2 routes over one DataPlane, attached once the lifespan has built it."""
+    """The V2 routes over a started Engine's DataPlane."""
 
     def __init__(
-        self, max_request_bytes: int, authenticator: Authenticator, codecs: CodecPool
+        self,
+        engine: Engine,
+        max_request_bytes: int,
+        authenticator: Authenticator,
+        codecs: CodecPool,
     ) -> None:
-        self._attached: DataPlane | None = None
+        self._engine = engine
+        self._dataplane = engine.dataplane
         self._max_bytes = max_request_bytes
         self._auth = authenticator
         self._codecs = codecs
-        self._terminating = False
-
-    def attach(self, dataplane: DataPlane) -> None:
-        self._attached = dataplane
-        if self._terminating:
-            dataplane.begin_shutdown()
-
-    def begin_shutdown(self) -> None:
-        """Readiness turns false; every other route keeps working."""
-        self._terminating = True
-        if self._attached is not None:
-            self._attached.begin_shutdown()
-
-    @property
-    def _dataplane(self) -> DataPlane:
-        if self._attached is None:
-            raise errors.Unavailable("the server is starting")
-        return self._attached
 
     def routes(self) -> list[Route]:
         model = "/v2/models/{model}"
@@ -208,7 +195,7 @@ class RestApi:
             status = 500
             content = orjson.dumps({"error": "internal server error"})
             extra = [(b"content-type", b"application/json")]
-        if self._terminating:
+        if self._engine.draining:
             extra.append((b"connection", b"close"))
         await send(
             {
@@ -267,7 +254,7 @@ class RestApi:
                 response = Response(status_code=499)  # nobody reads it; uvicorn drops it
             except errors.PitstopError as error:
                 response = error_response(error)
-            if self._terminating:
+            if self._engine.draining:
                 # Shutting down: make clients open a new connection for their next request,
                 # which is refused cleanly once we stop listening, instead of reusing this one.
                 response.headers["connection"] = "close"

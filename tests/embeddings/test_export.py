@@ -13,7 +13,7 @@ import pytest
 import yaml
 
 from pitstop.errors import InvalidInput, LoadError, NotFound, Unavailable
-from pitstop.jobs.sentence_model import locate, read_sentence_model
+from pitstop.packaging.sentence_model import locate, read_sentence_model
 from pitstop.runtimes.base import Runtime
 from pitstop.serving.warmup import build_runtime
 from tests.embeddings.conftest import Imported, read_json

@@ -10,7 +10,7 @@ import pytest
 
 from pitstop.cli import main
 from pitstop.errors import InvalidInput, Unsupported
-from pitstop.jobs.optimize import (
+from pitstop.packaging.optimize import (
     fp32_steps,
     missed_targets,
     optimize,

@@ -3,6 +3,7 @@ uvicorn in this process, so an in-memory exporter can collect the spans."""
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 from collections.abc import Iterator
@@ -12,15 +13,15 @@ from typing import Any
 import grpc
 import httpx
 import pytest
-import uvicorn
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
+from pitstop.engine import Engine
 from pitstop.monitoring.tracing import Tracing
 from pitstop.registry import Shadow, TrafficPolicy
 from pitstop.security.token import Authenticator, TokenFile
 from pitstop.settings import Settings
-from pitstop.transports.app import build_app
+from pitstop.transports.app import Host
 from pitstop.transports.proto import inference_pb2 as pb
 from tests import model_factory as mf
 from tests.server import free_port, open_registry, wait_for
@@ -43,13 +44,16 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str,
         policy = TrafficPolicy(shadows=(Shadow("2", 1.0),))
         registry.delivery.set_policy("m", policy, actor="t")
     exporter = InMemorySpanExporter()
-    settings = Settings(home=Path(home), grpc_port=free_port(), drift_enabled=False)
-    app, _api, _routes = build_app(
-        settings, Authenticator(TokenFile(home)), tracing=Tracing(exporter, batch=False)
-    )
     port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
+    settings = Settings(home=Path(home), http_port=port, grpc_port=free_port(), drift_enabled=False)
+    hosts: list[Host] = []
+
+    async def main() -> None:
+        async with Engine(settings, tracing=Tracing(exporter, batch=False)) as engine:
+            hosts.append(Host(engine, settings, Authenticator(TokenFile(home))))
+            await hosts[0].serve()
+
+    thread = threading.Thread(target=asyncio.run, args=(main(),), daemon=True)
     thread.start()
     url = f"http://127.0.0.1:{port}"
 
@@ -63,7 +67,8 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str,
         assert wait_for(ready, 30)
         yield url, f"127.0.0.1:{settings.grpc_port}", exporter
     finally:
-        server.should_exit = True
+        assert wait_for(lambda: bool(hosts), 10)
+        hosts[0].exit()
         thread.join(30)
 
 

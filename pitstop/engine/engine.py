@@ -1,0 +1,192 @@
+"""The Engine: pitstop's composed core, with no network in it.
+
+One Engine owns the registry (and its artifact store), the ModelManager, the DataPlane, the
+monitoring parts and the background loops (registry watch, rollout controller, drift scoring,
+cost snapshots). Every entry point hosts a started Engine: the HTTP and gRPC servers, and
+equally a batch job, a stream consumer or a test, which need no socket::
+
+    async with Engine(Settings(home=home)) as engine:
+        served = await engine.dataplane.infer("iris", None, request)
+
+Lifecycle: ``start()`` opens the registry, clears this replica's stale serving states, reads
+the registry once (models then load in the background; ``dataplane.ready()`` says when), and
+starts the loops. ``begin_drain()`` is the one shutdown state: readiness turns false at once,
+requests keep being served, hosts close connections after their answers. ``stop(grace_s)``
+drains (waiting up to ``grace_s`` for readiness probes to notice), cancels the loops, closes
+the DataPlane (shadow workers), unloads every version (waiting for leased requests up to
+``drain_timeout_s``) and closes the registry and tracing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import logging
+import socket
+from types import TracebackType
+
+from pitstop import __version__
+from pitstop.engine.monitors import Observability
+from pitstop.monitoring.tracing import Tracing
+from pitstop.registry import Registry
+from pitstop.serving.dataplane import DataPlane, ServerInfo
+from pitstop.serving.manager import ManagerOptions, ModelManager
+from pitstop.serving.rollout_controller import RolloutController
+from pitstop.settings import Settings
+
+log = logging.getLogger(__name__)
+
+EXTENSIONS = ("binary_tensor_data", "model_configuration", "model_repository", "statistics")
+"""Protocol extensions the transports implement, advertised in the server metadata."""
+
+
+def replica_name(settings: Settings) -> str:
+    """This process's name in the registry's serving states and leases."""
+    return settings.replica or f"{socket.gethostname()}:{settings.http_port}"
+
+
+class Engine:
+    """The core of one pitstop process. Start it, use ``dataplane`` (and ``registry``,
+    ``manager``, ``observability``), stop it; or use it as an async context manager. Start and
+    stop on the event loop that serves its requests."""
+
+    def __init__(self, settings: Settings, *, tracing: Tracing | None = None) -> None:
+        """``tracing`` replaces the one the settings describe (tests export spans in memory)."""
+        self.settings = settings
+        self.replica = replica_name(settings)
+        self._tracing = tracing
+        self._parts: tuple[Registry, ModelManager, DataPlane, Observability] | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+        self._draining = False
+        self._stopped = False
+
+    # -- what hosts use ------------------------------------------------------------------------
+
+    @property
+    def registry(self) -> Registry:
+        return self._started[0]
+
+    @property
+    def manager(self) -> ModelManager:
+        return self._started[1]
+
+    @property
+    def dataplane(self) -> DataPlane:
+        return self._started[2]
+
+    @property
+    def observability(self) -> Observability:
+        return self._started[3]
+
+    @property
+    def draining(self) -> bool:
+        """True from :meth:`begin_drain` on: hosts answer with ``Connection: close``."""
+        return self._draining
+
+    @property
+    def _started(self) -> tuple[Registry, ModelManager, DataPlane, Observability]:
+        if self._parts is None:
+            raise RuntimeError("the Engine is not started: await engine.start() first")
+        return self._parts
+
+    # -- lifecycle -----------------------------------------------------------------------------
+
+    async def start(self) -> Engine:
+        if self._parts is not None:
+            return self
+        if self._stopped:
+            raise RuntimeError("an Engine starts once; build a new one")
+        registry, manager, dataplane, observability = await asyncio.to_thread(self._build)
+        self._parts = (registry, manager, dataplane, observability)
+        await asyncio.to_thread(registry.clear_serving_states, self.replica)
+        try:
+            await manager.refresh()
+        except Exception:
+            log.exception("first registry read failed; will retry")
+        # Everything built so far lives as long as the process: move it out of the cyclic
+        # collector's way (the ModelManager does the same after each load).
+        gc.collect()
+        gc.freeze()
+        settings = self.settings
+        loops = [("registry-watch", manager.watch(settings.watch_interval_s))]
+        if settings.rollout_controller:
+            controller = RolloutController(
+                registry.delivery, dataplane.windows, self.replica, tick_s=settings.rollout_tick_s
+            )
+            loops.append(("rollouts", controller.run()))
+        for run in observability.loops(dataplane):
+            loops.append((run.__name__, run()))
+        loop = asyncio.get_running_loop()
+        self._tasks = [loop.create_task(coro, name=f"pitstop-{name}") for name, coro in loops]
+        return self
+
+    def _build(self) -> tuple[Registry, ModelManager, DataPlane, Observability]:
+        settings = self.settings
+        registry = Registry.open(
+            settings.resolved_registry_url(), settings.resolved_artifact_root()
+        )
+        manager = ModelManager(
+            registry,
+            ManagerOptions(
+                replica=self.replica,
+                warmup_runs=settings.warmup_runs,
+                load_timeout_s=settings.load_timeout_s,
+                load_attempts=settings.load_retries + 1,
+                retry_backoff_s=settings.load_retry_backoff_s,
+                inference_threads=settings.inference_threads,
+                max_queue_size=settings.max_queue_size,
+                drain_timeout_s=settings.drain_timeout_s,
+                runtime_threads=settings.runtime_threads,
+            ),
+        )
+        observability = Observability.build(settings, registry, self.replica)
+        if self._tracing is not None:
+            observability.tracing = self._tracing
+        dataplane = DataPlane(
+            manager,
+            ServerInfo(name="pitstop", version=__version__, extensions=EXTENSIONS),
+            default_timeout_us=settings.default_timeout_us,
+            requests=observability.requests,
+            drift=observability.drift,
+            tracing=observability.tracing,
+            request_log=observability.request_log,
+        )
+        return registry, manager, dataplane, observability
+
+    def begin_drain(self) -> None:
+        """Readiness turns false at once; every request keeps being served."""
+        self._draining = True
+        if self._parts is not None:
+            self._parts[2].begin_shutdown()
+
+    async def stop(self, grace_s: float = 0.0) -> None:
+        """Drain, wait ``grace_s``, then stop the loops and release everything (see the module
+        docstring). Safe to call twice, or on an Engine that never started."""
+        self.begin_drain()
+        if self._parts is None or self._stopped:
+            self._stopped = True
+            return
+        self._stopped = True
+        if grace_s > 0:
+            await asyncio.sleep(grace_s)
+        registry, manager, dataplane, observability = self._parts
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks = []
+        await dataplane.close()
+        await manager.close()
+        await asyncio.to_thread(registry.close)
+        if observability.tracing is not None:
+            await asyncio.to_thread(observability.tracing.shutdown)
+
+    async def __aenter__(self) -> Engine:
+        return await self.start()
+
+    async def __aexit__(
+        self,
+        _type: type[BaseException] | None,
+        _value: BaseException | None,
+        _traceback: TracebackType | None,
+    ) -> None:
+        await self.stop()
