@@ -18,7 +18,7 @@ import subprocess
 import sys
 import tempfile
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -56,8 +56,10 @@ def registry_home(work: Path) -> Path:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--ref", default="HEAD")
+    parser.add_argument("--this", default="", help="a commit to measure instead of the checkout")
     parser.add_argument("--duration", type=float, default=5.0)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--only", default="", help="run the cases whose name contains this")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="pitstop-commits-"))
     body = json_body(work)
@@ -75,13 +77,15 @@ def main() -> None:
             args.duration,
         ),
     }
+    cases = {name: run for name, run in cases.items() if args.only in name}
     # Both read one registry; each gets its own copy so neither sees the other's writes.
     home = registry_home(work)
     other = work / "home-ref"
     subprocess.run(["cp", "-a", str(home), str(other)], check=True)
     quiet = {"PITSTOP_LOG_LEVEL": "warning"}
-    with worktree(args.ref) as tree:
-        this = ServerProcess(home, quiet).start(timeout=120)
+    with worktree(args.ref) as tree, ExitStack() as stack:
+        mine = {"PYTHONPATH": str(stack.enter_context(worktree(args.this)))} if args.this else {}
+        this = ServerProcess(home, {**quiet, **mine}).start(timeout=120)
         ref = ServerProcess(other, {**quiet, "PYTHONPATH": str(tree)}).start(timeout=120)
         try:
             ratios: dict[str, list[float]] = {name: [] for name in cases}
