@@ -343,6 +343,17 @@ def _v2_data_plane() -> dict[str, Schema]:
     return paths
 
 
+def _secured(
+    summary: str,
+    tag: str,
+    errors: tuple[int, ...],
+    params: tuple[Schema, ...] = (MODEL,),
+    body: Schema | None = None,
+) -> Schema:
+    """A management operation: bearer token, any JSON object back."""
+    return _operation(summary, tag, None, errors, params=params, body=body, secured=True)
+
+
 def _management() -> dict[str, Schema]:
     prefix = "/v2/pitstop/models/{model}"
     refused = (401, 403, 404)
@@ -350,64 +361,23 @@ def _management() -> dict[str, Schema]:
     conflicts = (*changes, 409)  # a rollout's state forbids it
     return {
         prefix + "/traffic": {
-            "get": _operation(
-                "The traffic policy", "admin", None, refused, params=(MODEL,), secured=True
-            ),
-            "put": _operation(
-                "Set the traffic policy",
-                "admin",
-                None,
-                changes,
-                params=(MODEL,),
-                body=_OBJECT,
-                secured=True,
-            ),
+            "get": _secured("The traffic policy", "admin", refused),
+            "put": _secured("Set the traffic policy", "admin", changes, body=_OBJECT),
         },
         prefix + "/deploy": {
-            "post": _operation(
-                "Start a progressive rollout",
-                "admin",
-                None,
-                conflicts,
-                params=(MODEL,),
-                body=_OBJECT,
-                secured=True,
-            )
+            "post": _secured("Start a progressive rollout", "admin", conflicts, body=_OBJECT)
         },
         prefix + "/rollout/{action}": {
-            "post": _operation(
-                "Pause, resume or abort the rollout",
-                "admin",
-                None,
-                conflicts,
-                params=(MODEL, ACTION),
-                secured=True,
+            "post": _secured(
+                "Pause, resume or abort the rollout", "admin", conflicts, params=(MODEL, ACTION)
             )
         },
         prefix + "/rollback": {
-            "post": _operation(
-                "Point production back at the previous version",
-                "admin",
-                None,
-                changes,
-                params=(MODEL,),
-                secured=True,
-            )
+            "post": _secured("Point production back at the previous version", "admin", changes)
         },
-        prefix + "/drift": {
-            "get": _operation(
-                "Input drift per version",
-                "observability",
-                None,
-                refused,
-                params=(MODEL,),
-                secured=True,
-            )
-        },
+        prefix + "/drift": {"get": _secured("Input drift per version", "observability", refused)},
         "/v2/pitstop/cost": {
-            "get": _operation(
-                "Cost per version", "observability", None, (400, 401, 403, 404), secured=True
-            )
+            "get": _secured("Cost per version", "observability", (400, 401, 403, 404), params=())
         },
         "/metrics": {
             "get": _operation(
