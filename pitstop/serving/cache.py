@@ -13,7 +13,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Final
 
 import numpy as np
 
@@ -48,6 +48,22 @@ class CacheOptions:
             max_bytes=int(section.get("max_bytes", cls.max_bytes)),
             ttl_s=float(section.get("ttl_s", cls.ttl_s)),
         )
+
+
+MAX_KEYED_BYTES: Final = 1024 * 1024
+"""Requests whose tensors hold more bytes than this bypass the cache: hashing them on the event
+loop would cost more than a hit saves (and such requests rarely repeat)."""
+
+MAX_KEYED_ELEMENTS: Final = 16_384
+"""Likewise for BYTES elements, which are hashed one by one (and outputs, measured one by one)."""
+
+
+def cacheable(arrays: Mapping[str, np.ndarray]) -> bool:
+    """Whether a request with these inputs (or a response with these outputs) is small enough to
+    key or store: see :data:`MAX_KEYED_BYTES` and :data:`MAX_KEYED_ELEMENTS`."""
+    objects = sum(a.size for a in arrays.values() if a.dtype.kind == "O")
+    total = sum(a.nbytes for a in arrays.values() if a.dtype.kind != "O")
+    return objects <= MAX_KEYED_ELEMENTS and total <= MAX_KEYED_BYTES
 
 
 def request_digest(inputs: Mapping[str, np.ndarray], requested: Sequence[str]) -> bytes:
@@ -105,6 +121,8 @@ class ResponseCache:
         return entry[2]
 
     def put(self, key: bytes, outputs: Outputs) -> None:
+        if not cacheable(outputs):
+            return
         size = _size(outputs)
         if size > self._options.max_bytes:
             return

@@ -34,7 +34,7 @@ from pitstop.protocol.reference import VersionRef, parse_ref
 from pitstop.protocol.tensor import InferRequest, InferResponse, ModelMetadata
 from pitstop.registry import DEFAULT_TARGET
 from pitstop.runtimes.base import RuntimeMetadata
-from pitstop.serving.cache import request_digest
+from pitstop.serving.cache import cacheable, request_digest
 from pitstop.serving.inventory import build_inventory
 from pitstop.serving.lease import LoadedVersion
 from pitstop.serving.manager import DEFAULT_POLICY, ModelManager
@@ -344,7 +344,7 @@ class DataPlane:
         if execution is None:
             raise Unavailable(f"{loaded.key} is not loaded")
         stats = self.statistics.of(loaded.key.model, loaded.key.version)
-        cache = loaded.cache if use_cache else None
+        cache = loaded.cache if use_cache and cacheable(inputs) else None
         key = b""
         if cache is not None:
             lookup = time.monotonic_ns()

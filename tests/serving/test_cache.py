@@ -6,7 +6,14 @@ import numpy as np
 import pytest
 
 from pitstop.errors import InvalidInput
-from pitstop.serving.cache import CacheOptions, ResponseCache, request_digest
+from pitstop.serving.cache import (
+    MAX_KEYED_BYTES,
+    MAX_KEYED_ELEMENTS,
+    CacheOptions,
+    ResponseCache,
+    cacheable,
+    request_digest,
+)
 
 
 class Clock:
@@ -80,3 +87,21 @@ def test_cache_options() -> None:
     assert CacheOptions.from_manifest({"enabled": True, "ttl_s": 5}).ttl_s == 5
     with pytest.raises(InvalidInput, match=r"cache\.ttl_s"):
         CacheOptions.from_manifest({"enabled": True, "ttl_s": -1})
+
+
+@pytest.mark.parametrize(
+    ("arrays", "expected"),
+    [
+        ({"x": np.zeros((4, 4), np.float32)}, True),
+        ({"x": np.zeros(MAX_KEYED_BYTES // 8 + 1, np.float64)}, False),
+        ({"t": np.array([b"a"] * MAX_KEYED_ELEMENTS, dtype=object)}, True),
+        ({"t": np.array([b"a"] * (MAX_KEYED_ELEMENTS + 1), dtype=object)}, False),
+    ],
+)
+def test_only_requests_small_enough_to_hash_on_the_event_loop_are_cached(
+    arrays: dict[str, np.ndarray], expected: bool
+) -> None:
+    assert cacheable(arrays) is expected
+    cache = ResponseCache(CacheOptions())
+    cache.put(b"k", arrays)
+    assert (cache.get(b"k") is not None) is expected
