@@ -7,7 +7,7 @@
     POST /v2/pitstop/models/{m}/rollback                admin: production → previous version
 
 Bodies are JSON; every call needs ``Authorization: Bearer <token>`` with the scope shown, and is
-audited with the actor ``token:<name>``. Errors use the REST transport's status table.
+audited with the actor ``token:<name>``. Routes answer through ``kit.guarded``.
 """
 
 from __future__ import annotations
@@ -24,18 +24,17 @@ from pitstop.engine import Engine
 from pitstop.security.token import ADMIN, READ, Authenticator
 from pitstop.serving.operations import Operations
 from pitstop.transports.body import read_json_object
-from pitstop.transports.rest import error_response
+from pitstop.transports.kit import Endpoint, guarded
 
 MAX_BODY = 1024 * 1024
 PREFIX = "/v2/pitstop/models/{model}"
-
-Endpoint = Callable[[Request], Awaitable[Response]]
 
 
 class AdminApi:
     """The delivery routes over a started Engine (its registry and DataPlane)."""
 
     def __init__(self, engine: Engine, authenticator: Authenticator) -> None:
+        self._engine = engine
         self._auth = authenticator
         self._ops = Operations(engine.registry, engine.dataplane)
 
@@ -49,14 +48,14 @@ class AdminApi:
         ]
 
     def _guard(self, endpoint: Callable[[Request, str], Awaitable[Any]], scope: str) -> Endpoint:
-        async def guarded(request: Request) -> Response:
-            try:
-                token = self._auth.require(request.headers.get("authorization"), scope)
-                return JSONResponse(await endpoint(request, f"token:{token.name}"))
-            except errors.PitstopError as error:
-                return error_response(error)
+        """``endpoint(request, actor)`` as a route: the token must have ``scope``, the answer is
+        JSON, and the actor (``token:<name>``) goes to the audit history."""
 
-        return guarded
+        async def route(request: Request) -> Response:
+            token = self._auth.require(request.headers.get("authorization"), scope)
+            return JSONResponse(await endpoint(request, f"token:{token.name}"))
+
+        return guarded(route, self._engine)
 
     async def traffic(self, request: Request, _actor: str) -> Any:
         return await self._ops.traffic(request.path_params["model"])

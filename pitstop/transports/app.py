@@ -35,10 +35,11 @@ from pitstop.transports.codec_pool import CodecPool
 from pitstop.transports.codec_worker import CodecWorker
 from pitstop.transports.grpc import GrpcApi, GrpcServer
 from pitstop.transports.http11 import JsonErrorsProtocol
+from pitstop.transports.kit import EXCEPTION_HANDLERS
 from pitstop.transports.listener import refuse_new_connections
 from pitstop.transports.observability import ObservabilityApi
 from pitstop.transports.openai import OpenAIApi
-from pitstop.transports.rest import EXCEPTION_HANDLERS, RestApi
+from pitstop.transports.rest import RestApi
 
 log = logging.getLogger(__name__)
 

@@ -24,8 +24,8 @@ from pitstop.protocol.reference import parse_ref
 from pitstop.security.token import ADMIN, Authenticator
 from pitstop.transports import grpc_convert as convert
 from pitstop.transports.codec_pool import CodecPool, outputs_size
+from pitstop.transports.headers import DIGEST_HEADER, VERSION_HEADER
 from pitstop.transports.proto import inference_pb2 as pb
-from pitstop.transports.rest import DIGEST_HEADER, VERSION_HEADER
 
 log = logging.getLogger(__name__)
 

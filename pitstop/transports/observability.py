@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 from starlette.requests import Request
@@ -22,17 +21,16 @@ from pitstop import __version__, errors
 from pitstop.engine import Engine
 from pitstop.monitoring.metrics import CONTENT_TYPE, MetricsExporter
 from pitstop.security.token import READ, Authenticator
-from pitstop.transports.rest import error_response
+from pitstop.transports.kit import Endpoint, guarded
 
 log = logging.getLogger(__name__)
-
-Endpoint = Callable[[Request], Awaitable[Response]]
 
 
 class ObservabilityApi:
     """The routes above, over a started Engine."""
 
     def __init__(self, engine: Engine, authenticator: Authenticator) -> None:
+        self._engine = engine
         self._auth = authenticator
         dataplane, observability = engine.dataplane, engine.observability
         exporter = MetricsExporter(
@@ -54,15 +52,7 @@ class ObservabilityApi:
         ]
 
     def _guard(self, endpoint: Endpoint, scope: str | None) -> Endpoint:
-        async def guarded(request: Request) -> Response:
-            try:
-                if scope is not None:
-                    self._auth.require(request.headers.get("authorization"), scope)
-                return await endpoint(request)
-            except errors.PitstopError as error:
-                return error_response(error)
-
-        return guarded
+        return guarded(endpoint, self._engine, scope=scope, authenticator=self._auth)
 
     async def metrics(self, _request: Request) -> Response:
         _dataplane, _observability, exporter = self._parts

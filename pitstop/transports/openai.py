@@ -33,11 +33,11 @@ from pitstop.engine import Engine
 from pitstop.protocol.reference import parse_ref
 from pitstop.protocol.tensor import InferRequest, TensorSpec
 from pitstop.transports.body import read_json_object
-from pitstop.transports.rest import DIGEST_HEADER, VERSION_HEADER, Endpoint, status_of
+from pitstop.transports.headers import DIGEST_HEADER, TRUNCATED_HEADER, VERSION_HEADER
+from pitstop.transports.kit import Endpoint, guarded, status_of
 
 MAX_INPUTS: Final = 2048
 """OpenAI's own limit of inputs per request."""
-TRUNCATED_HEADER: Final = "pitstop-truncated"
 ENCODINGS: Final = ("float", "base64")
 
 _TYPES: Final[dict[int, str]] = {
@@ -85,6 +85,7 @@ class OpenAIApi:
     """The OpenAI routes over a started Engine's DataPlane."""
 
     def __init__(self, engine: Engine, max_request_bytes: int) -> None:
+        self._engine = engine
         self._dataplane = engine.dataplane
         self._max_bytes = max_request_bytes
 
@@ -95,14 +96,7 @@ class OpenAIApi:
         ]
 
     def _guarded(self, endpoint: Endpoint) -> Endpoint:
-        async def guarded(request: Request) -> Response:
-            try:
-                response: Response = await endpoint(request)
-            except errors.PitstopError as error:
-                return error_response(error)
-            return response
-
-        return guarded
+        return guarded(endpoint, self._engine, on_error=error_response)
 
     async def models(self, _request: Request) -> Response:
         names = sorted({row["name"] for row in self._dataplane.repository_index(ready_only=True)})

@@ -1,6 +1,7 @@
 """REST transport: the Open Inference Protocol (KServe V2) over HTTP, on Starlette.
 
-Every route decodes, calls the DataPlane, encodes. Errors map to status codes in one table.
+Every route decodes, calls the DataPlane, encodes; errors and draining are answered by
+:func:`~pitstop.transports.kit.guarded`, like every HTTP route.
 Inference, the hot path, is answered by :meth:`RestApi.front` in front of Starlette: straight
 ASGI, without the router, middleware stack and Request/Response objects, which cost about as
 much per request as the whole DataPlane does.
@@ -10,12 +11,11 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from typing import Any, Final
 
 import orjson
 from starlette.datastructures import Headers
-from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
@@ -28,96 +28,19 @@ from pitstop.protocol.reference import VersionRef, parse_ref
 from pitstop.security.token import ADMIN, Authenticator
 from pitstop.transports.body import read_body, read_json, read_stream
 from pitstop.transports.codec_pool import CodecPool, outputs_size
+from pitstop.transports.headers import DIGEST_HEADER, FALLBACK_HEADER, VERSION_HEADER
+from pitstop.transports.kit import ClientGone, Endpoint, error_body, guarded, status_of
 
-STATUS_BY_ERROR: Final[tuple[tuple[type[errors.PitstopError], int], ...]] = (
-    (errors.PayloadTooLarge, 413),
-    (errors.InvalidInput, 400),
-    (errors.NotFound, 404),
-    (errors.Conflict, 409),
-    (errors.Unavailable, 503),
-    (errors.Overloaded, 429),
-    (errors.DeadlineExceeded, 504),
-    (errors.Unsupported, 501),
-    (errors.Unauthenticated, 401),
-    (errors.PermissionDenied, 403),
-    (errors.InternalError, 500),
-)
-"""Most specific first: the first class an error is an instance of decides its status."""
-
-VERSION_HEADER: Final = "pitstop-model-version"
-DIGEST_HEADER: Final = "pitstop-model-digest"
-FALLBACK_HEADER: Final = "pitstop-fallback"
-"""Set when the traffic policy's fallback answered; its value says why."""
 _RAW_VERSION: Final = VERSION_HEADER.encode()
 _RAW_DIGEST: Final = DIGEST_HEADER.encode()
 _RAW_FALLBACK: Final = FALLBACK_HEADER.encode()
 _RAW_LENGTH: Final = HEADER_LENGTH.lower().encode()
-"""The same names as raw ASGI headers (lower-case bytes), built once."""
-
-
-def status_of(error: errors.PitstopError) -> int:
-    for kind, status in STATUS_BY_ERROR:
-        if isinstance(error, kind):
-            return status
-    return 500
-
-
-def error_body(error: errors.PitstopError) -> tuple[bytes, list[tuple[bytes, bytes]]]:
-    """The JSON body ``{"error": message}`` and its headers (Retry-After when overloaded), as
-    raw ASGI headers."""
-    headers = [(b"content-type", b"application/json")]
-    if isinstance(error, errors.Overloaded):
-        headers.append((b"retry-after", str(max(1, round(error.retry_after))).encode()))
-    return orjson.dumps({"error": str(error)}), headers
-
-
-async def http_error(request: Request, exc: Exception) -> Response:
-    """Starlette's own errors (no such route, method not allowed) in the JSON error shape."""
-    assert isinstance(exc, HTTPException)
-    headers = dict(exc.headers or {})
-    if exc.status_code == 404:
-        message = f"no such endpoint: {request.method} {request.url.path}"
-    elif exc.status_code == 405:
-        allowed = headers.get("Allow", "")
-        message = f"{request.method} is not allowed on {request.url.path}; use {allowed}"
-    else:
-        message = str(exc.detail)
-    headers["content-type"] = "application/json"
-    return Response(orjson.dumps({"error": message}), exc.status_code, headers)
-
-
-async def internal_error(_request: Request, exc: Exception) -> Response:
-    """A bug, in the JSON error shape; Starlette logs the exception after this answers."""
-    return Response(
-        orjson.dumps({"error": "internal server error"}),
-        500,
-        {"content-type": "application/json"},
-    )
-
-
-EXCEPTION_HANDLERS: Final = {HTTPException: http_error, Exception: internal_error}
-"""What the Starlette app answers for errors no route handled: JSON like every other error."""
-
-
-def error_response(error: errors.PitstopError) -> Response:
-    content, headers = error_body(error)
-    return Response(
-        content,
-        status_code=status_of(error),
-        headers={name.decode(): value.decode() for name, value in headers},
-    )
-
-
-Endpoint = Callable[[Request], Awaitable[Response]]
+"""The header names as raw ASGI headers (lower-case bytes), built once."""
 
 log = logging.getLogger(__name__)
 
 INFER_PATH: Final = re.compile(r"/v2/models/([^/]+)(?:/versions/([^/]+))?/infer")
 """The two inference routes, as Starlette's ``{model}`` / ``{version}`` parameters match."""
-
-
-class ClientGone(Exception):
-    """The client disconnected before its request body arrived: nobody to answer."""
 
 
 class RestApi:
@@ -247,20 +170,7 @@ class RestApi:
         return await read_stream(headers.get("content-length"), chunks(), self._max_bytes)
 
     def _guard(self, endpoint: Endpoint) -> Endpoint:
-        async def guarded(request: Request) -> Response:
-            try:
-                response = await endpoint(request)
-            except ClientGone:
-                response = Response(status_code=499)  # nobody reads it; uvicorn drops it
-            except errors.PitstopError as error:
-                response = error_response(error)
-            if self._engine.draining:
-                # Shutting down: make clients open a new connection for their next request,
-                # which is refused cleanly once we stop listening, instead of reusing this one.
-                response.headers["connection"] = "close"
-            return response
-
-        return guarded
+        return guarded(endpoint, self._engine)
 
     async def live(self, _request: Request) -> Response:
         return JSONResponse({"live": self._dataplane.live()})
