@@ -21,7 +21,6 @@ from rich.table import Table
 
 from pitstop.errors import InvalidInput, NotFound
 from pitstop.registry import DEFAULT_TARGET, Arm, Registry, Rollout, Shadow, TrafficPolicy
-from pitstop.serving.operations import rollout_json
 from pitstop.serving.rollout import Guard
 from pitstop.settings import Settings
 
@@ -114,7 +113,7 @@ def deploy(
             reason=reason,
         )
     if as_json:
-        click.echo(json.dumps(rollout_json(started), indent=2))
+        click.echo(json.dumps(started.to_json(), indent=2))
         return
     out.print(f"rollout {started.id}: {model} v{version} gets {started.weight:g}% "
               f"(baseline v{started.baseline})")  # fmt: skip
@@ -135,7 +134,7 @@ def rollout_status(ctx: CliContext, model: str, as_json: bool) -> None:
         found = registry.delivery.rollouts(model)
     latest = found[0] if found else None
     if as_json:
-        click.echo(json.dumps(rollout_json(latest), indent=2))
+        click.echo(json.dumps(latest.to_json() if latest is not None else None, indent=2))
         return
     _print_rollout(latest)
 
@@ -286,7 +285,7 @@ def traffic(ctx: CliContext, model: str, as_json: bool) -> None:
     if as_json:
         click.echo(
             json.dumps(
-                {"policy": policy.to_json(), "rollout": rollout_json(found[0] if found else None)},
+                {"policy": policy.to_json(), "rollout": found[0].to_json() if found else None},
                 indent=2,
             )
         )

@@ -12,7 +12,7 @@ rollout per model is active (RUNNING or PAUSED).
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta
 from typing import Any, Final
 
@@ -78,6 +78,14 @@ class Rollout:
     @property
     def active(self) -> bool:
         return self.state in ACTIVE
+
+    def to_json(self) -> dict[str, Any]:
+        """Every field, times in ISO 8601, and the weight in force."""
+        body = asdict(self)
+        for key in ("started_at", "step_started_at", "updated_at"):
+            body[key] = body[key].isoformat()
+        body["weight"] = self.weight
+        return body
 
 
 def _rollout(model: str, row: RolloutRow) -> Rollout:

@@ -7,11 +7,14 @@
     POST /v2/pitstop/models/{m}/rollback                admin: production → previous version
 
 Bodies are JSON; every call needs ``Authorization: Bearer <token>`` with the scope shown, and is
-audited with the actor ``token:<name>``. Routes answer through ``kit.guarded``.
+audited with the actor ``token:<name>``. Routes answer through ``kit.guarded``. Blocking registry
+calls run in worker threads; the decisions are :class:`pitstop.registry.Delivery`'s, which the
+CLI calls too. Every replica applies a change at its next registry poll.
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -21,8 +24,9 @@ from starlette.routing import Route
 
 from pitstop import errors
 from pitstop.engine import Engine
+from pitstop.registry import TrafficPolicy
 from pitstop.security.token import ADMIN, READ, Authenticator
-from pitstop.serving.operations import Operations
+from pitstop.serving.rollout import Guard
 from pitstop.transports.body import read_json_object
 from pitstop.transports.kit import Endpoint, guarded
 
@@ -36,7 +40,8 @@ class AdminApi:
     def __init__(self, engine: Engine, authenticator: Authenticator) -> None:
         self._engine = engine
         self._auth = authenticator
-        self._ops = Operations(engine.registry, engine.dataplane)
+        self._delivery = engine.registry.delivery
+        self._dataplane = engine.dataplane
 
     def routes(self) -> list[Route]:
         return [
@@ -58,11 +63,37 @@ class AdminApi:
         return guarded(route, self._engine)
 
     async def traffic(self, request: Request, _actor: str) -> Any:
-        return await self._ops.traffic(request.path_params["model"])
+        """Policy, current or last rollout, and what this server observed of fallbacks and
+        shadows for the model."""
+        model = request.path_params["model"]
+        policy = await asyncio.to_thread(self._delivery.policy, model)
+        rollouts = await asyncio.to_thread(self._delivery.rollouts, model)
+        shadows = self._dataplane.shadows
+        return {
+            "model": model,
+            "policy": policy.to_json(),
+            "rollout": rollouts[0].to_json() if rollouts else None,
+            "fallbacks": {
+                reason: count
+                for (name, reason), count in self._dataplane.fallbacks.items()
+                if name == model
+            },
+            "shadows": {
+                target: comparison.to_json()
+                for (name, target), comparison in shadows.comparisons.items()
+                if name == model
+            },
+            "shadow_dropped": shadows.dropped.get(model, 0),
+        }
 
     async def set_traffic(self, request: Request, actor: str) -> Any:
         body = await _body(request)
-        return await self._ops.set_policy(request.path_params["model"], body, actor, _reason(body))
+        policy = TrafficPolicy.from_json(body)
+        await asyncio.to_thread(
+            self._delivery.set_policy, request.path_params["model"], policy, actor=actor,
+            reason=_reason(body),
+        )  # fmt: skip
+        return policy.to_json()
 
     async def deploy(self, request: Request, actor: str) -> Any:
         body = await _body(request)
@@ -78,24 +109,33 @@ class AdminApi:
         guard = body.get("guard", {})
         if not isinstance(guard, dict):
             raise errors.InvalidInput("'guard' must be an object")
-        return await self._ops.deploy(
-            request.path_params["model"], version, steps, float(interval), guard, actor,
-            _reason(body),
+        rollout = await asyncio.to_thread(
+            self._delivery.start_rollout, request.path_params["model"], version,
+            steps=list(steps), interval_s=float(interval), guard=Guard.from_json(guard).to_json(),
+            actor=actor, reason=_reason(body),
         )  # fmt: skip
+        return rollout.to_json()
 
     async def rollout(self, request: Request, actor: str) -> Any:
-        action = request.path_params["action"]
+        model, action = request.path_params["model"], request.path_params["action"]
         if action not in ("pause", "resume", "abort"):
             raise errors.NotFound(f"unknown rollout action {action!r}; use pause, resume, abort")
         body = await _body(request, optional=True)
-        return await self._ops.rollout_action(
-            request.path_params["model"], action, actor, _reason(body)
+        active = await asyncio.to_thread(self._delivery.active_rollout, model)
+        if active is None:
+            raise errors.NotFound(f"model {model!r} has no active rollout")
+        updated = await asyncio.to_thread(
+            self._delivery.advance, active.id, action, actor=actor, reason=_reason(body)
         )
+        return updated.to_json()
 
     async def rollback(self, request: Request, actor: str) -> Any:
+        model = request.path_params["model"]
         body = await _body(request, optional=True)
-        version = await self._ops.rollback(request.path_params["model"], actor, _reason(body))
-        return {"model": request.path_params["model"], "production": version}
+        version = await asyncio.to_thread(
+            self._delivery.rollback, model, actor=actor, reason=_reason(body)
+        )
+        return {"model": model, "production": version}
 
 
 async def _body(request: Request, optional: bool = False) -> dict[str, Any]:
