@@ -40,3 +40,16 @@ def test_the_documented_engine_example_serves_a_request_without_a_server(tmp_pat
     assert done.returncode == 0, done.stderr
     assert done.stdout.startswith("iris v1: {"), done.stdout
     assert "'label'" in done.stdout, done.stdout
+
+
+def test_the_public_api_is_importable_from_the_package_and_lazy() -> None:
+    code = (
+        "import sys, pitstop\n"
+        "assert 'pitstop.runtimes.base' not in sys.modules\n"
+        "from pitstop import Engine, Runtime, RuntimeContext, RuntimeMetadata, TensorSpec\n"
+        "from pitstop import InvalidInput, LoadError, PitstopError, Settings\n"
+        "assert issubclass(InvalidInput, PitstopError)\n"
+        "assert set(pitstop.__all__) >= {'Runtime', 'Engine', 'TensorSpec'}\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr

@@ -1,4 +1,4 @@
-"""Registry commands: push, list, versions, aliases, tokens, status and history."""
+"""Registry commands: push and list models, their versions, and aliases."""
 
 from __future__ import annotations
 
@@ -24,21 +24,7 @@ from pitstop.cli.observability import store_reference
 from pitstop.registry import (
     read_manifest,
 )
-from pitstop.security.token import READ, SCOPES, TokenFile
 from pitstop.serving.warmup import load_and_validate
-from pitstop.transports.app import serve as run_server
-
-
-@click.command()
-@click.option("--host", help="Address to bind (default 127.0.0.1).")
-@click.option("--http-port", type=int, help="REST port (default 8000).")
-@click.option("--grpc-port", type=int, help="gRPC port (default 8001).")
-@pass_context
-def serve(ctx: Context, host: str | None, http_port: int | None, grpc_port: int | None) -> None:
-    """Serve every aliased model version over the Open Inference Protocol."""
-    changes = {"host": host, "http_port": http_port, "grpc_port": grpc_port}
-    settings = ctx.settings.model_copy(update={k: v for k, v in changes.items() if v is not None})
-    run_server(settings)
 
 
 @click.group()
@@ -199,52 +185,6 @@ def alias_delete(ctx: Context, model: str, name: str, reason: str | None) -> Non
     out.print(f"{model}: {name} removed")
 
 
-@click.group()
-def token() -> None:
-    """Bearer tokens for management calls (kept in PITSTOP_HOME/tokens.json, mode 0600)."""
-
-
-@token.command("create")
-@click.argument("name")
-@click.option(
-    "--scope",
-    "scopes",
-    multiple=True,
-    type=click.Choice(sorted(SCOPES)),
-    default=[READ],
-    show_default=True,
-    help="admin: change what is served; read: read management data.",
-)
-@pass_context
-def token_create(ctx: Context, name: str, scopes: tuple[str, ...]) -> None:
-    """Create a token and print it once (only its digest is stored)."""
-    click.echo(TokenFile(ctx.settings.home).create(name, scopes))
-
-
-@token.command("list")
-@json_option
-@pass_context
-def token_list(ctx: Context, as_json: bool) -> None:
-    """Token names and scopes (never the secrets)."""
-    tokens = TokenFile(ctx.settings.home).load()
-    if as_json:
-        print_json([{"name": t.name, "scopes": sorted(t.scopes)} for t in tokens])
-        return
-    table = Table("NAME", "SCOPES")
-    for item in tokens:
-        table.add_row(item.name, ", ".join(sorted(item.scopes)))
-    out.print(table)
-
-
-@token.command("revoke")
-@click.argument("name")
-@pass_context
-def token_revoke(ctx: Context, name: str) -> None:
-    """Revoke a token; running servers stop accepting it at once."""
-    TokenFile(ctx.settings.home).revoke(name)
-    out.print(f"revoked {name}")
-
-
 def _parse_meta(items: Sequence[str]) -> dict[str, str]:
     meta = {}
     for item in items:
@@ -253,3 +193,9 @@ def _parse_meta(items: Sequence[str]) -> dict[str, str]:
             raise click.BadParameter(f"{item!r} is not KEY=VALUE", param_hint="--meta")
         meta[key] = value
     return meta
+
+
+def register(group: click.Group) -> None:
+    """Add ``models``, ``versions`` and ``alias`` to ``group``."""
+    for command in (models, versions, alias):
+        group.add_command(command)

@@ -108,3 +108,9 @@ def optimize(
     out.print(f"pushed {version.model} v{version.number} {version.digest}", soft_wrap=True)
     for key, value in result.report.items():
         out.print(f"  {key}: {value}")
+
+
+def register(group: click.Group) -> None:
+    """Add ``import`` and ``optimize`` to ``group``."""
+    group.add_command(import_)
+    group.add_command(optimize)

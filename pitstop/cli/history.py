@@ -210,3 +210,9 @@ def _brief(value: Any) -> str:
     if isinstance(value, dict) and "version" in value:
         return f"v{value['version']}"
     return json.dumps(value, default=str, sort_keys=True)
+
+
+def register(group: click.Group) -> None:
+    """Add ``status`` and ``history`` to ``group``."""
+    group.add_command(status)
+    group.add_command(history)

@@ -9,7 +9,15 @@ from typing import Any
 
 import click
 
-from pitstop.cli import catalog, delivery, embeddings, history, observability
+from pitstop.cli import (
+    catalog,
+    delivery,
+    embeddings,
+    history,
+    observability,
+    server,
+    tokens,
+)
 from pitstop.cli.context import Context, err
 from pitstop.errors import PitstopError
 from pitstop.settings import Settings
@@ -30,20 +38,9 @@ def cli(ctx: click.Context, home: Path | None, registry_url: str | None) -> None
     ctx.obj = Context(Settings(**overrides))
 
 
-for _command in (
-    catalog.serve,
-    catalog.models,
-    catalog.versions,
-    catalog.alias,
-    catalog.token,
-    history.status,
-    history.history,
-    embeddings.import_,
-    embeddings.optimize,
-):
-    cli.add_command(_command)
-delivery.register(cli)
-observability.register(cli)
+# Every command module adds its commands the same way.
+for _module in (server, catalog, tokens, history, delivery, observability, embeddings):
+    _module.register(cli)
 
 
 def main(argv: Sequence[str] | None = None) -> None:

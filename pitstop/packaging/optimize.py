@@ -34,7 +34,7 @@ from pitstop.registry import ModelManifest, PushResult, Registry, VersionRecord,
 from pitstop.runtimes.base import Runtime, SessionFeeds
 from pitstop.runtimes.embeddings import EMBEDDING_OUTPUT
 from pitstop.runtimes.quantize import outlier_ranking, quantize_onnx
-from pitstop.serving.signature import check_inputs
+from pitstop.serving.conformance import check_inputs
 from pitstop.serving.warmup import build_runtime, load_and_validate
 
 OPTIMIZABLE: Final = ("embeddings", "onnx")

@@ -35,12 +35,12 @@ from pitstop.protocol.tensor import InferRequest, InferResponse, ModelMetadata
 from pitstop.registry import DEFAULT_TARGET
 from pitstop.runtimes.base import RuntimeMetadata
 from pitstop.serving.cache import cacheable, request_digest
+from pitstop.serving.conformance import check_inputs, check_requested, select_outputs
 from pitstop.serving.inventory import build_inventory
 from pitstop.serving.lease import LoadedVersion
 from pitstop.serving.manager import DEFAULT_POLICY, ModelManager
 from pitstop.serving.parameters import deadline_of, priority_of, without
 from pitstop.serving.shadow import ShadowRunner
-from pitstop.serving.signature import check_inputs, check_requested, select_outputs
 from pitstop.serving.statistics import Statistics
 from pitstop.serving.traffic import choose, shadows_for
 from pitstop.serving.version_policy import VersionState

@@ -31,7 +31,7 @@ from pitstop.registry import ModelManifest
 from pitstop.runtimes.base import Runtime, RuntimeContext, RuntimeMetadata, resolve_runtime
 from pitstop.serving.batcher import BatchingOptions
 from pitstop.serving.cache import CacheOptions
-from pitstop.serving.signature import check_inputs
+from pitstop.serving.conformance import check_inputs
 
 DEFAULT_RTOL = 1e-4
 DEFAULT_ATOL = 1e-5

@@ -1,4 +1,5 @@
-"""Checks a request against a model's declared inputs and outputs before any runtime sees it."""
+"""Whether a request conforms to a version's declared inputs and outputs, checked before any runtime
+sees it (the runtime's own casting is :mod:`pitstop.runtimes.signature`)."""
 
 from __future__ import annotations
 
