@@ -12,7 +12,7 @@ import time
 from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, Final
 
 import numpy as np
 
@@ -39,7 +39,7 @@ from pitstop.serving.conformance import check_inputs, check_requested, select_ou
 from pitstop.serving.inventory import build_inventory
 from pitstop.serving.lease import LoadedVersion
 from pitstop.serving.manager import DEFAULT_POLICY, ModelManager
-from pitstop.serving.parameters import deadline_of, priority_of, without
+from pitstop.serving.parameters import priority_of
 from pitstop.serving.shadow import ShadowRunner
 from pitstop.serving.statistics import Statistics
 from pitstop.serving.traffic import choose, shadows_for
@@ -67,6 +67,21 @@ class Served:
     fallback: str | None = None
     """Why the policy's fallback answered instead of the chosen arm (error, overloaded,
     deadline, unavailable), or None."""
+
+
+@dataclass(frozen=True)
+class _Call:
+    """How one :meth:`DataPlane.infer` call is served, whichever version ends up serving it."""
+
+    metadata: Mapping[str, str] | None
+    deadline: float | None
+    """Monotonic instant the request expires at; None: the server default."""
+    use_cache: bool
+    transport: str
+
+
+SHADOW_CALL: Final = _Call(None, None, False, "shadow")
+"""Shadow copies: no cache, the server's default deadline, counted apart."""
 
 
 @dataclass(frozen=True)
@@ -162,28 +177,28 @@ class DataPlane:
         request: InferRequest,
         *,
         metadata: Mapping[str, str] | None = None,
+        deadline: float | None = None,
         use_cache: bool = True,
         transport: str = "other",
     ) -> Served:
         """Serve one request. With no ``version`` the model's traffic policy picks the arm
         (``metadata`` holds lower-cased request headers, for a sticky key and the trace
         context), may answer from the fallback when the arm fails, and copies the request to
-        shadows. ``transport`` (rest, grpc, openai, ...) labels its metrics. Raises only
-        pitstop errors."""
+        shadows. ``deadline`` is when the request expires on the monotonic clock (the
+        transport reads it from the request's ``timeout`` parameter or the caller's own
+        deadline); None means the server default (``PITSTOP_DEFAULT_TIMEOUT_US``, 0: none).
+        ``transport`` (rest, grpc, openai, ...) labels its metrics. Raises only pitstop
+        errors."""
+        call = _Call(metadata, deadline, use_cache, transport)
         if self._tracing is None and self._request_log is None:
-            return await self._route(model, version, request, metadata, use_cache, transport)
-        return await self._traced(model, version, request, metadata, use_cache, transport)
+            return await self._route(model, version, request, call)
+        return await self._traced(model, version, request, call)
 
     async def _traced(
-        self,
-        model: str,
-        version: VersionRef,
-        request: InferRequest,
-        metadata: Mapping[str, str] | None,
-        use_cache: bool,
-        transport: str,
+        self, model: str, version: VersionRef, request: InferRequest, call: _Call
     ) -> Served:
         """:meth:`infer` inside a request span and/or followed by a request log line."""
+        metadata, transport = call.metadata, call.transport
         started = time.monotonic_ns()
         span: RequestSpan | None = None
         if self._tracing is not None:
@@ -192,7 +207,7 @@ class DataPlane:
         served: Served | None = None
         error: BaseException | None = None
         try:
-            served = await self._route(model, version, request, metadata, use_cache, transport)
+            served = await self._route(model, version, request, call)
             return served
         except BaseException as exc:
             error = exc
@@ -212,40 +227,31 @@ class DataPlane:
                 )  # fmt: skip
 
     async def _route(
-        self,
-        model: str,
-        version: VersionRef,
-        request: InferRequest,
-        metadata: Mapping[str, str] | None,
-        use_cache: bool,
-        transport: str,
+        self, model: str, version: VersionRef, request: InferRequest, call: _Call
     ) -> Served:
+        metadata = call.metadata
         if version is not None:
-            return await self._serve(model, version, request, use_cache, transport=transport)
+            return await self._serve(model, version, request, call)
         policy = self._manager.policy(model)
         if policy is DEFAULT_POLICY or policy.is_default:
-            return await self._serve(model, None, request, use_cache, transport=transport)
+            return await self._serve(model, None, request, call)
         # Routed by a policy (A/B, canary): record outcomes for the rollout judge.
         sticky = metadata.get(policy.sticky_header) if metadata and policy.sticky_header else None
         target = choose(policy, sticky, random.random())
         if target != DEFAULT_TARGET and not self._manager.can_serve(model, parse_ref(target)):
             target = DEFAULT_TARGET  # an arm still loading (or failed) serves from production
         try:
-            served = await self._serve(
-                model, parse_ref(target), request, use_cache, observe=True, transport=transport
-            )
+            served = await self._serve(model, parse_ref(target), request, call, observe=True)
         except SERVER_FAILURES as exc:
             fallback = policy.fallback
             if fallback is None or fallback == target:
                 raise
             reason = next(r for kind, r in FALLBACK_REASONS.items() if isinstance(exc, kind))
             self.fallbacks[(model, reason)] += 1
-            relaxed = replace(request, parameters=without(request.parameters, "timeout"))
+            # The fallback gets the server's default deadline: the request's own may be spent.
+            relaxed = replace(call, deadline=None)
             served = replace(
-                await self._serve(
-                    model, parse_ref(fallback), relaxed, use_cache, transport=transport
-                ),
-                fallback=reason,
+                await self._serve(model, parse_ref(fallback), request, relaxed), fallback=reason
             )
         if policy.shadows:
             draws = [random.random() for _ in policy.shadows]
@@ -258,12 +264,12 @@ class DataPlane:
     ) -> Mapping[str, np.ndarray]:
         ref = parse_ref(target)
         if self._tracing is None:
-            served = await self._serve(model, ref, request, False, transport="shadow")
+            served = await self._serve(model, ref, request, SHADOW_CALL)
             return served.response.outputs
         # Runs in the offering request's context: this span is that request's child.
         span = self._tracing.request("pitstop.shadow", None, {"pitstop.target": target}, False)
         try:
-            served = await self._serve(model, ref, request, False, transport="shadow")
+            served = await self._serve(model, ref, request, SHADOW_CALL)
         except BaseException as exc:
             span.end(exc)
             raise
@@ -276,15 +282,16 @@ class DataPlane:
         model: str,
         version: VersionRef,
         request: InferRequest,
-        use_cache: bool,
+        call: _Call,
         observe: bool = False,
-        transport: str = "other",
     ) -> Served:
         """One request on one version. ``observe`` records it in :attr:`windows` (policy-routed
         traffic only: the rollout judge needs it, plain traffic should not pay for it)."""
         started = time.monotonic_ns()
+        transport, use_cache, expires = call.transport, call.use_cache, call.deadline
+        if expires is None and self._default_timeout_s:
+            expires = time.monotonic() + self._default_timeout_s
         try:
-            expires = deadline_of(request.parameters, self._default_timeout_s, time.monotonic())
             level = priority_of(request.parameters)
             lease = self._manager.lease(model, version)
         except PitstopError as exc:

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import logging
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, Final, TypeVar
 
@@ -22,6 +22,7 @@ from pitstop.engine import Engine
 from pitstop.protocol.binary_codec import decode_body
 from pitstop.protocol.reference import parse_ref
 from pitstop.security.token import ADMIN, Authenticator
+from pitstop.serving.parameters import deadline_of
 from pitstop.transports import grpc_convert as convert
 from pitstop.transports.codec_pool import CodecPool, outputs_size
 from pitstop.transports.headers import DIGEST_HEADER, VERSION_HEADER
@@ -201,18 +202,18 @@ class GrpcApi:
                 request = await codecs.run(
                     len(normal.body), decode_body, normal.body, normal.header_length
                 )
+            now = time.monotonic()
+            deadline = deadline_of(request.parameters, 0.0, now)
         except errors.InvalidInput as error:  # counted like the DataPlane's own refusals
             self._dataplane.rejected(model, "grpc", error)
             raise
-        if remaining_s is not None and "timeout" not in request.parameters:
-            # The client's gRPC deadline becomes the request's deadline (the protocol's
-            # ``timeout`` parameter, in microseconds): work it gave up on is never started.
-            timeout_us = max(1, int(remaining_s * 1e6))
-            request = dataclasses.replace(
-                request, parameters={**request.parameters, "timeout": timeout_us}
-            )
+        if remaining_s is not None:
+            # The client's gRPC deadline bounds the request too: work it gave up on is never
+            # started (the earlier of it and the request's own ``timeout`` parameter).
+            client = now + remaining_s
+            deadline = client if deadline is None else min(deadline, client)
         served = await self._dataplane.infer(
-            model, version, request, metadata=metadata, transport="grpc"
+            model, version, request, metadata=metadata, deadline=deadline, transport="grpc"
         )
         response = await self._codecs.run(
             outputs_size(served.response.outputs),

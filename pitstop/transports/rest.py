@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import re
+import time
 from collections.abc import AsyncIterator
 from typing import Any, Final
 
@@ -26,6 +27,7 @@ from pitstop.engine import Engine
 from pitstop.protocol.binary_codec import HEADER_LENGTH, encode_body
 from pitstop.protocol.reference import VersionRef, parse_ref
 from pitstop.security.token import ADMIN, Authenticator
+from pitstop.serving.parameters import deadline_of
 from pitstop.transports.body import read_body, read_json, read_stream
 from pitstop.transports.codec_pool import CodecPool, outputs_size
 from pitstop.transports.headers import DIGEST_HEADER, FALLBACK_HEADER, VERSION_HEADER
@@ -136,11 +138,12 @@ class RestApi:
             body = await self._receive_body(headers, receive)
             decoded = await self._codecs.decode_body(body, headers.get(HEADER_LENGTH))
             del body  # the decoded arrays are all the request needs from here on
+            deadline = deadline_of(decoded.parameters, 0.0, time.monotonic())
         except errors.InvalidInput as error:  # counted like the DataPlane's own refusals
             self._dataplane.rejected(model, "rest", error)
             raise
         served = await self._dataplane.infer(
-            model, version, decoded, metadata=headers, transport="rest"
+            model, version, decoded, metadata=headers, deadline=deadline, transport="rest"
         )
         outputs = served.response.outputs
         encoded = await self._codecs.run(

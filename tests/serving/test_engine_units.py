@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from collections.abc import AsyncIterator, Callable
 
 import numpy as np
@@ -60,8 +61,8 @@ class Core:
         if production:
             await until(lambda: self.serves(number))
 
-    async def y(self, version: int | str | None = None, request: InferRequest = ROW) -> float:
-        served = await self.dataplane.infer("m", version, request)
+    async def y(self, version: int | str | None = None, deadline: float | None = None) -> float:
+        served = await self.dataplane.infer("m", version, ROW, deadline=deadline)
         return float(served.response.outputs["y"][0, 0])
 
 
@@ -168,8 +169,7 @@ async def test_a_deadline_that_passes_in_the_queue_is_504_and_never_runs() -> No
     runtime.gate = threading.Event()
     blocker = asyncio.create_task(core.y())  # occupies the only inference thread
     await until(lambda: runtime.calls == 1)
-    late = InferRequest(inputs=ROW.inputs, parameters={"timeout": 20_000})  # 20 ms
-    waiting = asyncio.create_task(core.y(request=late))
+    waiting = asyncio.create_task(core.y(deadline=time.monotonic() + 0.02))
     await asyncio.sleep(0.05)
     runtime.gate.set()
     with pytest.raises(DeadlineExceeded):
