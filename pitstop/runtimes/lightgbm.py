@@ -16,7 +16,7 @@ from typing import Any, Final
 
 import numpy as np
 
-from pitstop.errors import InternalError, InvalidInput, LoadError, PitstopError, Unavailable
+from pitstop.errors import LoadError, Unavailable
 from pitstop.protocol.tensor import TensorSpec
 from pitstop.runtimes.base import RuntimeContext, RuntimeMetadata
 from pitstop.runtimes.signature import (
@@ -24,6 +24,7 @@ from pitstop.runtimes.signature import (
     conform_outputs,
     derived_output,
     feature_matrix,
+    framework_call,
     tabular_input,
 )
 
@@ -84,14 +85,9 @@ class LightGBMRuntime:
     def predict(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         loaded = self._require_loaded()
         features = feature_matrix(inputs, loaded.input, loaded.n_features, np.dtype(np.float32))
-        try:
+        name = loaded.input.name
+        with framework_call("LightGBM prediction failed", lambda exc: f"input {name!r}: {exc}"):
             prediction = loaded.booster.predict(features, num_threads=self._context.threads)
-        except PitstopError:
-            raise
-        except ValueError as exc:
-            raise InvalidInput(f"input {loaded.input.name!r}: {exc}") from exc
-        except Exception as exc:
-            raise InternalError(f"LightGBM prediction failed: {exc}") from exc
         return conform_outputs({OUTPUT: prediction}, loaded.metadata.outputs)
 
     def unload(self) -> None:

@@ -19,11 +19,11 @@ from typing import Any, Final
 
 import numpy as np
 
-from pitstop.errors import InternalError, InvalidInput, LoadError, PitstopError, Unavailable
+from pitstop.errors import InvalidInput, LoadError, Unavailable
 from pitstop.protocol.datatype import NUMPY_DTYPES
 from pitstop.protocol.tensor import TensorSpec
 from pitstop.runtimes.base import RuntimeContext, RuntimeMetadata, require_input
-from pitstop.runtimes.signature import cast_input, conform_outputs
+from pitstop.runtimes.signature import cast_input, conform_outputs, framework_call
 
 PLATFORM: Final = "onnxruntime_onnx"
 DEFAULT_ARTIFACT: Final = "model.onnx"
@@ -59,7 +59,7 @@ class _Loaded:
     session: Any
     feeds: tuple[_Feed, ...]
     metadata: RuntimeMetadata
-    invalid_argument: type[BaseException]
+    invalid_argument: type[Exception]
 
 
 class OnnxRuntime:
@@ -117,14 +117,12 @@ class OnnxRuntime:
         loaded = self._require_loaded()
         feed = _feed(loaded, inputs)
         specs = loaded.metadata.outputs
-        try:
+        with framework_call(
+            "onnxruntime failed",
+            lambda exc: _blame(str(exc), list(feed)),
+            refusals=(loaded.invalid_argument,),
+        ):
             values = loaded.session.run([spec.name for spec in specs], feed)
-        except loaded.invalid_argument as exc:
-            raise InvalidInput(_blame(str(exc), list(feed))) from exc
-        except PitstopError:
-            raise
-        except Exception as exc:
-            raise InternalError(f"onnxruntime failed: {exc}") from exc
         return conform_outputs(dict(zip((s.name for s in specs), values, strict=True)), specs)
 
     def session_feeds(self, inputs: Mapping[str, np.ndarray]) -> list[dict[str, np.ndarray]]:

@@ -13,12 +13,13 @@ declares no inputs they get a single input ``"input"`` FP32 ``[-1, n_features]``
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from typing import Final
 
 import numpy as np
 
-from pitstop.errors import InternalError, InvalidInput, LoadError
+from pitstop.errors import InternalError, InvalidInput, LoadError, PitstopError
 from pitstop.protocol.datatype import NUMPY_DTYPES, datatype_of
 from pitstop.protocol.tensor import TensorSpec
 from pitstop.runtimes.base import RuntimeContext, require_input
@@ -160,3 +161,23 @@ def feature_matrix(
 def derived_output(name: str, probe: np.ndarray) -> TensorSpec:
     """The spec of an output from what the model returned for a one-row probe."""
     return TensorSpec(name, datatype_of(probe), (-1, *probe.shape[1:]))
+
+
+@contextmanager
+def framework_call(
+    failure: str,
+    blame: Callable[[Exception], str],
+    refusals: tuple[type[Exception], ...] = (ValueError,),
+) -> Iterator[None]:
+    """Translate what a framework's predict raises, the same way in every runtime: pitstop's
+    own errors pass through; ``refusals`` (how the framework rejects an input it was handed:
+    NaN, unknown categories, a wrong shape) become InvalidInput with ``blame(exc)``, which names
+    the input; anything else is the runtime's fault, InternalError ``"<failure>: <exc>"``."""
+    try:
+        yield
+    except PitstopError:
+        raise
+    except refusals as exc:
+        raise InvalidInput(blame(exc)) from exc
+    except Exception as exc:
+        raise InternalError(f"{failure}: {exc}") from exc

@@ -33,11 +33,8 @@ from typing import Any, Final
 import numpy as np
 
 from pitstop.errors import (
-    InternalError,
-    InvalidInput,
     LoadError,
     PermissionDenied,
-    PitstopError,
     Unavailable,
 )
 from pitstop.protocol.datatype import datatype_of
@@ -49,6 +46,7 @@ from pitstop.runtimes.signature import (
     conform_outputs,
     derived_output,
     feature_matrix,
+    framework_call,
     tabular_input,
 )
 
@@ -134,15 +132,11 @@ class SklearnRuntime:
             features = feature_matrix(inputs, loaded.input, loaded.n_features, np.dtype(np.float64))
         produced: dict[str, object] = {}
         for output, method in loaded.methods:
-            try:
+            # scikit-learn validates X and raises ValueError for NaN, unknown categories, ...
+            with framework_call(
+                f"sklearn failed computing {output!r}", lambda exc: f"input {name!r}: {exc}"
+            ):
                 produced[output] = method(features)
-            except PitstopError:
-                raise
-            except ValueError as exc:
-                # scikit-learn validates X and raises ValueError for NaN, unknown categories, ...
-                raise InvalidInput(f"input {name!r}: {exc}") from exc
-            except Exception as exc:
-                raise InternalError(f"sklearn failed computing {output!r}: {exc}") from exc
         return conform_outputs(produced, loaded.metadata.outputs)
 
     def unload(self) -> None:
