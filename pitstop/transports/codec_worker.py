@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import multiprocessing
+import os
 import resource
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
@@ -31,8 +32,15 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 
-def _limit_address_space(budget_bytes: int) -> None:
-    """Runs first in the worker: its address space may grow by ``budget_bytes`` from here."""
+NICENESS = 10
+"""The worker's scheduling priority below the server's: decoding an oversized body is background
+work; on a busy machine the event loop and the other clients get the CPU first."""
+
+
+def _prepare(budget_bytes: int) -> None:
+    """Runs first in the worker: a lower CPU priority, and an address space that may grow by
+    ``budget_bytes`` from here."""
+    os.nice(NICENESS)
     for line in Path("/proc/self/status").read_text().splitlines():
         if line.startswith("VmSize:"):
             mapped = int(line.split()[1]) * 1024
@@ -57,7 +65,7 @@ class CodecWorker:
             self._executor = ProcessPoolExecutor(
                 1,
                 mp_context=multiprocessing.get_context("spawn"),
-                initializer=_limit_address_space,
+                initializer=_prepare,
                 initargs=(self._memory_bytes,),
             )
             self._executor.submit(_warm)

@@ -353,7 +353,7 @@ def test_a_hostile_request_does_not_stall_a_valid_one(server: ServerProcess, cas
             started = time.monotonic()
             assert valid.post("/v2/models/probe/infer", json=IRIS).status_code == 200
             latencies.append(time.monotonic() - started)
-            assert len(latencies) < 5000, "the hostile request never finished"
+            assert len(latencies) < 20_000, "the hostile request never finished"
         answered = pending.result()
     assert answered.status_code < 500, answered.text
     assert answered.headers["content-type"] in ("application/json", "application/octet-stream")
