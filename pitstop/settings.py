@@ -42,10 +42,11 @@ class Settings(BaseSettings):
     """Largest request body accepted; larger bodies get 413."""
 
     decode_memory_bytes: int = Field(default=2 * 1024**3, gt=0)
-    """Memory the process that parses large JSON request bodies may use (address space beyond
-    what it maps at start). orjson builds up to ~35 bytes of objects per byte of pathological
-    JSON; a body that needs more is refused with 413. Large JSON is parsed there, never in the
-    server, so it cannot hold other requests up."""
+    """Memory the codec worker process may use to parse one large JSON body or typed gRPC message
+    (address space beyond what it maps at start). Parsing builds up to ~35 bytes of objects per
+    byte of pathological input; a request that needs more is refused with 413 /
+    RESOURCE_EXHAUSTED. Large bodies of those kinds are parsed there, never in the server, so
+    they cannot hold other requests up."""
 
     watch_interval_s: float = Field(default=0.5, gt=0)
     """How often the server checks the registry for alias changes."""

@@ -157,7 +157,7 @@ def encode_body(response: InferResponse, request_parameters: Parameters) -> Enco
         body["id"] = response.id
     if response.parameters:
         body["parameters"] = dict(response.parameters)
-    head = orjson.dumps(body)
+    head = orjson.dumps(body, option=orjson.OPT_SERIALIZE_NUMPY)
     outputs = b",".join(_json_entry(entry) for entry in entries)
     content = b"".join((head[:-1], b',"outputs":[', outputs, b"]}"))  # head holds model_name
     if not chunks:

@@ -1,4 +1,5 @@
-"""The inference request parameters the DataPlane acts on: ``timeout`` and ``priority``.
+"""The inference request parameters pitstop acts on: ``timeout`` (read by the transports) and
+``priority`` (read by the DataPlane).
 
 Pure functions over a request's ``parameters`` mapping; each refuses a bad value with
 :class:`InvalidInput` naming the parameter.
@@ -22,23 +23,13 @@ def int_parameter(parameters: Mapping[str, Any], name: str) -> int | None:
     return value
 
 
-def deadline_of(
-    parameters: Mapping[str, Any], default_timeout_s: float, now: float
-) -> float | None:
-    """When the request expires on the monotonic clock: ``timeout`` (µs) from ``now``, else the
-    server default (0: none); None for no deadline."""
+def deadline_of(parameters: Mapping[str, Any], now: float) -> float | None:
+    """When the request expires on the monotonic clock: ``timeout`` (µs) from ``now``; None when
+    it gives none (0 or absent), and the DataPlane applies the server default."""
     timeout_us = int_parameter(parameters, "timeout")
-    if timeout_us:
-        return now + timeout_us / 1e6
-    if default_timeout_s:
-        return now + default_timeout_s
-    return None
+    return now + timeout_us / 1e6 if timeout_us else None
 
 
 def priority_of(parameters: Mapping[str, Any]) -> int:
     """The batcher priority level: ``priority``, 0 (the highest) when absent."""
     return int_parameter(parameters, "priority") or 0
-
-
-def without(parameters: Mapping[str, Any], name: str) -> dict[str, Any]:
-    return {key: value for key, value in parameters.items() if key != name}

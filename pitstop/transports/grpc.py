@@ -180,21 +180,24 @@ class GrpcApi:
     ) -> tuple[pb.ModelInferResponse, str, str]:
         """Parse, decode (both off the event loop when large) and serve one ModelInferRequest."""
         codecs = self._codecs
-        if codecs.inline(len(data)):
-            r = convert.parse(pb.ModelInferRequest, data)
-            name, version_text, raw = r.model_name, r.model_version, bool(r.raw_input_contents)
-        else:  # the top-level fields only: parsing typed contents holds the GIL throughout
+        # Small messages are parsed here; of large ones only the top-level fields are read, since
+        # parsing typed contents holds the GIL throughout.
+        parsed = convert.parse(pb.ModelInferRequest, data) if codecs.inline(len(data)) else None
+        if parsed is not None:
+            name, version_text = parsed.model_name, parsed.model_version
+            raw = bool(parsed.raw_input_contents)
+        else:
             name, version_text, raw = await codecs.run(len(data), convert.peek_infer, data)
         model, version = name, parse_ref(version_text)
         if not model:
             raise errors.InvalidInput("model_name must be set")
         try:
-            if codecs.inline(len(data)):
-                request = convert.decode_infer_request(r)
+            if parsed is not None:
+                request = convert.decode_infer_request(parsed)
             elif raw:  # a few large byte strings: parsed and decoded at memcpy speed
-                parsed = await codecs.run(len(data), convert.parse, pb.ModelInferRequest, data)
-                request = await codecs.run(len(data), convert.decode_infer_request, parsed)
-                del parsed
+                message = await codecs.run(len(data), convert.parse, pb.ModelInferRequest, data)
+                request = await codecs.run(len(data), convert.decode_infer_request, message)
+                del message
             else:
                 # Typed contents are parsed and converted element by element in C calls that
                 # hold the GIL: done in the codec worker, handed back as raw tensors.
@@ -203,7 +206,7 @@ class GrpcApi:
                     len(normal.body), decode_body, normal.body, normal.header_length
                 )
             now = time.monotonic()
-            deadline = deadline_of(request.parameters, 0.0, now)
+            deadline = deadline_of(request.parameters, now)
         except errors.InvalidInput as error:  # counted like the DataPlane's own refusals
             self._dataplane.rejected(model, "grpc", error)
             raise

@@ -138,7 +138,7 @@ class RestApi:
             body = await self._receive_body(headers, receive)
             decoded = await self._codecs.decode_body(body, headers.get(HEADER_LENGTH))
             del body  # the decoded arrays are all the request needs from here on
-            deadline = deadline_of(decoded.parameters, 0.0, time.monotonic())
+            deadline = deadline_of(decoded.parameters, time.monotonic())
         except errors.InvalidInput as error:  # counted like the DataPlane's own refusals
             self._dataplane.rejected(model, "rest", error)
             raise
