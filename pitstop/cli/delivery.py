@@ -280,15 +280,10 @@ def fallback(ctx: CliContext, model: str, target: str | None, clear: bool,
 def traffic(ctx: CliContext, model: str, as_json: bool) -> None:
     """MODEL's traffic policy and newest rollout."""
     with ctx.registry() as registry:
-        policy = registry.delivery.policy(model)
-        found = registry.delivery.rollouts(model)
+        policy, rollout = registry.delivery.traffic(model)
     if as_json:
-        click.echo(
-            json.dumps(
-                {"policy": policy.to_json(), "rollout": found[0].to_json() if found else None},
-                indent=2,
-            )
-        )
+        body = {"policy": policy.to_json(), "rollout": rollout.to_json() if rollout else None}
+        click.echo(json.dumps(body, indent=2))
         return
     out.print(_describe(policy))
-    _print_rollout(found[0] if found else None)
+    _print_rollout(rollout)

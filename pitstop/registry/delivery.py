@@ -135,6 +135,23 @@ class Delivery:
             row = session.get(PolicyRow, model_row(session, model).id)
             return TrafficPolicy.from_json(row.policy if row else None)
 
+    def traffic(self, model: str) -> tuple[TrafficPolicy, Rollout | None]:
+        """The policy and the newest rollout, read in one snapshot: a rollout that just ended is
+        never shown beside the policy of its last step."""
+        with transaction(self._engine, write=False, consistent=True) as session:
+            row = model_row(session, model)
+            stored = session.get(PolicyRow, row.id)
+            newest = session.scalars(
+                select(RolloutRow)
+                .where(RolloutRow.model_id == row.id)
+                .order_by(RolloutRow.id.desc())
+                .limit(1)
+            ).first()
+            return (
+                TrafficPolicy.from_json(stored.policy if stored else None),
+                _rollout(model, newest) if newest is not None else None,
+            )
+
     def set_policy(
         self, model: str, policy: TrafficPolicy, *, actor: str, reason: str | None = None
     ) -> None:

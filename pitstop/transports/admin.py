@@ -66,13 +66,12 @@ class AdminApi:
         """Policy, current or last rollout, and what this server observed of fallbacks and
         shadows for the model."""
         model = request.path_params["model"]
-        policy = await asyncio.to_thread(self._delivery.policy, model)
-        rollouts = await asyncio.to_thread(self._delivery.rollouts, model)
+        policy, rollout = await asyncio.to_thread(self._delivery.traffic, model)
         shadows = self._dataplane.shadows
         return {
             "model": model,
             "policy": policy.to_json(),
-            "rollout": rollouts[0].to_json() if rollouts else None,
+            "rollout": rollout.to_json() if rollout is not None else None,
             "fallbacks": {
                 reason: count
                 for (name, reason), count in self._dataplane.fallbacks.items()
