@@ -87,3 +87,40 @@ class ArtifactIntegrityError(InternalError):
 
 class LoadError(InternalError):
     """A version could not be loaded, verified or warmed up."""
+
+
+SERVER_FAILURES: tuple[type[PitstopError], ...] = (
+    InternalError,
+    Overloaded,
+    DeadlineExceeded,
+    Unavailable,
+)
+"""Failures that are the server's, not the caller's: they count against a version in a rollout,
+spend an availability budget and let a traffic policy's fallback answer instead."""
+
+ERROR_KINDS: tuple[tuple[type[PitstopError], str], ...] = (
+    (InvalidInput, "invalid_input"),
+    (NotFound, "not_found"),
+    (Overloaded, "overloaded"),
+    (DeadlineExceeded, "timeout"),
+    (Unavailable, "unavailable"),
+    (Unsupported, "unsupported"),
+    (Unauthenticated, "unauthenticated"),
+    (PermissionDenied, "permission_denied"),
+)
+"""Metric and log names of error classes, most specific first; anything else is
+``internal``."""
+
+
+def is_server_failure(error: BaseException) -> bool:
+    """Whether ``error`` is the server's fault (see :data:`SERVER_FAILURES`); an exception that
+    is not a :class:`PitstopError` is a bug, so it is too."""
+    return isinstance(error, SERVER_FAILURES) or not isinstance(error, PitstopError)
+
+
+def error_kind(error: BaseException) -> str:
+    """The bounded name of ``error``'s class for metric labels and log lines."""
+    for kind, name in ERROR_KINDS:
+        if isinstance(error, kind):
+            return name
+    return "internal"

@@ -27,9 +27,11 @@ from types import TracebackType
 
 from pitstop import __version__
 from pitstop.engine.monitors import Observability
+from pitstop.monitoring.inventory import Inventory
 from pitstop.monitoring.tracing import Tracing
 from pitstop.registry import Registry
 from pitstop.serving.dataplane import DataPlane, ServerInfo
+from pitstop.serving.inventory import build_inventory
 from pitstop.serving.manager import ManagerOptions, ModelManager
 from pitstop.serving.rollout_controller import RolloutController
 from pitstop.settings import Settings
@@ -57,8 +59,9 @@ class Engine:
         self._tracing = tracing
         self._parts: tuple[Registry, ModelManager, DataPlane, Observability] | None = None
         self._tasks: list[asyncio.Task[None]] = []
-        self._draining = False
         self._stopped = False
+        self._drain_early = False
+        """begin_drain() before start(): the DataPlane starts draining."""
 
     # -- what hosts use ------------------------------------------------------------------------
 
@@ -80,8 +83,16 @@ class Engine:
 
     @property
     def draining(self) -> bool:
-        """True from :meth:`begin_drain` on: hosts answer with ``Connection: close``."""
-        return self._draining
+        """True from :meth:`begin_drain` on: hosts answer with ``Connection: close``. The one
+        shutdown state, kept by the DataPlane (its readiness turns false with it)."""
+        return self._parts[2].draining if self._parts is not None else self._drain_early
+
+    def inventory(self) -> Inventory:
+        """What this process serves now, for ``/metrics`` and the drift loop (event loop)."""
+        manager, dataplane, observability = self.manager, self.dataplane, self.observability
+        return build_inventory(
+            manager, dataplane.shadows, dataplane.fallbacks, observability.behaviour
+        )
 
     @property
     def _started(self) -> tuple[Registry, ModelManager, DataPlane, Observability]:
@@ -98,6 +109,8 @@ class Engine:
             raise RuntimeError("an Engine starts once; build a new one")
         registry, manager, dataplane, observability = await asyncio.to_thread(self._build)
         self._parts = (registry, manager, dataplane, observability)
+        if self._drain_early:
+            dataplane.begin_drain()
         await asyncio.to_thread(registry.clear_serving_states, self.replica)
         try:
             await manager.refresh()
@@ -111,10 +124,13 @@ class Engine:
         loops = [("registry-watch", manager.watch(settings.watch_interval_s))]
         if settings.rollout_controller:
             controller = RolloutController(
-                registry.delivery, dataplane.windows, self.replica, tick_s=settings.rollout_tick_s
+                registry.delivery,
+                observability.windows,
+                self.replica,
+                tick_s=settings.rollout_tick_s,
             )
             loops.append(("rollouts", controller.run()))
-        for run in observability.loops(dataplane):
+        for run in observability.loops(self.inventory):
             loops.append((run.__name__, run()))
         loop = asyncio.get_running_loop()
         self._tasks = [loop.create_task(coro, name=f"pitstop-{name}") for name, coro in loops]
@@ -139,25 +155,23 @@ class Engine:
                 runtime_threads=settings.runtime_threads,
             ),
         )
-        observability = Observability.build(settings, registry, self.replica)
-        if self._tracing is not None:
-            observability.tracing = self._tracing
+        observability = Observability.build(settings, registry, self.replica, self._tracing)
         dataplane = DataPlane(
             manager,
             ServerInfo(name="pitstop", version=__version__, extensions=EXTENSIONS),
             default_timeout_us=settings.default_timeout_us,
-            requests=observability.requests,
-            drift=observability.drift,
+            observers=observability.observers(),
             tracing=observability.tracing,
-            request_log=observability.request_log,
+            wants_metadata=observability.request_log is not None,
         )
         return registry, manager, dataplane, observability
 
     def begin_drain(self) -> None:
         """Readiness turns false at once; every request keeps being served."""
-        self._draining = True
-        if self._parts is not None:
-            self._parts[2].begin_shutdown()
+        if self._parts is None:
+            self._drain_early = True
+        else:
+            self._parts[2].begin_drain()
 
     async def stop(self, grace_s: float = 0.0) -> None:
         """Drain, wait ``grace_s``, then stop the loops and release everything (see the module

@@ -1,6 +1,8 @@
 """The monitoring parts one Engine runs, built from Settings, and their background loops.
 
-Each part is None when its setting turns it off (metrics, drift, tracing, request logs, cost);
+Most parts observe the DataPlane's attempts (:meth:`Observability.observers` is the list the
+Engine hands it). Each optional part is None when its setting turns it off (metrics, drift,
+tracing, request logs, cost); rollout windows and embedding behaviour are always kept;
 the loops (drift scoring every ``drift_interval_s``, cost snapshots every :data:`COST_TICK_S`)
 are started and cancelled by the :class:`~pitstop.engine.Engine`. Their HTTP routes live in
 ``transports/observability.py``.
@@ -14,13 +16,16 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from pitstop import errors
+from pitstop.monitoring.attempt import Observer
+from pitstop.monitoring.behaviour import BehaviourRecorder
 from pitstop.monitoring.cost import CostReport, CostTracker, Usage
 from pitstop.monitoring.drift_monitor import DriftMonitor
+from pitstop.monitoring.inventory import Inventory
 from pitstop.monitoring.logs import RequestLog
 from pitstop.monitoring.requests import RequestRecorder
 from pitstop.monitoring.tracing import Tracing
 from pitstop.registry import Registry
-from pitstop.serving.dataplane import DataPlane
+from pitstop.serving.window import Windows
 from pitstop.settings import Settings
 
 COST_TICK_S: Final = 15.0
@@ -56,9 +61,20 @@ class Observability:
     tracing: Tracing | None
     request_log: RequestLog | None
     cost: CostTracker | None
+    windows: Windows
+    """Recent outcomes of policy-routed attempts per version, for the rollout controller."""
+    behaviour: BehaviourRecorder
+    """Embedding norms and cosine to the reference centroid per version."""
 
     @classmethod
-    def build(cls, settings: Settings, registry: Registry, replica: str) -> Observability:
+    def build(
+        cls,
+        settings: Settings,
+        registry: Registry,
+        replica: str,
+        tracing: Tracing | None = None,
+    ) -> Observability:
+        """``tracing`` replaces the one the settings describe."""
         requests = RequestRecorder() if settings.metrics_enabled else None
         drift = None
         if settings.drift_enabled:
@@ -68,16 +84,30 @@ class Observability:
                 min_rows=settings.drift_min_rows,
                 reference_rows=settings.drift_reference_rows,
             )
-        tracing = Tracing.from_settings(
-            settings.tracing_exporter, settings.tracing_endpoint, settings.tracing_sample_ratio
-        )
+        if tracing is None:
+            tracing = Tracing.from_settings(
+                settings.tracing_exporter, settings.tracing_endpoint, settings.tracing_sample_ratio
+            )
         request_log = None
         if settings.log_requests:
-            request_log = RequestLog(settings.log_payload_sample_rate, settings.log_redact)
+            request_log = RequestLog(
+                settings.log_payload_sample_rate, settings.log_redact,
+                trace_id=None if tracing is None else tracing.current_trace_id,
+            )  # fmt: skip
         cost = None
         if settings.cost_per_hour > 0 and requests is not None:
             cost = CostTracker(settings.cost_per_hour, settings.replicas)
-        return cls(settings, requests, drift, tracing, request_log, cost)
+        return cls(
+            settings, requests, drift, tracing, request_log, cost, Windows(), BehaviourRecorder()
+        )
+
+    def observers(self) -> list[Observer]:
+        """What sees every attempt the DataPlane makes, after its own statistics."""
+        parts: list[Observer | None] = [
+            self.requests, self.windows, self.behaviour, self.drift, self.request_log,
+            self.tracing,
+        ]  # fmt: skip
+        return [part for part in parts if part is not None]
 
     def usage(self) -> dict[tuple[str, int], Usage]:
         if self.requests is None:
@@ -93,8 +123,11 @@ class Observability:
             raise errors.NotFound("cost is off: set PITSTOP_COST_PER_HOUR (metrics must be on)")
         return self.cost.report(self.usage(), window_s or self.settings.cost_window_s)
 
-    def loops(self, dataplane: DataPlane) -> list[Callable[[], Coroutine[Any, Any, None]]]:
-        """The background loops to run (each until cancelled)."""
+    def loops(
+        self, inventory: Callable[[], Inventory]
+    ) -> list[Callable[[], Coroutine[Any, Any, None]]]:
+        """The background loops to run (each until cancelled); ``inventory`` says what the
+        process holds now (drift forgets versions it no longer does)."""
         found: list[Callable[[], Coroutine[Any, Any, None]]] = []
         drift, cost = self.drift, self.cost
         if drift is not None:
@@ -102,7 +135,7 @@ class Observability:
             async def score() -> None:
                 while True:
                     await asyncio.sleep(self.settings.drift_interval_s)
-                    held = {(v.model, v.version) for v in dataplane.inventory().versions}
+                    held = {(v.model, v.version) for v in inventory().versions}
                     drift.forget(held)
                     await drift.tick()
 

@@ -20,6 +20,8 @@ from typing import Any
 
 import numpy as np
 
+from pitstop.monitoring.attempt import Attempt
+
 
 @dataclass
 class Running:
@@ -116,6 +118,10 @@ class BehaviourRecorder:
             if behaviour is None:
                 behaviour = self._by_key[key] = EmbeddingBehaviour.for_centroid(centroid)
             behaviour.observe(np.asarray(array))
+
+    def observe_attempt(self, attempt: Attempt) -> None:
+        if attempt.centroids and attempt.error is None and attempt.version is not None:
+            self.observe(attempt.model, attempt.version, attempt.centroids, attempt.outputs)
 
     def snapshot(self, model: str, version: int) -> dict[str, dict[str, Any]]:
         """Output name → its statistics so far (``{}`` when nothing was recorded)."""

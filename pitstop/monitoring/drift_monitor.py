@@ -24,6 +24,7 @@ from typing import Any, Final, Protocol
 
 import numpy as np
 
+from pitstop.monitoring.attempt import Attempt
 from pitstop.monitoring.drift import histogram, ks, psi
 from pitstop.monitoring.profile import MAX_FEATURES, ReferenceProfile, profile_tensors
 
@@ -170,6 +171,11 @@ class DriftMonitor:
                 self._window_rows, self._reference_rows
             )
         state.add(inputs)
+
+    def observe_attempt(self, attempt: Attempt) -> None:
+        """Every attempt whose inputs passed the signature check, served or not."""
+        if attempt.inputs is not None and attempt.version is not None:
+            self.record(attempt.model, attempt.version, attempt.inputs)
 
     def results(self, model: str | None = None) -> list[VersionDrift]:
         """The latest scores, per version (of ``model``), newest version first."""

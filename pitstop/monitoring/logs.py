@@ -24,7 +24,8 @@ from typing import Any, Final
 
 import numpy as np
 
-from pitstop.monitoring.requests import error_type
+from pitstop.errors import error_kind
+from pitstop.monitoring.attempt import Attempt
 from pitstop.protocol.tensor import InferRequest
 
 QUEUE_SIZE: Final = 10_000
@@ -111,11 +112,29 @@ class RequestLog:
         *,
         logger: logging.Logger | None = None,
         draw: Callable[[], float] = random.random,
+        trace_id: Callable[[], str | None] | None = None,
     ) -> None:
+        """``trace_id`` reads the current request's trace id (when tracing is on)."""
         self._rate = payload_sample_rate
         self._redact = frozenset(name.lower() for name in redact)
         self._logger = logger or logging.getLogger(REQUEST_LOGGER)
         self._draw = draw
+        self._trace_id = trace_id
+
+    def observe_attempt(self, attempt: Attempt) -> None:
+        """One line per request the caller sent: its final attempt (a failed arm that a
+        fallback answered, a shadow copy and a body refused before decoding are not lines)."""
+        request = attempt.request
+        if not attempt.final or request is None or attempt.transport == "shadow":
+            return
+        ok = attempt.error is None
+        self.request(
+            request, attempt.metadata, attempt.model, attempt.transport,
+            (attempt.version or 0, attempt.fallback) if ok else None,
+            attempt.outputs if ok else None,
+            attempt.error, attempt.request_ns / 1e9,
+            None if self._trace_id is None else self._trace_id(),
+        )  # fmt: skip
 
     def request(
         self,
@@ -135,7 +154,7 @@ class RequestLog:
             "model": model,
             "version": answered[0] if answered is not None else None,
             "transport": transport,
-            "status": "ok" if error is None else error_type(error),
+            "status": "ok" if error is None else error_kind(error),
             "latency_ms": round(seconds * 1e3, 3),
         }
         if trace_id is not None:

@@ -1,16 +1,21 @@
-"""What a version answers: class counts for classifiers, a histogram for scores.
+"""What kind of output a model answers, decided in one place, and what a version answers.
 
-One number per answered row of the first output: a label as it is, the argmax of a narrow
-probability matrix, a score as it is (as :func:`pitstop.serving.window.predictions_of` reads
-them). The kind is decided once per version from that output's datatype and width; embeddings
-are covered by :mod:`pitstop.monitoring.behaviour` (norm and cosine to the reference centroid)
-and are ignored here. Vectorised (this runs on the event loop, and a response may hold a
-million rows); at most :data:`MAX_CLASSES` labels per version, the rest counted as ``other``
-(new labels enter in ascending order within one response).
+:func:`kind_of` names an output array's kind from its datatype and row width — a label, a
+score, class probabilities, an embedding, or codes — and :func:`row_values` turns it into one
+number per row (a label as it is, a score as it is, the argmax of probabilities, the L2 norm of
+an embedding). Rollout windows, shadow comparisons and the answer distribution below all read
+outputs through these two.
+
+:class:`OutputBehaviour` counts labels for classifiers and keeps a histogram for scores, from the
+first output of every answer; embeddings are covered by :mod:`pitstop.monitoring.behaviour` (norm
+and cosine to the reference centroid) and are ignored here. Vectorised (this runs on the event
+loop, and a response may hold a million rows); at most :data:`MAX_CLASSES` labels per version,
+the rest counted as ``other`` (new labels enter in ascending order within one response).
 """
 
 from __future__ import annotations
 
+import enum
 from collections.abc import Mapping
 from typing import Any, Final
 
@@ -26,26 +31,55 @@ for the one-row answers most requests get); larger ones vectorised."""
 NARROW: Final = 32
 """Float outputs at most this wide are class probabilities; wider ones are embeddings."""
 
-CLASSES: Final = "classes"
-SCORES: Final = "scores"
-IGNORED: Final = "ignored"
+
+class OutputKind(enum.Enum):
+    LABEL = "label"
+    """One integer or string per row."""
+    SCORE = "score"
+    """One float per row (a regression value, a probability of the positive class)."""
+    PROBABILITIES = "probabilities"
+    """Float rows at most :data:`NARROW` wide: class probabilities or logits."""
+    EMBEDDING = "embedding"
+    """Float rows wider than :data:`NARROW`."""
+    CODES = "codes"
+    """Integer or string rows wider than one (token ids, multi-label codes)."""
+
+    @property
+    def discrete(self) -> bool:
+        """Values compare for equality (labels, codes), not by distance."""
+        return self in (OutputKind.LABEL, OutputKind.CODES)
 
 
-def kind_of(outputs: Mapping[str, np.ndarray]) -> str:
-    """How to summarise a version's answers, from one response."""
-    for array in outputs.values():
-        if array.ndim == 0:
-            return IGNORED
-        kind = array.dtype.kind
-        width = int(np.prod(array.shape[1:])) if array.ndim > 1 else 1
-        if kind in "biu":
-            return CLASSES if width == 1 else IGNORED
-        if kind == "f":
-            if width == 1:
-                return SCORES
-            return CLASSES if width <= NARROW else IGNORED
-        return IGNORED  # strings (labels of any length): not worth their cost per request
-    return IGNORED
+def kind_of(array: np.ndarray) -> OutputKind:
+    """The kind of one output array; a scalar counts as one row."""
+    width = int(np.prod(array.shape[1:])) if array.ndim > 1 else 1
+    if array.dtype.kind in "fc":
+        if width == 1:
+            return OutputKind.SCORE
+        return OutputKind.PROBABILITIES if width <= NARROW else OutputKind.EMBEDDING
+    return OutputKind.LABEL if width == 1 else OutputKind.CODES
+
+
+def row_values(array: np.ndarray, kind: OutputKind | None = None) -> np.ndarray:
+    """One float per row of ``array`` (at least one-dimensional): a label or score as it is
+    (strings hashed), the argmax of probabilities, the L2 norm of an embedding, the first
+    column of codes."""
+    kind = kind or kind_of(array)
+    rows = array.reshape(array.shape[0], -1)
+    values: np.ndarray
+    if kind is OutputKind.PROBABILITIES:
+        values = np.argmax(rows, axis=1).astype(np.float64)
+        return values
+    if kind is OutputKind.EMBEDDING:
+        values = np.linalg.norm(rows.astype(np.float64), axis=1)
+        return values
+    first = rows[:, 0]
+    if first.dtype.kind in "OSU":
+        return np.array([float(hash(item) % 1_000_003) for item in first], dtype=np.float64)
+    return first.astype(np.float64)
+
+
+_SUMMARISED: Final = frozenset({OutputKind.LABEL, OutputKind.SCORE, OutputKind.PROBABILITIES})
 
 
 class OutputBehaviour:
@@ -54,22 +88,25 @@ class OutputBehaviour:
     __slots__ = ("classes", "kind", "output", "scores")
 
     def __init__(self) -> None:
-        self.kind: str | None = None
+        self.kind: OutputKind | None = None
         self.output = ""
         """The output summarised: the first one of the first response."""
         self.classes: dict[str, int] = {}
         self.scores = Histogram(SCORE_BUCKETS)
 
     def observe(self, outputs: Mapping[str, np.ndarray]) -> None:
-        kind = self.kind
-        if kind is None:
-            kind = self.kind = kind_of(outputs)
+        if self.kind is None:
             self.output = next(iter(outputs), "")
+            first = outputs.get(self.output)
+            self.kind = kind_of(first) if first is not None and first.ndim else OutputKind.CODES
+        kind = self.kind
         array = outputs.get(self.output)
-        if kind == IGNORED or array is None or array.ndim == 0 or array.size == 0:
+        if kind not in _SUMMARISED or array is None or array.ndim == 0 or array.size == 0:
             return
+        if kind is OutputKind.LABEL and array.dtype.kind in "OSU":
+            return  # strings (labels of any length): not worth their cost per request
         rows = array.reshape(array.shape[0], -1)
-        if kind == CLASSES:
+        if kind is not OutputKind.SCORE:
             values = rows[:, 0] if rows.shape[1] == 1 else rows.argmax(axis=1)
             if len(values) <= FEW_ROWS:
                 self._count_few(values.tolist())

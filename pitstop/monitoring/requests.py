@@ -1,11 +1,11 @@
 """Per-version request series: durations, errors by type, queue wait, compute time, batch sizes,
 cache hits, rows served and output behaviour. What ``/metrics`` exports about requests.
 
-The DataPlane records into a :class:`VersionSeries` at its existing recording points (once per
-attempt, once per runtime call). Every update is O(1): a dict lookup, a ``bisect`` and a few
-additions, no allocation once a (transport, outcome) pair has been seen, and no lock (event loop
-only). Labels are bounded: model and version come from the registry, transports and error types
-from fixed tables; an unknown model is recorded as :data:`UNKNOWN_MODEL`, never by its name.
+An observer of the DataPlane's attempts (see :mod:`pitstop.monitoring.attempt`). Every update
+is O(1): a dict lookup, a ``bisect`` and a few additions, no allocation once a (transport,
+outcome) pair has been seen, and no lock (event loop only). Labels are bounded: model and
+version come from the registry, transports and error types from fixed tables; an unknown model
+is recorded as :data:`UNKNOWN_MODEL`, never by its name.
 """
 
 from __future__ import annotations
@@ -13,7 +13,8 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Final
 
-from pitstop import errors
+from pitstop.errors import error_kind
+from pitstop.monitoring.attempt import Attempt, CacheUse
 from pitstop.monitoring.histogram import BATCH_BUCKETS, LATENCY_BUCKETS, Histogram
 from pitstop.monitoring.outputs import OutputBehaviour
 
@@ -22,29 +23,6 @@ ERROR: Final = "error"
 UNKNOWN_MODEL: Final = "_unknown"
 """Model label of requests for a model that is not registered: names cannot start with '_', so
 it never collides, and random names sent by clients never become label values."""
-
-ERROR_TYPES: Final[tuple[tuple[type[errors.PitstopError], str], ...]] = (
-    (errors.InvalidInput, "invalid_input"),
-    (errors.NotFound, "not_found"),
-    (errors.Overloaded, "overloaded"),
-    (errors.DeadlineExceeded, "timeout"),
-    (errors.Unavailable, "unavailable"),
-    (errors.Unsupported, "unsupported"),
-    (errors.Unauthenticated, "unauthenticated"),
-    (errors.PermissionDenied, "permission_denied"),
-    (errors.PitstopError, "internal"),
-)
-"""Most specific first: the first class an error is an instance of names its type."""
-
-SERVER_ERROR_TYPES: Final = frozenset({"overloaded", "timeout", "unavailable", "internal"})
-"""Types that spend the availability budget (the caller did nothing wrong)."""
-
-
-def error_type(error: BaseException) -> str:
-    for kind, name in ERROR_TYPES:
-        if isinstance(error, kind):
-            return name
-    return "internal"
 
 
 class VersionSeries:
@@ -90,7 +68,7 @@ class VersionSeries:
         self.rows += rows
 
     def failed(self, transport: str, error: BaseException, seconds: float) -> None:
-        key = (transport, error_type(error))
+        key = (transport, error_kind(error))
         self.errors[key] = self.errors.get(key, 0) + 1
         histogram = self.durations.get((transport, ERROR))
         if histogram is None:
@@ -123,12 +101,29 @@ class RequestRecorder:
             found = self._series[key] = VersionSeries(model, version)
         return found
 
-    def unresolved(
-        self, model: str | None, transport: str, error: BaseException, seconds: float
-    ) -> None:
-        """A request that failed before a version was chosen; ``model`` is None unless it is a
-        registered model (so client-chosen names never become label values)."""
-        self.series(model or UNKNOWN_MODEL, None).failed(transport, error, seconds)
+    def observe_attempt(self, attempt: Attempt) -> None:
+        seconds = attempt.elapsed_ns / 1e9
+        error = attempt.error
+        if attempt.version is None:
+            # Failed before a version was chosen; client-chosen names never become labels.
+            model = attempt.model if attempt.registered else UNKNOWN_MODEL
+            if error is not None:
+                self.series(model, None).failed(attempt.transport, error, seconds)
+            return
+        series = self.series(attempt.model, attempt.version)
+        if attempt.cache is CacheUse.HIT:
+            series.cache_hits += 1
+        elif attempt.cache is CacheUse.MISS:
+            series.cache_misses += 1
+        if attempt.executed:
+            series.executed(
+                attempt.queue_ns, attempt.compute_ns, attempt.batch_size, attempt.counts_execution
+            )
+        if error is not None:
+            series.failed(attempt.transport, error, seconds)
+            return
+        series.served(attempt.transport, seconds, attempt.rows)
+        series.outputs.observe(attempt.outputs)
 
     def __iter__(self) -> Iterator[VersionSeries]:
         return iter(list(self._series.values()))

@@ -18,6 +18,8 @@ import importlib.util
 from collections.abc import Mapping
 from typing import Any, Final
 
+from pitstop.monitoring.attempt import Attempt
+
 SERVICE: Final = "pitstop"
 
 
@@ -40,12 +42,6 @@ class RequestSpan:
     def trace_id(self) -> str:
         """32 hex digits, as in ``traceparent`` (for log lines)."""
         return f"{self._span.get_span_context().trace_id:032x}"
-
-    def annotate(self, version: int, digest: str, fallback: str | None = None) -> None:
-        self._span.set_attribute("pitstop.version", version)
-        self._span.set_attribute("pitstop.digest", digest)
-        if fallback is not None:
-            self._span.set_attribute("pitstop.fallback", fallback)
 
     def end(self, error: BaseException | None = None) -> None:
         if error is not None:
@@ -121,6 +117,26 @@ class Tracing:
         )
         token = self._context.attach(trace.set_span_in_context(span, parent))
         return RequestSpan(span, token, self._context.detach)
+
+    def observe_attempt(self, attempt: Attempt) -> None:
+        """Queue, batch and compute spans of an attempt a runtime call served, and the version
+        (digest, fallback) that answered on the current request or shadow span."""
+        if attempt.executed:
+            self.execution(
+                attempt.submitted_wall_ns, attempt.queue_ns, attempt.compute_ns,
+                attempt.batch_size,
+            )  # fmt: skip
+        if attempt.final and attempt.error is None and attempt.version is not None:
+            span = self._trace.get_current_span()
+            span.set_attribute("pitstop.version", attempt.version)
+            span.set_attribute("pitstop.digest", attempt.digest)
+            if attempt.fallback is not None:
+                span.set_attribute("pitstop.fallback", attempt.fallback)
+
+    def current_trace_id(self) -> str | None:
+        """The current span's trace id (32 hex digits, as in ``traceparent``), or None."""
+        context = self._trace.get_current_span().get_span_context()
+        return f"{context.trace_id:032x}" if context.is_valid else None
 
     def execution(self, submitted_ns: int, queue_ns: int, compute_ns: int, batch_size: int) -> None:
         """Queue, batch and compute spans under the current span, from measured durations.

@@ -10,25 +10,21 @@ from __future__ import annotations
 import random
 import time
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
-from typing import Any, Final
 
 import numpy as np
 
 from pitstop.errors import (
+    SERVER_FAILURES,
     DeadlineExceeded,
     InternalError,
     Overloaded,
     PitstopError,
     Unavailable,
 )
-from pitstop.monitoring.behaviour import BehaviourRecorder
-from pitstop.monitoring.drift_monitor import DriftMonitor
-from pitstop.monitoring.inventory import Inventory
-from pitstop.monitoring.logs import RequestLog
-from pitstop.monitoring.requests import RequestRecorder, VersionSeries
-from pitstop.monitoring.tracing import RequestSpan, Tracing
+from pitstop.monitoring.attempt import NO_OUTPUTS, Attempt, CacheUse, Observer, notify
+from pitstop.monitoring.tracing import Tracing
 from pitstop.protocol.model_config import ModelConfig, model_config
 from pitstop.protocol.reference import VersionRef, parse_ref
 from pitstop.protocol.tensor import InferRequest, InferResponse, ModelMetadata
@@ -36,18 +32,15 @@ from pitstop.registry import DEFAULT_TARGET
 from pitstop.runtimes.base import RuntimeMetadata
 from pitstop.serving.cache import cacheable, request_digest
 from pitstop.serving.conformance import check_inputs, check_requested, select_outputs
-from pitstop.serving.inventory import build_inventory
+from pitstop.serving.execution import Executed
 from pitstop.serving.lease import LoadedVersion
 from pitstop.serving.manager import DEFAULT_POLICY, ModelManager
 from pitstop.serving.parameters import priority_of
+from pitstop.serving.repository import RepositoryEntry
 from pitstop.serving.shadow import ShadowRunner
-from pitstop.serving.statistics import Statistics
+from pitstop.serving.statistics import Statistics, VersionStatistics
 from pitstop.serving.traffic import choose, shadows_for
 from pitstop.serving.version_policy import VersionState
-from pitstop.serving.window import Windows, predictions_of
-
-SERVER_FAILURES = (InternalError, Overloaded, DeadlineExceeded, Unavailable)
-"""Failures that count against a version in a rollout (bad requests do not)."""
 
 FALLBACK_REASONS: dict[type[PitstopError], str] = {
     InternalError: "error",
@@ -78,10 +71,46 @@ class _Call:
     """Monotonic instant the request expires at; None: the server default."""
     use_cache: bool
     transport: str
+    started_ns: int
+    fallback: str | None = None
+    """Set on the call a policy's fallback serves: why the chosen arm did not answer."""
 
 
-SHADOW_CALL: Final = _Call(None, None, False, "shadow")
-"""Shadow copies: no cache, the server's default deadline, counted apart."""
+class _Run:
+    """What one attempt on a leased version did so far, for its :class:`Attempt`."""
+
+    __slots__ = ("cache", "cache_ns", "executed", "inputs", "loaded", "submitted_wall_ns")
+
+    def __init__(self, loaded: LoadedVersion) -> None:
+        self.loaded = loaded
+        self.inputs: dict[str, np.ndarray] | None = None
+        self.cache = CacheUse.NONE
+        self.cache_ns = 0
+        self.submitted_wall_ns = 0
+        self.executed: Executed | None = None
+
+    def attempt(
+        self,
+        request: InferRequest,
+        call: _Call,
+        started: int,
+        ended: int,
+        error: PitstopError | None,
+        routed: bool,
+        *,
+        final: bool = True,
+        outputs: Mapping[str, np.ndarray] = NO_OUTPUTS,
+    ) -> Attempt:
+        record, metadata, executed = self.loaded.record, self.loaded.metadata, self.executed
+        return Attempt(
+            record.model, True, record.number, record.digest, call.transport, request,
+            call.metadata, started, ended - started, ended - call.started_ns, error, routed,
+            final, call.fallback, self.inputs, outputs, _rows(outputs) if error is None else 0,
+            metadata.centroids if metadata is not None else {}, self.cache, self.cache_ns,
+            self.submitted_wall_ns,
+            *((executed.queue_ns, executed.compute_ns, executed.batch_size,
+               executed.counts_execution) if executed is not None else ()),
+        )  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -98,31 +127,26 @@ class DataPlane:
         info: ServerInfo,
         default_timeout_us: int = 0,
         *,
-        requests: RequestRecorder | None = None,
-        drift: DriftMonitor | None = None,
+        observers: Sequence[Observer] = (),
         tracing: Tracing | None = None,
-        request_log: RequestLog | None = None,
+        wants_metadata: bool = False,
     ) -> None:
-        """Monitoring is off for each of ``requests`` (metrics), ``drift``, ``tracing`` and
-        ``request_log`` left None; each costs one ``is None`` check per request then."""
+        """``observers`` see every attempt after the DataPlane's own :attr:`statistics` (the
+        composition root builds the list: metrics, windows, behaviour, drift, logs, spans).
+        ``tracing`` opens a span around each request and shadow copy (off when None).
+        ``wants_metadata``: transports pass request headers / gRPC metadata (``traceparent``,
+        ``x-request-id``) even when no traffic policy needs them."""
         self._manager = manager
         self._info = info
         self._default_timeout_s = default_timeout_us / 1e6
-        self._shutting_down = False
+        self._draining = False
         self.statistics = Statistics()
-        self.windows = Windows()
-        """Recent outcomes per version, for the rollout controller."""
+        self._observers: tuple[Observer, ...] = (self.statistics, *observers)
         self.shadows = ShadowRunner(self._shadow_call)
         self.fallbacks: Counter[tuple[str, str]] = Counter()
         """(model, reason) → requests the fallback answered."""
-        self.behaviour = BehaviourRecorder()
-        self.requests = requests
-        self.drift = drift
         self._tracing = tracing
-        self._request_log = request_log
-        self.wants_metadata = tracing is not None or request_log is not None
-        """Transports pass request headers / gRPC metadata (``traceparent``, ``x-request-id``)
-        even when no traffic policy needs them."""
+        self.wants_metadata = wants_metadata or tracing is not None
 
     @property
     def info(self) -> ServerInfo:
@@ -131,13 +155,18 @@ class DataPlane:
     def live(self) -> bool:
         return True
 
+    @property
+    def draining(self) -> bool:
+        """True from :meth:`begin_drain` on."""
+        return self._draining
+
     def ready(self) -> bool:
-        return not self._shutting_down and self._manager.ready()
+        return not self._draining and self._manager.ready()
 
     def model_ready(self, model: str, version: VersionRef) -> bool:
         """False for a known model or version that cannot serve now; NotFound for an unknown
         one."""
-        return self._manager.model_ready(model, version) and not self._shutting_down
+        return self._manager.model_ready(model, version) and not self._draining
 
     def model_metadata(self, model: str, version: VersionRef) -> ModelMetadata:
         loaded = self._manager.resolve(model, version)
@@ -189,42 +218,18 @@ class DataPlane:
         deadline); None means the server default (``PITSTOP_DEFAULT_TIMEOUT_US``, 0: none).
         ``transport`` (rest, grpc, openai, ...) labels its metrics. Raises only pitstop
         errors."""
-        call = _Call(metadata, deadline, use_cache, transport)
-        if self._tracing is None and self._request_log is None:
+        call = _Call(metadata, deadline, use_cache, transport, time.monotonic_ns())
+        if self._tracing is None:
             return await self._route(model, version, request, call)
-        return await self._traced(model, version, request, call)
-
-    async def _traced(
-        self, model: str, version: VersionRef, request: InferRequest, call: _Call
-    ) -> Served:
-        """:meth:`infer` inside a request span and/or followed by a request log line."""
-        metadata, transport = call.metadata, call.transport
-        started = time.monotonic_ns()
-        span: RequestSpan | None = None
-        if self._tracing is not None:
-            attributes = {"pitstop.model": model, "pitstop.transport": transport}
-            span = self._tracing.request("pitstop.request", metadata or {}, attributes)
-        served: Served | None = None
-        error: BaseException | None = None
+        attributes = {"pitstop.model": model, "pitstop.transport": transport}
+        span = self._tracing.request("pitstop.request", metadata or {}, attributes)
         try:
             served = await self._route(model, version, request, call)
-            return served
         except BaseException as exc:
-            error = exc
+            span.end(exc)
             raise
-        finally:
-            if span is not None:
-                if served is not None:
-                    span.annotate(served.version, served.digest, served.fallback)
-                span.end(error)
-            if self._request_log is not None:
-                self._request_log.request(
-                    request, metadata, model, transport,
-                    None if served is None else (served.version, served.fallback),
-                    None if served is None else served.response.outputs,
-                    error, (time.monotonic_ns() - started) / 1e9,
-                    None if span is None else span.trace_id,
-                )  # fmt: skip
+        span.end()
+        return served
 
     async def _route(
         self, model: str, version: VersionRef, request: InferRequest, call: _Call
@@ -235,24 +240,29 @@ class DataPlane:
         policy = self._manager.policy(model)
         if policy is DEFAULT_POLICY or policy.is_default:
             return await self._serve(model, None, request, call)
-        # Routed by a policy (A/B, canary): record outcomes for the rollout judge.
+        # Routed by a policy (A/B, canary): outcomes are recorded for the rollout judge.
         sticky = metadata.get(policy.sticky_header) if metadata and policy.sticky_header else None
         target = choose(policy, sticky, random.random())
         if target != DEFAULT_TARGET and not self._manager.can_serve(model, parse_ref(target)):
             target = DEFAULT_TARGET  # an arm still loading (or failed) serves from production
+        fallback = policy.fallback if policy.fallback != target else None
         try:
-            served = await self._serve(model, parse_ref(target), request, call, observe=True)
+            served = await self._serve(
+                model,
+                parse_ref(target),
+                request,
+                call,
+                routed=True,
+                falls_back=fallback is not None,
+            )
         except SERVER_FAILURES as exc:
-            fallback = policy.fallback
-            if fallback is None or fallback == target:
+            if fallback is None:
                 raise
             reason = next(r for kind, r in FALLBACK_REASONS.items() if isinstance(exc, kind))
             self.fallbacks[(model, reason)] += 1
             # The fallback gets the server's default deadline: the request's own may be spent.
-            relaxed = replace(call, deadline=None)
-            served = replace(
-                await self._serve(model, parse_ref(fallback), request, relaxed), fallback=reason
-            )
+            relaxed = replace(call, deadline=None, fallback=reason)
+            served = await self._serve(model, parse_ref(fallback), request, relaxed)
         if policy.shadows:
             draws = [random.random() for _ in policy.shadows]
             for shadow in shadows_for(policy, target, draws):
@@ -262,18 +272,17 @@ class DataPlane:
     async def _shadow_call(
         self, model: str, target: str, request: InferRequest
     ) -> Mapping[str, np.ndarray]:
-        ref = parse_ref(target)
+        call = _Call(None, None, False, "shadow", time.monotonic_ns())
         if self._tracing is None:
-            served = await self._serve(model, ref, request, SHADOW_CALL)
+            served = await self._serve(model, parse_ref(target), request, call)
             return served.response.outputs
         # Runs in the offering request's context: this span is that request's child.
         span = self._tracing.request("pitstop.shadow", None, {"pitstop.target": target}, False)
         try:
-            served = await self._serve(model, ref, request, SHADOW_CALL)
+            served = await self._serve(model, parse_ref(target), request, call)
         except BaseException as exc:
             span.end(exc)
             raise
-        span.annotate(served.version, served.digest)
         span.end()
         return served.response.outputs
 
@@ -283,111 +292,100 @@ class DataPlane:
         version: VersionRef,
         request: InferRequest,
         call: _Call,
-        observe: bool = False,
+        *,
+        routed: bool = False,
+        falls_back: bool = False,
     ) -> Served:
-        """One request on one version. ``observe`` records it in :attr:`windows` (policy-routed
-        traffic only: the rollout judge needs it, plain traffic should not pay for it)."""
+        """One attempt on one version, handed to the observers once it ends. ``routed``: a
+        traffic policy chose the version; ``falls_back``: a server failure will be answered by
+        the policy's fallback (so this attempt would not be the caller's answer)."""
         started = time.monotonic_ns()
-        transport, use_cache, expires = call.transport, call.use_cache, call.deadline
+        expires = call.deadline
         if expires is None and self._default_timeout_s:
             expires = time.monotonic() + self._default_timeout_s
         try:
             level = priority_of(request.parameters)
             lease = self._manager.lease(model, version)
         except PitstopError as exc:
-            if self.requests is not None:
-                seconds = (time.monotonic_ns() - started) / 1e9
-                self.requests.unresolved(self._registered(model), transport, exc, seconds)
+            self._observe(Attempt(
+                model, self._registered(model), None, "", call.transport, request,
+                call.metadata, started, time.monotonic_ns() - started,
+                time.monotonic_ns() - call.started_ns, exc, routed,
+            ))  # fmt: skip
             raise
         with lease as loaded:
-            record = loaded.record
-            series = None if self.requests is None else self.requests.series(model, record.number)
+            run = _Run(loaded)
             try:
-                outputs = await self._run(loaded, request, expires, level, use_cache, series)
+                outputs = await self._run(run, request, expires, level, call.use_cache)
+                response = self._response(model, loaded, request, outputs)
             except PitstopError as exc:
-                elapsed = time.monotonic_ns() - started
-                self.statistics.record_failure(model, record.number, elapsed)
-                if series is not None:
-                    series.failed(transport, exc, elapsed / 1e9)
-                if observe and isinstance(exc, SERVER_FAILURES):
-                    self.windows.arm(model, record.number).record(elapsed / 1e6, False, [])
+                ended = time.monotonic_ns()
+                self._observe(run.attempt(
+                    request, call, started, ended, exc, routed,
+                    final=not (falls_back and isinstance(exc, SERVER_FAILURES)),
+                ))  # fmt: skip
                 raise
-            metadata = _metadata_of(loaded)
-        elapsed = time.monotonic_ns() - started
-        if observe:
-            self.windows.arm(model, record.number).record(
-                elapsed / 1e6, True, predictions_of(outputs)
-            )
-        self.behaviour.observe(model, record.number, metadata.centroids, outputs)
-        if series is not None:
-            series.served(transport, elapsed / 1e9, _rows(outputs))
-            series.outputs.observe(outputs)
-        response = InferResponse(
-            model_name=model,
-            model_version=str(record.number),
-            outputs=outputs,
-            id=request.id,
-            parameters=metadata.totals(outputs),
-            output_parameters={o.name: o.parameters for o in request.outputs},
-        )
-        self.statistics.of(model, record.number).success.add(elapsed)
-        return Served(response=response, version=record.number, digest=record.digest)
+        ended = time.monotonic_ns()
+        self._observe(run.attempt(request, call, started, ended, None, routed, outputs=outputs))
+        record = loaded.record
+        return Served(response, record.number, record.digest, call.fallback)
 
     async def _run(
         self,
-        loaded: LoadedVersion,
+        run: _Run,
         request: InferRequest,
         deadline: float | None,
         priority: int,
         use_cache: bool,
-        series: VersionSeries | None = None,
     ) -> dict[str, np.ndarray]:
+        """Check, look up the cache, execute; what happened is noted on ``run``."""
+        loaded = run.loaded
         metadata = _metadata_of(loaded)
-        inputs = check_inputs(request, metadata.inputs)
+        inputs = run.inputs = check_inputs(request, metadata.inputs)
         check_requested(request.outputs, metadata.outputs)
-        if self.drift is not None:
-            self.drift.record(loaded.key.model, loaded.key.version, inputs)
         execution = loaded.execution
         if execution is None:
             raise Unavailable(f"{loaded.key} is not loaded")
-        stats = self.statistics.of(loaded.key.model, loaded.key.version)
         cache = loaded.cache if use_cache and cacheable(inputs) else None
         key = b""
         if cache is not None:
             lookup = time.monotonic_ns()
             key = request_digest(inputs, [o.name for o in request.outputs])
             hit = cache.get(key)
+            run.cache_ns = time.monotonic_ns() - lookup
             if hit is not None:
-                stats.cache_hit.add(time.monotonic_ns() - lookup)
-                stats.inference_count += _rows(hit)
-                if series is not None:
-                    series.cache_hits += 1
+                run.cache = CacheUse.HIT
                 return hit
-            stats.cache_miss.add(time.monotonic_ns() - lookup)
-            if series is not None:
-                series.cache_misses += 1
-        submitted_ns = time.time_ns() if self._tracing is not None else 0
-        executed = await execution.run(inputs, deadline, priority)
-        outputs = select_outputs(executed.outputs, request.outputs, metadata.outputs)
-        stats.record_execution(executed)
-        if series is not None:
-            series.executed(
-                executed.queue_ns, executed.compute_ns, executed.batch_size,
-                executed.counts_execution,
-            )  # fmt: skip
-        if self._tracing is not None:
-            self._tracing.execution(
-                submitted_ns, executed.queue_ns, executed.compute_ns, executed.batch_size
-            )
+            run.cache = CacheUse.MISS
+        run.submitted_wall_ns = time.time_ns()
+        run.executed = await execution.run(inputs, deadline, priority)
+        outputs = select_outputs(run.executed.outputs, request.outputs, metadata.outputs)
         if cache is not None:
             cache.put(key, outputs)
         return outputs
 
+    @staticmethod
+    def _response(
+        model: str, loaded: LoadedVersion, request: InferRequest, outputs: dict[str, np.ndarray]
+    ) -> InferResponse:
+        return InferResponse(
+            model_name=model,
+            model_version=str(loaded.record.number),
+            outputs=outputs,
+            id=request.id,
+            parameters=_metadata_of(loaded).totals(outputs),
+            output_parameters={o.name: o.parameters for o in request.outputs},
+        )
+
+    def _observe(self, attempt: Attempt) -> None:
+        if self._observers:
+            notify(self._observers, attempt)
+
     # -- management (repository and statistics extensions) -----------------------------------
 
-    def repository_index(self, ready_only: bool = False) -> list[dict[str, str]]:
-        rows = self._manager.repository_index()
-        return [row for row in rows if row["state"] == "READY"] if ready_only else rows
+    def repository_index(self, ready_only: bool = False) -> list[RepositoryEntry]:
+        entries = self._manager.repository_index()
+        return [e for e in entries if e.state == "READY"] if ready_only else entries
 
     async def load_model(self, model: str) -> None:
         await self._manager.load_model(model)
@@ -395,8 +393,9 @@ class DataPlane:
     async def unload_model(self, model: str) -> None:
         await self._manager.unload_model(model)
 
-    def model_statistics(self, model: str | None, version: VersionRef) -> list[dict[str, Any]]:
-        """Statistics extension rows; a version may be a number or an alias."""
+    def model_statistics(self, model: str | None, version: VersionRef) -> list[VersionStatistics]:
+        """Statistics extension rows, live: encode them before awaiting. A version may be a
+        number or an alias."""
         number: int | None = None
         if model is not None:
             self._manager.require_model(model)
@@ -404,33 +403,33 @@ class DataPlane:
                 number = version
             elif version is not None:
                 number = self._manager.resolve(model, version).key.version
-        return [stats.to_json() for stats in self.statistics.select(model, number)]
-
-    def inventory(self) -> Inventory:
-        """What this server holds, for ``/metrics`` (event loop only)."""
-        return build_inventory(self._manager, self.shadows, self.fallbacks, self.behaviour)
+        return self.statistics.select(model, number)
 
     def rejected(self, model: str, transport: str, error: PitstopError) -> None:
         """Count a request the transport refused before it reached :meth:`infer` (a body that
         does not decode), so error rates see it."""
-        if self.requests is not None:
-            self.requests.unresolved(self._registered(model), transport, error, 0.0)
+        now = time.monotonic_ns()
+        self._observe(
+            Attempt(
+                model, self._registered(model), None, "", transport, None, None, now, 0, 0, error
+            )
+        )
 
     def require_model(self, model: str) -> None:
         """Raise ModelNotFound unless the registry (as last read) has ``model``."""
         self._manager.require_model(model)
 
-    def _registered(self, model: str) -> str | None:
-        """``model`` if the registry has it (so it may be a metric label), else None."""
+    def _registered(self, model: str) -> bool:
+        """Whether the registry has ``model`` (so it may be a metric label)."""
         try:
             self._manager.require_model(model)
         except PitstopError:
-            return None
-        return model
+            return False
+        return True
 
-    def begin_shutdown(self) -> None:
+    def begin_drain(self) -> None:
         """Readiness turns false at once; requests keep being served."""
-        self._shutting_down = True
+        self._draining = True
 
     async def close(self) -> None:
         """Stop background work (shadow workers)."""

@@ -34,7 +34,7 @@ from pitstop.serving.cache import CacheOptions, ResponseCache
 from pitstop.serving.execution import DirectExecution, Execution
 from pitstop.serving.lease import Lease, LoadedVersion
 from pitstop.serving.loader import Loader, VersionLoader, failure_reason, is_transient
-from pitstop.serving.repository import repository_rows
+from pitstop.serving.repository import RepositoryEntry, repository_rows
 from pitstop.serving.version_policy import AliasKey, VersionKey, VersionState, plan
 
 log = logging.getLogger(__name__)
@@ -378,7 +378,7 @@ class ModelManager:
 
     # -- repository extension -------------------------------------------------------------------
 
-    def repository_index(self) -> list[dict[str, str]]:
+    def repository_index(self) -> list[RepositoryEntry]:
         """Every version this server targets or holds, with its V2 repository state."""
         return repository_rows(self._targets.values(), self._versions, self._held)
 

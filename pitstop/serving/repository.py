@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Collection, Iterable, Mapping
+from dataclasses import dataclass
 from typing import Final
 
 from pitstop.serving.lease import LoadedVersion
@@ -17,11 +18,31 @@ REPOSITORY_STATES: Final[Mapping[VersionState, str]] = {
 }
 
 
+@dataclass(frozen=True, slots=True)
+class RepositoryEntry:
+    """One row of the repository index."""
+
+    name: str
+    version: int
+    state: str
+    """READY, LOADING, UNLOADING or UNAVAILABLE."""
+    reason: str
+    """Why it is not READY ("" when it is)."""
+
+    def to_json(self) -> dict[str, str]:
+        return {
+            "name": self.name,
+            "version": str(self.version),
+            "state": self.state,
+            "reason": self.reason,
+        }
+
+
 def repository_rows(
     targets: Iterable[VersionKey],
     versions: Mapping[VersionKey, LoadedVersion],
     held: Collection[str],
-) -> list[dict[str, str]]:
+) -> list[RepositoryEntry]:
     """One row per version targeted or held, sorted: name, version, state (READY, LOADING,
     UNLOADING, UNAVAILABLE) and a reason when not ready. ``held`` names the models an operator
     unloaded through the repository API."""
@@ -34,7 +55,5 @@ def repository_rows(
             state, reason = "UNAVAILABLE", "not loaded"
         else:
             state, reason = REPOSITORY_STATES[loaded.state], loaded.error or ""
-        rows.append(
-            {"name": key.model, "version": str(key.version), "state": state, "reason": reason}
-        )
+        rows.append(RepositoryEntry(key.model, key.version, state, reason))
     return rows

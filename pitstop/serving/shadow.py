@@ -21,8 +21,8 @@ from typing import Any
 import numpy as np
 
 from pitstop.errors import PitstopError
+from pitstop.monitoring.outputs import OutputKind, kind_of
 from pitstop.protocol.tensor import InferRequest
-from pitstop.serving.window import EMBEDDING_WIDTH
 
 log = logging.getLogger(__name__)
 
@@ -67,12 +67,13 @@ class Comparison:
 def compare(left: np.ndarray, right: np.ndarray) -> tuple[str, float, int]:
     """``(kind, mean over rows, rows)`` for one output of the primary and the shadow."""
     rows = int(left.shape[0]) if left.ndim else 1
-    if left.dtype.kind in "biuOSU" and right.dtype.kind in "biuOSU":
+    kind = kind_of(left)
+    if kind.discrete and kind_of(right).discrete:
         a, b = left.reshape(rows, -1), right.reshape(rows, -1)
         return "disagreement", float(np.mean(np.any(a != b, axis=1))), rows
     a = left.reshape(rows, -1).astype(np.float64)
     b = right.reshape(rows, -1).astype(np.float64)
-    if a.shape[1] > EMBEDDING_WIDTH:
+    if kind is OutputKind.EMBEDDING:
         norms = np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1)
         cosine = np.sum(a * b, axis=1) / np.where(norms == 0, 1.0, norms)
         return "cosine", float(np.mean(cosine)), rows

@@ -1,7 +1,8 @@
 """Per-version request statistics for the V2 statistics extension (Triton's field names).
 
-Updated only on the event loop, O(1) per request; durations in nanoseconds from the monotonic
-clock.
+An observer of the DataPlane's attempts (see :mod:`pitstop.monitoring.attempt`): updated only on
+the event loop, O(1) per attempt; durations in nanoseconds from the monotonic clock. What the
+transports answer is :meth:`Statistics.select`; each encodes the rows (``to_json`` for REST).
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from pitstop.serving.execution import Executed
+from pitstop.monitoring.attempt import Attempt, CacheUse
 
 
 @dataclass
@@ -44,15 +45,25 @@ class VersionStatistics:
     batch_sizes: dict[int, Duration] = field(default_factory=dict)
     """Runtime calls by batch size, with their compute time (Triton's ``batch_stats``)."""
 
-    def record_execution(self, executed: Executed) -> None:
-        """Count one request served by a runtime call (the call itself is counted once)."""
-        self.inference_count += executed.batch_size if executed.counts_execution else 0
-        self.last_inference_ms = time.time_ns() // 1_000_000
-        self.queue.add(executed.queue_ns)
-        if executed.counts_execution:
-            self.execution_count += 1
-            self.compute_infer.add(executed.compute_ns)
-            self.batch_sizes.setdefault(executed.batch_size, Duration()).add(executed.compute_ns)
+    def record(self, attempt: Attempt) -> None:
+        """Count one attempt on this version."""
+        cache = attempt.cache
+        if cache is CacheUse.HIT:
+            self.cache_hit.add(attempt.cache_ns)
+            self.inference_count += attempt.rows
+        elif cache is CacheUse.MISS:
+            self.cache_miss.add(attempt.cache_ns)
+        if attempt.executed:
+            # One request served by a runtime call (the call itself is counted once).
+            counts = attempt.counts_execution
+            self.inference_count += attempt.batch_size if counts else 0
+            self.last_inference_ms = time.time_ns() // 1_000_000
+            self.queue.add(attempt.queue_ns)
+            if counts:
+                self.execution_count += 1
+                self.compute_infer.add(attempt.compute_ns)
+                self.batch_sizes.setdefault(attempt.batch_size, Duration()).add(attempt.compute_ns)
+        (self.success if attempt.error is None else self.fail).add(attempt.elapsed_ns)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -93,8 +104,9 @@ class Statistics:
             stats = self._by_version[key] = VersionStatistics(model, version)
         return stats
 
-    def record_failure(self, model: str, version: int, total_ns: int) -> None:
-        self.of(model, version).fail.add(total_ns)
+    def observe_attempt(self, attempt: Attempt) -> None:
+        if attempt.version is not None:
+            self.of(attempt.model, attempt.version).record(attempt)
 
     def select(
         self, model: str | None = None, version: int | None = None

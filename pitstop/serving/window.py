@@ -16,34 +16,22 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from pitstop.errors import is_server_failure
+from pitstop.monitoring.attempt import Attempt
+from pitstop.monitoring.outputs import row_values
 from pitstop.serving.rollout import ArmWindow
 
 RING = 20_000
-EMBEDDING_WIDTH = 32
-"""Float outputs wider than this are embeddings: their prediction number is the row's L2 norm."""
 
 
 def predictions_of(outputs: Mapping[str, np.ndarray]) -> list[float]:
-    """One number per row from the first output, for the last :data:`RING` rows at most (a window
-    keeps no more): a label or score as it is, the argmax of a narrow float matrix (class
-    probabilities), the L2 norm of a wide one (an embedding)."""
+    """One number per row from the first output (see
+    :func:`pitstop.monitoring.outputs.row_values`), for the last :data:`RING` rows at most (a
+    window keeps no more)."""
     for array in outputs.values():
         if array.ndim == 0 or array.shape[0] == 0:
             return []
-        array = array[-RING:]
-        if array.dtype.kind == "O" or array.dtype.kind in "SU":
-            return [float(hash(item) % 1_000_003) for item in array.reshape(len(array), -1)[:, 0]]
-        if array.ndim == 1:
-            values = array.astype(np.float64)
-        else:
-            flat = array.reshape(array.shape[0], -1)
-            if flat.dtype.kind == "f" and flat.shape[1] > EMBEDDING_WIDTH:
-                values = np.linalg.norm(flat.astype(np.float64), axis=1)
-            elif flat.shape[1] == 1:
-                values = flat[:, 0].astype(np.float64)
-            else:
-                values = np.argmax(flat, axis=1).astype(np.float64)
-        return values.tolist()  # type: ignore[no-any-return]
+        return row_values(array[-RING:]).tolist()  # type: ignore[no-any-return]
     return []
 
 
@@ -84,6 +72,22 @@ class Windows:
         if recorder is None:
             recorder = self._arms[(model, version)] = ArmRecorder(self._clock)
         return recorder
+
+    def observe_attempt(self, attempt: Attempt) -> None:
+        """Record policy-routed attempts on a version (plain traffic does not pay for this):
+        successes with their predictions, and server failures (a bad request is not the
+        version's fault)."""
+        if not attempt.routed or attempt.version is None:
+            return
+        error = attempt.error
+        if error is None:
+            predictions = predictions_of(attempt.outputs)
+        elif is_server_failure(error):
+            predictions = []
+        else:
+            return
+        arm = self.arm(attempt.model, attempt.version)
+        arm.record(attempt.elapsed_ns / 1e6, error is None, predictions)
 
     def window(self, model: str, version: int, since: float) -> ArmWindow:
         return self.arm(model, version).window(since)

@@ -31,6 +31,8 @@ from pitstop.protocol.tensor import (
     RequestedOutput,
     TensorSpec,
 )
+from pitstop.serving.repository import RepositoryEntry
+from pitstop.serving.statistics import VersionStatistics
 from pitstop.transports.proto import inference_pb2 as pb
 
 TYPED_FIELD: Final[dict[str, str]] = {
@@ -337,39 +339,40 @@ def encode_model_config(config: ModelConfig) -> pb.ModelConfigResponse:
     return pb.ModelConfigResponse(config=message)
 
 
-def encode_statistics(rows: Sequence[Mapping[str, Any]]) -> pb.ModelStatisticsResponse:
-    """The statistics extension's JSON rows (Triton's field names) as protobuf."""
+def encode_statistics(rows: Sequence[VersionStatistics]) -> pb.ModelStatisticsResponse:
+    """The statistics extension's rows as protobuf (Triton's field names)."""
     message = pb.ModelStatisticsResponse()
     for row in rows:
         stats = message.model_stats.add(
-            name=row["name"],
-            version=row["version"],
-            last_inference=row["last_inference"],
-            inference_count=row["inference_count"],
-            execution_count=row["execution_count"],
+            name=row.model,
+            version=str(row.version),
+            last_inference=row.last_inference_ms,
+            inference_count=row.inference_count,
+            execution_count=row.execution_count,
         )
-        _durations(row["inference_stats"], stats.inference_stats)
-        for batch in row.get("batch_stats", ()):
-            _durations(batch, stats.batch_stats.add(batch_size=batch["batch_size"]))
+        inference = stats.inference_stats
+        compute = row.compute_infer
+        for field, duration in (
+            (inference.success, row.success),
+            (inference.fail, row.fail),
+            (inference.queue, row.queue),
+            (inference.compute_infer, compute),
+            (inference.cache_hit, row.cache_hit),
+            (inference.cache_miss, row.cache_miss),
+        ):
+            field.count, field.ns = duration.count, duration.ns
+        # Not timed apart from compute_infer; Triton's clients require equal counts.
+        inference.compute_input.count = inference.compute_output.count = compute.count
+        for size, duration in sorted(row.batch_sizes.items()):
+            batch = stats.batch_stats.add(batch_size=size)
+            batch.compute_infer.count, batch.compute_infer.ns = duration.count, duration.ns
     return message
 
 
-def _durations(row: Mapping[str, Any], target: Any) -> None:
-    """Copy ``{"<kind>": {"count", "ns"}}`` entries onto the same-named message fields."""
-    for kind, duration in row.items():
-        if isinstance(duration, Mapping) and kind in target.DESCRIPTOR.fields_by_name:
-            field = getattr(target, kind)
-            field.count = duration["count"]
-            field.ns = duration["ns"]
-
-
-def encode_repository_index(rows: Sequence[Mapping[str, str]]) -> pb.RepositoryIndexResponse:
+def encode_repository_index(rows: Sequence[RepositoryEntry]) -> pb.RepositoryIndexResponse:
     message = pb.RepositoryIndexResponse()
     for row in rows:
         message.models.add(
-            name=row.get("name", ""),
-            version=row.get("version", ""),
-            state=row.get("state", ""),
-            reason=row.get("reason", ""),
+            name=row.name, version=str(row.version), state=row.state, reason=row.reason
         )
     return message

@@ -35,7 +35,7 @@ class ObservabilityApi:
         dataplane, observability = engine.dataplane, engine.observability
         exporter = MetricsExporter(
             server_version=__version__,
-            inventory=dataplane.inventory,
+            inventory=engine.inventory,
             requests=observability.requests,
             drift=observability.drift,
             cost=observability.cost_report if observability.cost is not None else None,

@@ -99,7 +99,7 @@ class OpenAIApi:
         return guarded(endpoint, self._engine, on_error=error_response)
 
     async def models(self, _request: Request) -> Response:
-        names = sorted({row["name"] for row in self._dataplane.repository_index(ready_only=True)})
+        names = sorted({row.name for row in self._dataplane.repository_index(ready_only=True)})
         data = [{"id": n, "object": "model", "created": 0, "owned_by": "pitstop"} for n in names]
         return JSONResponse({"object": "list", "data": data})
 

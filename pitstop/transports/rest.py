@@ -214,12 +214,14 @@ class RestApi:
         rows = self._dataplane.model_statistics(
             params.get("model"), parse_ref(params.get("version"))
         )
-        return JSONResponse({"model_stats": rows})
+        return JSONResponse({"model_stats": [stats.to_json() for stats in rows]})
 
     async def repository_index(self, request: Request) -> Response:
         body = await self._read_json(request, optional=True)
         ready_only = isinstance(body, dict) and body.get("ready") is True
-        return JSONResponse(self._dataplane.repository_index(ready_only))
+        return JSONResponse(
+            [entry.to_json() for entry in self._dataplane.repository_index(ready_only)]
+        )
 
     async def load(self, request: Request) -> Response:
         self._auth.require(request.headers.get("authorization"), ADMIN)

@@ -6,6 +6,7 @@ import asyncio
 
 import numpy as np
 
+from pitstop.monitoring.behaviour import BehaviourRecorder
 from pitstop.protocol.tensor import InferRequest
 from pitstop.serving.dataplane import DataPlane, ServerInfo
 from pitstop.serving.manager import ManagerOptions, ModelManager
@@ -21,7 +22,8 @@ async def test_responses_feed_norm_and_cosine_to_centroid(imported: Imported) ->
             if manager.model_ready(MODEL, None):
                 break
             await asyncio.sleep(0.05)
-        dataplane = DataPlane(manager, ServerInfo("pitstop", "test", ()))
+        behaviour = BehaviourRecorder()
+        dataplane = DataPlane(manager, ServerInfo("pitstop", "test", ()), observers=[behaviour])
         texts = np.array([b"a sentence", b"another sentence", b"word " * 300], dtype=object)
         served = await dataplane.infer(MODEL, None, InferRequest(inputs={"text": texts}))
         await dataplane.infer(MODEL, None, InferRequest(inputs={"text": texts[:1]}))
@@ -29,7 +31,7 @@ async def test_responses_feed_norm_and_cosine_to_centroid(imported: Imported) ->
         await manager.close()
         await asyncio.to_thread(registry.close)
     assert served.response.parameters == {"truncated": 1, "tokens": 4 + 4 + 256}
-    stats = dataplane.behaviour.snapshot(MODEL, imported.version.number)["embedding"]
+    stats = behaviour.snapshot(MODEL, imported.version.number)["embedding"]
     assert stats["norm"]["count"] == 4
     assert abs(stats["norm"]["mean"] - 1.0) < 1e-4
     assert 0.0 < stats["cosine_to_centroid"]["mean"] < 1.0

@@ -8,7 +8,38 @@ import numpy as np
 import pytest
 
 from pitstop.monitoring.histogram import SCORE_BUCKETS, Histogram
-from pitstop.monitoring.outputs import MAX_CLASSES, OTHER, OutputBehaviour
+from pitstop.monitoring.outputs import (
+    MAX_CLASSES,
+    OTHER,
+    OutputBehaviour,
+    OutputKind,
+    kind_of,
+    row_values,
+)
+
+
+@pytest.mark.parametrize(
+    ("array", "kind", "values"),
+    [
+        (np.array([2, 0, 1], np.int64), OutputKind.LABEL, [2.0, 0.0, 1.0]),
+        (np.array([[1], [3]], np.int32), OutputKind.LABEL, [1.0, 3.0]),
+        (np.array([0.5, 1.5], np.float32), OutputKind.SCORE, [0.5, 1.5]),
+        (np.array([[0.1, 0.9], [0.8, 0.2]]), OutputKind.PROBABILITIES, [1.0, 0.0]),
+        (np.full((2, 33), 0.5), OutputKind.EMBEDDING, [np.sqrt(33 * 0.25)] * 2),
+        (np.array([[4, 5], [6, 7]], np.int64), OutputKind.CODES, [4.0, 6.0]),
+        (np.array(["a", "a"], dtype=object), OutputKind.LABEL, None),
+    ],
+)
+def test_one_kind_and_one_number_per_row(
+    array: np.ndarray, kind: OutputKind, values: list[float] | None
+) -> None:
+    assert kind_of(array) is kind
+    numbers = row_values(array)
+    assert numbers.shape == (len(array),)
+    if values is None:  # text: hashed, equal labels give equal numbers
+        assert numbers[0] == numbers[1]
+    else:
+        np.testing.assert_allclose(numbers, values)
 
 
 @pytest.mark.parametrize(
@@ -26,7 +57,7 @@ def test_classes_are_counted_per_label(
 ) -> None:
     behaviour = OutputBehaviour()
     behaviour.observe(outputs)
-    assert behaviour.kind == "classes"
+    assert behaviour.kind in (OutputKind.LABEL, OutputKind.PROBABILITIES)
     assert behaviour.classes == classes
 
 

@@ -12,7 +12,8 @@ from collections.abc import AsyncIterator, Callable
 import numpy as np
 import pytest
 
-from pitstop.errors import DeadlineExceeded, LoadError, PitstopError
+from pitstop.errors import DeadlineExceeded, InvalidInput, LoadError, ModelNotFound, PitstopError
+from pitstop.monitoring.attempt import Attempt, CacheUse
 from pitstop.protocol.tensor import InferRequest
 from pitstop.registry import Arm, Shadow, TrafficPolicy
 from pitstop.serving.dataplane import DataPlane, ServerInfo
@@ -41,7 +42,13 @@ class Core:
         self.loader = FakeLoader()
         settings = {"replica": "test", "warmup_runs": 0, "retry_backoff_s": 0.001, **options}
         self.manager = ModelManager(self.source, ManagerOptions(**settings), self.loader)  # type: ignore[arg-type]
-        self.dataplane = DataPlane(self.manager, ServerInfo("pitstop", "test", ()))
+        self.attempts: list[Attempt] = []
+        self.dataplane = DataPlane(
+            self.manager, ServerInfo("pitstop", "test", ()), observers=[self]
+        )
+
+    def observe_attempt(self, attempt: Attempt) -> None:
+        self.attempts.append(attempt)
 
     def state(self, number: int) -> VersionState | None:
         found = [v for v in self.manager.versions_of("m") if v.key.version == number]
@@ -148,6 +155,56 @@ async def test_the_fallback_answers_when_the_chosen_version_fails(core: Core) ->
     assert served.version == 2
     assert served.fallback is not None
     assert core.dataplane.fallbacks[("m", served.fallback)] == 1
+    failed, answered = core.attempts
+    assert (failed.version, failed.routed, failed.final, failed.ok) == (1, True, False, False)
+    assert (answered.version, answered.final, answered.fallback) == (2, True, served.fallback)
+    assert answered.request_ns >= failed.elapsed_ns + answered.elapsed_ns
+    stats = {(s.version, s.success.count, s.fail.count) for s in core.dataplane.statistics.select()}
+    assert stats == {(1, 0, 1), (2, 1, 0)}
+
+
+async def test_observers_see_one_attempt_per_call_with_what_it_did(core: Core) -> None:
+    await core.settle(1, production=True)
+    assert await core.y() == 1.0
+    [served] = core.attempts
+    assert (served.model, served.version, served.transport, served.final) == ("m", 1, "other", True)
+    assert served.ok
+    assert served.rows == 1
+    assert served.batch_size == 1
+    assert served.counts_execution
+    assert served.inputs is not None
+    assert set(served.inputs) == {"x"}
+    assert served.cache is CacheUse.NONE
+    assert not served.routed
+    assert 0 < served.elapsed_ns <= served.request_ns
+    with pytest.raises(ModelNotFound):
+        await core.dataplane.infer("nope", None, ROW)
+    unknown = core.attempts[-1]
+    assert (unknown.version, unknown.registered, type(unknown.error)) == (
+        None,
+        False,
+        ModelNotFound,
+    )
+    bad = InferRequest(inputs={"x": np.ones((1, 3), np.float32)})
+    with pytest.raises(InvalidInput):
+        await core.dataplane.infer("m", None, bad)
+    refused = core.attempts[-1]
+    assert (refused.version, refused.inputs, refused.batch_size) == (1, None, 0)
+    core.dataplane.rejected("m", "rest", InvalidInput("body"))
+    assert (core.attempts[-1].registered, core.attempts[-1].request) == (True, None)
+
+
+class Broken:
+    def observe_attempt(self, attempt: Attempt) -> None:
+        raise RuntimeError("observer bug")
+
+
+async def test_a_failing_observer_never_fails_the_request(core: Core) -> None:
+    await core.settle(1, production=True)
+    dataplane = DataPlane(core.manager, ServerInfo("pitstop", "test", ()), observers=[Broken()])
+    served = await dataplane.infer("m", None, ROW)
+    assert served.version == 1
+    assert [s.success.count for s in dataplane.statistics.select()] == [1]
 
 
 async def test_a_shadow_gets_a_copy_and_its_failures_never_reach_the_client(core: Core) -> None:
@@ -160,6 +217,8 @@ async def test_a_shadow_gets_a_copy_and_its_failures_never_reach_the_client(core
     shadow.fail = True
     assert await core.y() == 1.0  # the shadow's failure is its own
     await until(lambda: shadow.calls == 2)
+    shadows = [a for a in core.attempts if a.transport == "shadow"]
+    assert [(a.version, a.ok) for a in shadows] == [(2, True), (2, False)]
 
 
 async def test_a_deadline_that_passes_in_the_queue_is_504_and_never_runs() -> None:
