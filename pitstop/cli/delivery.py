@@ -20,8 +20,16 @@ from rich.console import Console
 from rich.table import Table
 
 from pitstop.errors import InvalidInput, NotFound
-from pitstop.registry import DEFAULT_TARGET, Arm, Registry, Rollout, Shadow, TrafficPolicy
-from pitstop.serving.rollout import Guard
+from pitstop.registry import (
+    DEFAULT_TARGET,
+    Arm,
+    Guard,
+    Registry,
+    Rollout,
+    RolloutVerb,
+    Shadow,
+    TrafficPolicy,
+)
 from pitstop.settings import Settings
 
 out = Console()
@@ -108,7 +116,7 @@ def deploy(
             version,
             steps=_steps(steps or settings.rollout_steps),
             interval_s=duration_s(interval or settings.rollout_interval),
-            guard=guard.to_json(),
+            guard=guard,
             actor=ctx.actor,
             reason=reason,
         )
@@ -139,7 +147,7 @@ def rollout_status(ctx: CliContext, model: str, as_json: bool) -> None:
     _print_rollout(latest)
 
 
-def _steer(verb: str) -> click.Command:
+def _steer(verb: RolloutVerb) -> click.Command:
     @click.command(verb, help=f"{verb.capitalize()} the model's active rollout.")
     @click.argument("model")
     @click.option("--reason", help="Why, for the audit history.")
@@ -155,7 +163,7 @@ def _steer(verb: str) -> click.Command:
     return command
 
 
-for _verb in ("pause", "resume", "abort"):
+for _verb in (RolloutVerb.PAUSE, RolloutVerb.RESUME, RolloutVerb.ABORT):
     rollout.add_command(_steer(_verb))
 
 

@@ -10,7 +10,7 @@ dimension out, as Triton's do.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -92,16 +92,13 @@ def model_config(
     backend: str,
     inputs: Sequence[TensorSpec],
     outputs: Sequence[TensorSpec],
-    batching: Mapping[str, Any] | None,
+    max_batch_size: int = 0,
+    dynamic_batching: DynamicBatching | None = None,
 ) -> ModelConfig:
-    """The configuration of a model with these tensors and manifest ``batching`` section
-    (Triton's ``dynamic_batching`` names, or MLServer's ``max_batch_time`` in seconds).
-
-    ``max_batch_size`` comes from ``batching`` and is reported as 0 when the section is absent
-    or a tensor has no variable first dimension to batch along.
+    """The configuration of a model with these tensors and batching (from the manifest's
+    ``batching`` section). ``max_batch_size`` is reported as 0 (and dims in full) when batching
+    is off or a tensor has no variable first dimension to batch along.
     """
-    section = batching or {}
-    max_batch_size = _int(section.get("max_batch_size"))
     specs = [*inputs, *outputs]
     if max_batch_size > 0 and all(spec.shape[:1] == (-1,) for spec in specs):
         skip = 1
@@ -111,18 +108,6 @@ def model_config(
     def tensors(group: Sequence[TensorSpec]) -> tuple[ConfigTensor, ...]:
         return tuple(ConfigTensor(s.name, s.datatype, s.shape[skip:]) for s in group)
 
-    dynamic = None
-    if max_batch_size > 0:
-        delay = section.get("max_queue_delay_microseconds")
-        if delay is None and isinstance(section.get("max_batch_time"), int | float):
-            delay = round(float(section["max_batch_time"]) * 1e6)
-        preferred = section.get("preferred_batch_size") or ()
-        if not isinstance(preferred, list | tuple):
-            preferred = (preferred,)
-        dynamic = DynamicBatching(
-            preferred_batch_size=tuple(_int(size) for size in preferred if _int(size) > 0),
-            max_queue_delay_microseconds=_int(delay),
-        )
     return ModelConfig(
         name=name,
         platform=platform,
@@ -130,9 +115,5 @@ def model_config(
         max_batch_size=max_batch_size,
         inputs=tensors(inputs),
         outputs=tensors(outputs),
-        dynamic_batching=dynamic,
+        dynamic_batching=(dynamic_batching or DynamicBatching()) if max_batch_size > 0 else None,
     )
-
-
-def _int(value: object) -> int:
-    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0

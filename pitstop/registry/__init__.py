@@ -6,7 +6,7 @@ Alembic stay inside this package. See ``docs/model-packages.md`` for the folder 
 
 from pitstop.registry.audit import AuditEvent
 from pitstop.registry.catalog import Registry
-from pitstop.registry.delivery import Delivery, Rollout
+from pitstop.registry.delivery import Delivery
 from pitstop.registry.digest import FileEntry, digest_of, scan, verify
 from pitstop.registry.manifest import ModelManifest, read_manifest
 from pitstop.registry.names import LATEST
@@ -18,6 +18,7 @@ from pitstop.registry.records import (
     VersionRecord,
 )
 from pitstop.registry.references import References, StoredReference
+from pitstop.registry.rollouts import Guard, Rollout, RolloutState, RolloutVerb
 from pitstop.registry.serving_state import ServingState
 from pitstop.registry.store import ArtifactStore, LocalArtifactStore
 from pitstop.registry.timeline import TimelineEntry, replay, served_at
@@ -30,6 +31,7 @@ __all__ = [
     "AuditEvent",
     "Delivery",
     "FileEntry",
+    "Guard",
     "LocalArtifactStore",
     "ModelManifest",
     "ModelRecord",
@@ -38,6 +40,8 @@ __all__ = [
     "Registry",
     "RegistrySnapshot",
     "Rollout",
+    "RolloutState",
+    "RolloutVerb",
     "ServingState",
     "Shadow",
     "StoredReference",

@@ -12,9 +12,7 @@ rollout per model is active (RUNNING or PAUSED).
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta
-from typing import Any, Final
 
 from sqlalchemy import Engine, select
 from sqlalchemy.exc import IntegrityError
@@ -27,6 +25,14 @@ from pitstop.registry.audit import append_event, read_events
 from pitstop.registry.database import transaction
 from pitstop.registry.names import check_actor
 from pitstop.registry.policy import DEFAULT_TARGET, Arm, TrafficPolicy
+from pitstop.registry.rollouts import (
+    ACTIVE,
+    TRANSITIONS,
+    Guard,
+    Rollout,
+    RolloutState,
+    RolloutVerb,
+)
 from pitstop.registry.schema import (
     AliasRow,
     LeaseRow,
@@ -36,63 +42,14 @@ from pitstop.registry.schema import (
 )
 from pitstop.registry.views import bump_generation, model_row, version_row
 
-ACTIVE: Final = ("RUNNING", "PAUSED")
-TRANSITIONS: Final[dict[str, tuple[frozenset[str], str]]] = {
-    # verb → (states it may start from, state it leads to)
-    "step": (frozenset({"RUNNING"}), "RUNNING"),
-    "promote": (frozenset({"RUNNING"}), "PROMOTED"),
-    "rollback": (frozenset(ACTIVE), "ROLLED_BACK"),
-    "pause": (frozenset({"RUNNING"}), "PAUSED"),
-    "resume": (frozenset({"PAUSED"}), "RUNNING"),
-    "abort": (frozenset(ACTIVE), "ABORTED"),
-}
-
 Clock = Callable[[], datetime]
-
-
-@dataclass(frozen=True)
-class Rollout:
-    id: int
-    model: str
-    version: int
-    """The canary."""
-    baseline: int
-    """The production version when the rollout started."""
-    steps: tuple[float, ...]
-    """Canary weights in percent, e.g. (5, 25, 50, 100)."""
-    interval_s: float
-    guard: dict[str, Any]
-    step: int
-    """Index into ``steps`` of the weight in force."""
-    state: str
-    reason: str | None
-    started_at: datetime
-    step_started_at: datetime
-    updated_at: datetime
-    created_by: str
-
-    @property
-    def weight(self) -> float:
-        return self.steps[self.step]
-
-    @property
-    def active(self) -> bool:
-        return self.state in ACTIVE
-
-    def to_json(self) -> dict[str, Any]:
-        """Every field, times in ISO 8601, and the weight in force."""
-        body = asdict(self)
-        for key in ("started_at", "step_started_at", "updated_at"):
-            body[key] = body[key].isoformat()
-        body["weight"] = self.weight
-        return body
 
 
 def _rollout(model: str, row: RolloutRow) -> Rollout:
     return Rollout(
         id=row.id, model=model, version=row.version, baseline=row.baseline,
-        steps=tuple(row.steps), interval_s=row.interval_s, guard=dict(row.guard), step=row.step,
-        state=row.state, reason=row.reason, started_at=row.started_at,
+        steps=tuple(row.steps), interval_s=row.interval_s, guard=Guard.from_json(row.guard),
+        step=row.step, state=RolloutState(row.state), reason=row.reason, started_at=row.started_at,
         step_started_at=row.step_started_at, updated_at=row.updated_at, created_by=row.created_by,
     )  # fmt: skip
 
@@ -198,7 +155,7 @@ class Delivery:
         *,
         steps: Sequence[float],
         interval_s: float,
-        guard: dict[str, Any],
+        guard: Guard,
         actor: str,
         reason: str | None = None,
     ) -> Rollout:
@@ -228,9 +185,9 @@ class Delivery:
             now = self._clock()
             rollout = RolloutRow(
                 model_id=row.id, version=version, baseline=production.version_number,
-                steps=[float(s) for s in steps], interval_s=float(interval_s), guard=dict(guard),
-                step=0, state="RUNNING", reason=reason, started_at=now, step_started_at=now,
-                updated_at=now, created_by=actor,
+                steps=[float(s) for s in steps], interval_s=float(interval_s),
+                guard=guard.to_json(), step=0, state=RolloutState.RUNNING, reason=reason,
+                started_at=now, step_started_at=now, updated_at=now, created_by=actor,
             )  # fmt: skip
             session.add(rollout)
             session.flush()
@@ -265,7 +222,7 @@ class Delivery:
         return found[0] if found else None
 
     def advance(
-        self, rollout_id: int, verb: str, *, actor: str, reason: str | None = None
+        self, rollout_id: int, verb: RolloutVerb | str, *, actor: str, reason: str | None = None
     ) -> Rollout:
         """Apply ``verb`` (step, promote, rollback, pause, resume, abort) to a rollout.
 
@@ -273,8 +230,7 @@ class Delivery:
         returns the policy to 100% production; ``rollback`` and ``abort`` give the canary 0% at
         once. Conflict when the rollout's state does not allow the verb.
         """
-        if verb not in TRANSITIONS:
-            raise InvalidInput(f"unknown rollout action {verb!r}")
+        verb = RolloutVerb.parse(verb)
         allowed, target = TRANSITIONS[verb]
         with transaction(self._engine, write=True) as session:
             bump_generation(session)
@@ -287,16 +243,16 @@ class Delivery:
             now = self._clock()
             policy = self._policy_of(session, row.model_id)
             note = f"rollout {rollout_id}: {verb}" + (f" ({reason})" if reason else "")
-            if verb == "step":
+            if verb is RolloutVerb.STEP:
                 if row.step + 1 >= len(row.steps):
                     raise Conflict(f"rollout {rollout_id} is at its last step; promote it")
                 row.step += 1
                 row.step_started_at = now
                 policy = canary_policy(policy, row.version, row.steps[row.step])
-            elif verb == "resume":
+            elif verb is RolloutVerb.RESUME:
                 row.step_started_at = now
-            elif verb in ("promote", "rollback", "abort"):
-                if verb == "promote":
+            elif verb in (RolloutVerb.PROMOTE, RolloutVerb.ROLLBACK, RolloutVerb.ABORT):
+                if verb is RolloutVerb.PROMOTE:
                     move_alias(session, model_row(session, model), DEFAULT_TARGET, row.version,
                                actor=actor, reason=note, now=now)  # fmt: skip
                 policy = without_canary(policy, row.version)
@@ -344,10 +300,11 @@ class Delivery:
             policy = self._policy_of(session, row.id)
             if active is not None:
                 policy = without_canary(policy, active.version)
-                active.state, active.updated_at, active.reason = "ABORTED", now, note
+                active.state, active.updated_at, active.reason = RolloutState.ABORTED, now, note
                 append_event(
                     session, at=now, actor=actor, action="rollout.abort", model=model,
-                    version=active.version, after={"rollout": active.id, "state": "ABORTED"},
+                    version=active.version,
+                    after={"rollout": active.id, "state": RolloutState.ABORTED.value},
                     reason=note,
                 )  # fmt: skip
             policy = without_canary(policy, current.version_number)

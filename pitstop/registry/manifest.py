@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
-from typing import Any, Final, Literal, cast
+from typing import Any, Final, Literal, TypeVar, cast
 
 import yaml
 
@@ -20,17 +20,16 @@ from pitstop.errors import InvalidInput
 from pitstop.protocol.datatype import DATATYPES
 from pitstop.protocol.tensor import TensorSpec
 from pitstop.registry.mlmodel import MLMODEL_FILE, translate_mlmodel
+from pitstop.registry.options import BatchingOptions, CacheOptions, SwapPolicy
 from pitstop.runtimes.base import runtime_names
 
 MANIFEST_FILE: Final = "pitstop.yaml"
 
 SourceFormat = Literal["pitstop", "mlflow"]
+T = TypeVar("T")
 
 ARTIFACT_REQUIRED: Final = frozenset({"onnx", "sklearn", "xgboost", "lightgbm", "embeddings"})
 """Built-in runtimes that cannot work without a model file."""
-
-SWAP_POLICIES: Final = ("availability-preserving", "resource-preserving")
-"""How a new version replaces the old: load next to it first (default), or unload it first."""
 
 _FIELDS: Final = frozenset(
     {
@@ -62,17 +61,16 @@ class ModelManifest:
     """Runtime-specific parameters (JSON values)."""
     warmup: tuple[dict[str, Any], ...] = ()
     """Example V2 request bodies run before the version takes traffic."""
-    batching: dict[str, Any] | None = None
-    """Adaptive batching (Triton's ``dynamic_batching`` names, parsed by
-    ``serving.batcher.BatchingOptions``); ``None`` when not configured."""
-    cache: dict[str, Any] | None = None
-    """The response cache (``serving.cache.CacheOptions``); ``None`` when not configured."""
+    batching: BatchingOptions | None = None
+    """Adaptive batching; ``None`` when not configured (or ``max_batch_size`` 0)."""
+    cache: CacheOptions | None = None
+    """The response cache; ``None`` unless enabled."""
     source_format: SourceFormat = "pitstop"
     """Which file the manifest came from: ``pitstop.yaml`` or MLflow's ``MLmodel``."""
-    swap: str = SWAP_POLICIES[0]
-    """``availability-preserving`` (load the new version next to the old, switch, drain, unload)
-    or ``resource-preserving`` (unload the old first; brief 503s; for models too big to hold
-    twice). The policy of the version an alias moves *to* decides."""
+    swap: SwapPolicy = SwapPolicy.AVAILABILITY
+    problem: str | None = None
+    """Why a manifest stored by an older pitstop (which checked serving options only at load)
+    cannot be served; its load fails with this reason. Never set on a manifest pushed now."""
 
     def to_json(self) -> dict[str, Any]:
         """A JSON-compatible dict; :meth:`from_json` turns it back into an equal manifest."""
@@ -83,10 +81,10 @@ class ModelManifest:
             "outputs": [spec.to_json() for spec in self.outputs],
             "parameters": self.parameters,
             "warmup": list(self.warmup),
-            "batching": self.batching,
-            "cache": self.cache,
+            "batching": None if self.batching is None else self.batching.to_json(),
+            "cache": None if self.cache is None else self.cache.to_json(),
             "source_format": self.source_format,
-            "swap": self.swap,
+            "swap": self.swap.value,
         }
 
     @classmethod
@@ -96,6 +94,15 @@ class ModelManifest:
         source_format = body.get("source_format", "pitstop")
         if source_format not in ("pitstop", "mlflow"):
             raise InvalidInput(f"stored manifest: unknown source_format {source_format!r}")
+        batching = cache = None
+        swap = SwapPolicy.AVAILABILITY
+        problem = None
+        try:
+            batching = BatchingOptions.parse(body.get("batching"))
+            cache = CacheOptions.parse(body.get("cache"))
+            swap = SwapPolicy.parse(body.get("swap"))
+        except InvalidInput as exc:
+            problem = str(exc)
         return cls(
             runtime=body["runtime"],
             artifact=body.get("artifact"),
@@ -103,10 +110,11 @@ class ModelManifest:
             outputs=tuple(_stored_spec(spec) for spec in body.get("outputs", ())),
             parameters=dict(body.get("parameters") or {}),
             warmup=tuple(dict(example) for example in body.get("warmup", ())),
-            batching=_optional_dict(body.get("batching")),
-            cache=_optional_dict(body.get("cache")),
+            batching=batching,
+            cache=cache,
             source_format=cast(SourceFormat, source_format),
-            swap=body.get("swap", SWAP_POLICIES[0]),
+            swap=swap,
+            problem=problem,
         )
 
 
@@ -157,19 +165,21 @@ def parse_manifest(
         outputs=outputs,
         parameters=parameters,
         warmup=warmup,
-        batching=_json_mapping(f"{source}: batching", document.get("batching")),
-        cache=_json_mapping(f"{source}: cache", document.get("cache")),
+        batching=_option(source, BatchingOptions.parse, document.get("batching"), "batching"),
+        cache=_option(source, CacheOptions.parse, document.get("cache"), "cache"),
         source_format=source_format,
-        swap=_swap(source, document.get("swap")),
+        swap=_option(source, SwapPolicy.parse, document.get("swap"), "swap"),
     )
 
 
-def _swap(source: str, value: object) -> str:
-    if value is None:
-        return SWAP_POLICIES[0]
-    if value not in SWAP_POLICIES:
-        raise InvalidInput(f"{source}: swap: expected one of {list(SWAP_POLICIES)}, got {value!r}")
-    return str(value)
+def _option(source: str, parse: Callable[[Any], T], value: object, name: str) -> T:
+    """``parse(value)``, its error prefixed with the file; a section must be a JSON mapping."""
+    if name != "swap":
+        _json_mapping(f"{source}: {name}", value)
+    try:
+        return parse(value)
+    except InvalidInput as exc:
+        raise InvalidInput(f"{source}: {exc}") from None
 
 
 def _load_yaml(path: Path) -> object:
@@ -331,7 +341,3 @@ def _count_elements(data: object) -> int:
 
 def _stored_spec(body: Mapping[str, Any]) -> TensorSpec:
     return TensorSpec(body["name"], body["datatype"], tuple(body["shape"]))
-
-
-def _optional_dict(value: object) -> dict[str, Any] | None:
-    return None if value is None else dict(cast(Mapping[str, Any], value))

@@ -29,61 +29,15 @@ from pitstop.errors import (
     PitstopError,
     Unavailable,
 )
-from pitstop.serving.execution import Arrays, Executed, Predict, call_runtime
-
-DEFAULT_MAX_QUEUE_SIZE = 1024
-
-
-@dataclass(frozen=True)
-class BatchingOptions:
-    """The manifest's ``batching`` section (Triton's ``dynamic_batching`` names)."""
-
-    max_batch_size: int
-    max_queue_delay_microseconds: int = 0
-    preferred_batch_size: tuple[int, ...] = ()
-    max_queue_size: int = DEFAULT_MAX_QUEUE_SIZE
-    default_timeout_microseconds: int = 0
-    priority_levels: int = 1
-    default_priority_level: int = 1
-    instances: int = 1
-    """Batches that may run at once (Triton's instance count)."""
-
-    @classmethod
-    def from_manifest(cls, section: Mapping[str, Any] | None) -> BatchingOptions | None:
-        """Parse and validate; ``None`` (or ``max_batch_size`` 0) means no batching.
-        Errors are InvalidInput naming the field."""
-        if not section:
-            return None
-        known = set(cls.__dataclass_fields__) | {"max_batch_time"}
-        for key in section:
-            if key not in known:
-                raise InvalidInput(f"batching.{key}: unknown setting; known: {sorted(known)}")
-        values = {k: v for k, v in section.items() if k != "max_batch_time"}
-        if "max_batch_time" in section and "max_queue_delay_microseconds" not in section:
-            # MLServer's name, in seconds.
-            values["max_queue_delay_microseconds"] = round(float(section["max_batch_time"]) * 1e6)
-        preferred = values.pop("preferred_batch_size", ())
-        if isinstance(preferred, int):
-            preferred = (preferred,)
-        for key, value in values.items():
-            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-                raise InvalidInput(f"batching.{key}: expected an integer >= 0, got {value!r}")
-        if not isinstance(preferred, list | tuple) or not all(
-            isinstance(p, int) and p > 0 for p in preferred
-        ):
-            raise InvalidInput("batching.preferred_batch_size: expected positive integers")
-        options = cls(preferred_batch_size=tuple(sorted(preferred)), **values)
-        if options.max_batch_size == 0:
-            return None
-        if any(p > options.max_batch_size for p in options.preferred_batch_size):
-            raise InvalidInput("batching.preferred_batch_size: larger than max_batch_size")
-        if options.max_queue_size == 0:
-            raise InvalidInput("batching.max_queue_size: must be > 0 (queues are bounded)")
-        if options.priority_levels < 1 or options.instances < 1:
-            raise InvalidInput("batching.priority_levels and instances must be >= 1")
-        if not 1 <= options.default_priority_level <= options.priority_levels:
-            raise InvalidInput("batching.default_priority_level: must be in 1..priority_levels")
-        return options
+from pitstop.registry.options import BatchingOptions
+from pitstop.serving.execution import (
+    Arrays,
+    DirectExecution,
+    Executed,
+    Execution,
+    Predict,
+    call_runtime,
+)
 
 
 @dataclass(frozen=True)
@@ -340,3 +294,17 @@ def split_outputs(
     bounds = np.cumsum(rows)[:-1]
     pieces = {name: np.split(np.asarray(array), bounds) for name, array in produced.items()}
     return [{name: pieces[name][i] for name in produced} for i in range(len(rows))]
+
+
+def execution_for(
+    batching: BatchingOptions | None,
+    predict: Predict,
+    pool: Executor,
+    max_queue_size: int,
+    label: str,
+) -> Execution:
+    """How a version's requests run: through a :class:`Batcher` when its manifest configures
+    batching, else one runtime call each (bounded by ``max_queue_size`` waiting requests)."""
+    if batching is None:
+        return DirectExecution(predict, pool, max_queue_size, label)
+    return Batcher(predict, pool, batching, label)

@@ -12,42 +12,13 @@ import hashlib
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
-from typing import Any, Final
+from typing import Final
 
 import numpy as np
 
-from pitstop.errors import InvalidInput
+from pitstop.registry.options import CacheOptions
 
 Outputs = dict[str, np.ndarray]
-
-
-@dataclass(frozen=True)
-class CacheOptions:
-    """The manifest's ``cache`` section: ``{enabled: true, max_entries, max_bytes, ttl_s}``."""
-
-    max_entries: int = 10_000
-    max_bytes: int = 64 * 1024 * 1024
-    ttl_s: float = 300.0
-
-    @classmethod
-    def from_manifest(cls, section: Mapping[str, Any] | None) -> CacheOptions | None:
-        """``None`` unless the section says ``enabled: true``. Errors name the field."""
-        if not section or not section.get("enabled", False):
-            return None
-        known = {"enabled", "max_entries", "max_bytes", "ttl_s"}
-        for key, value in section.items():
-            if key not in known:
-                raise InvalidInput(f"cache.{key}: unknown setting; known: {sorted(known)}")
-            if key != "enabled" and (
-                isinstance(value, bool) or not isinstance(value, int | float) or value <= 0
-            ):
-                raise InvalidInput(f"cache.{key}: expected a positive number, got {value!r}")
-        return cls(
-            max_entries=int(section.get("max_entries", cls.max_entries)),
-            max_bytes=int(section.get("max_bytes", cls.max_bytes)),
-            ttl_s=float(section.get("ttl_s", cls.ttl_s)),
-        )
 
 
 MAX_KEYED_BYTES: Final = 1024 * 1024

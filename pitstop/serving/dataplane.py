@@ -23,16 +23,16 @@ from pitstop.errors import (
     PitstopError,
     Unavailable,
 )
-from pitstop.monitoring.attempt import NO_OUTPUTS, Attempt, CacheUse, Observer, notify
+from pitstop.monitoring.attempt import Attempt, CacheUse, Observer, notify
 from pitstop.monitoring.tracing import Tracing
-from pitstop.protocol.model_config import ModelConfig, model_config
+from pitstop.protocol.model_config import DynamicBatching, ModelConfig, model_config
 from pitstop.protocol.reference import VersionRef, parse_ref
 from pitstop.protocol.tensor import InferRequest, InferResponse, ModelMetadata
 from pitstop.registry import DEFAULT_TARGET
 from pitstop.runtimes.base import RuntimeMetadata
 from pitstop.serving.cache import cacheable, request_digest
+from pitstop.serving.call import Call, Progress
 from pitstop.serving.conformance import check_inputs, check_requested, select_outputs
-from pitstop.serving.execution import Executed
 from pitstop.serving.lease import LoadedVersion
 from pitstop.serving.manager import DEFAULT_POLICY, ModelManager
 from pitstop.serving.parameters import priority_of
@@ -60,57 +60,6 @@ class Served:
     fallback: str | None = None
     """Why the policy's fallback answered instead of the chosen arm (error, overloaded,
     deadline, unavailable), or None."""
-
-
-@dataclass(frozen=True)
-class _Call:
-    """How one :meth:`DataPlane.infer` call is served, whichever version ends up serving it."""
-
-    metadata: Mapping[str, str] | None
-    deadline: float | None
-    """Monotonic instant the request expires at; None: the server default."""
-    use_cache: bool
-    transport: str
-    started_ns: int
-    fallback: str | None = None
-    """Set on the call a policy's fallback serves: why the chosen arm did not answer."""
-
-
-class _Run:
-    """What one attempt on a leased version did so far, for its :class:`Attempt`."""
-
-    __slots__ = ("cache", "cache_ns", "executed", "inputs", "loaded", "submitted_wall_ns")
-
-    def __init__(self, loaded: LoadedVersion) -> None:
-        self.loaded = loaded
-        self.inputs: dict[str, np.ndarray] | None = None
-        self.cache = CacheUse.NONE
-        self.cache_ns = 0
-        self.submitted_wall_ns = 0
-        self.executed: Executed | None = None
-
-    def attempt(
-        self,
-        request: InferRequest,
-        call: _Call,
-        started: int,
-        ended: int,
-        error: PitstopError | None,
-        routed: bool,
-        *,
-        final: bool = True,
-        outputs: Mapping[str, np.ndarray] = NO_OUTPUTS,
-    ) -> Attempt:
-        record, metadata, executed = self.loaded.record, self.loaded.metadata, self.executed
-        return Attempt(
-            record.model, True, record.number, record.digest, call.transport, request,
-            call.metadata, started, ended - started, ended - call.started_ns, error, routed,
-            final, call.fallback, self.inputs, outputs, _rows(outputs) if error is None else 0,
-            metadata.centroids if metadata is not None else {}, self.cache, self.cache_ns,
-            self.submitted_wall_ns,
-            *((executed.queue_ns, executed.compute_ns, executed.batch_size,
-               executed.counts_execution) if executed is not None else ()),
-        )  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -190,14 +139,18 @@ class DataPlane:
         loaded = self._manager.resolve(model, version)
         metadata = _metadata_of(loaded)
         record = loaded.record
+        batching = record.manifest.batching
         return model_config(
             model,
             metadata.platform,
             record.runtime,
             metadata.inputs,
             metadata.outputs,
-            record.manifest.batching,
-        )
+            0 if batching is None else batching.max_batch_size,
+            None if batching is None else DynamicBatching(
+                batching.preferred_batch_size, batching.max_queue_delay_microseconds
+            ),
+        )  # fmt: skip
 
     async def infer(
         self,
@@ -218,7 +171,7 @@ class DataPlane:
         deadline); None means the server default (``PITSTOP_DEFAULT_TIMEOUT_US``, 0: none).
         ``transport`` (rest, grpc, openai, ...) labels its metrics. Raises only pitstop
         errors."""
-        call = _Call(metadata, deadline, use_cache, transport, time.monotonic_ns())
+        call = Call(metadata, deadline, use_cache, transport, time.monotonic_ns())
         if self._tracing is None:
             return await self._route(model, version, request, call)
         attributes = {"pitstop.model": model, "pitstop.transport": transport}
@@ -232,7 +185,7 @@ class DataPlane:
         return served
 
     async def _route(
-        self, model: str, version: VersionRef, request: InferRequest, call: _Call
+        self, model: str, version: VersionRef, request: InferRequest, call: Call
     ) -> Served:
         metadata = call.metadata
         if version is not None:
@@ -272,7 +225,7 @@ class DataPlane:
     async def _shadow_call(
         self, model: str, target: str, request: InferRequest
     ) -> Mapping[str, np.ndarray]:
-        call = _Call(None, None, False, "shadow", time.monotonic_ns())
+        call = Call(None, None, False, "shadow", time.monotonic_ns())
         if self._tracing is None:
             served = await self._serve(model, parse_ref(target), request, call)
             return served.response.outputs
@@ -291,7 +244,7 @@ class DataPlane:
         model: str,
         version: VersionRef,
         request: InferRequest,
-        call: _Call,
+        call: Call,
         *,
         routed: bool = False,
         falls_back: bool = False,
@@ -307,14 +260,16 @@ class DataPlane:
             level = priority_of(request.parameters)
             lease = self._manager.lease(model, version)
         except PitstopError as exc:
+            ended = time.monotonic_ns()
             self._observe(Attempt(
-                model, self._registered(model), None, "", call.transport, request,
-                call.metadata, started, time.monotonic_ns() - started,
-                time.monotonic_ns() - call.started_ns, exc, routed,
+                model=model, registered=self._registered(model), version=None, digest="",
+                transport=call.transport, request=request, metadata=call.metadata,
+                started_ns=started, elapsed_ns=ended - started,
+                request_ns=ended - call.started_ns, error=exc, routed=routed,
             ))  # fmt: skip
             raise
         with lease as loaded:
-            run = _Run(loaded)
+            run = Progress(loaded)
             try:
                 outputs = await self._run(run, request, expires, level, call.use_cache)
                 response = self._response(model, loaded, request, outputs)
@@ -325,14 +280,14 @@ class DataPlane:
                     final=not (falls_back and isinstance(exc, SERVER_FAILURES)),
                 ))  # fmt: skip
                 raise
-        ended = time.monotonic_ns()
-        self._observe(run.attempt(request, call, started, ended, None, routed, outputs=outputs))
+            ended = time.monotonic_ns()
+            self._observe(run.attempt(request, call, started, ended, None, routed, outputs=outputs))
         record = loaded.record
         return Served(response, record.number, record.digest, call.fallback)
 
     async def _run(
         self,
-        run: _Run,
+        run: Progress,
         request: InferRequest,
         deadline: float | None,
         priority: int,
@@ -409,11 +364,11 @@ class DataPlane:
         """Count a request the transport refused before it reached :meth:`infer` (a body that
         does not decode), so error rates see it."""
         now = time.monotonic_ns()
-        self._observe(
-            Attempt(
-                model, self._registered(model), None, "", transport, None, None, now, 0, 0, error
-            )
-        )
+        self._observe(Attempt(
+            model=model, registered=self._registered(model), version=None, digest="",
+            transport=transport, request=None, metadata=None, started_ns=now, elapsed_ns=0,
+            request_ns=0, error=error,
+        ))  # fmt: skip
 
     def require_model(self, model: str) -> None:
         """Raise ModelNotFound unless the registry (as last read) has ``model``."""
@@ -440,9 +395,3 @@ def _metadata_of(loaded: LoadedVersion) -> RuntimeMetadata:
     if loaded.metadata is None:
         raise Unavailable(f"{loaded.key} is {loaded.state.value}")
     return loaded.metadata
-
-
-def _rows(outputs: Mapping[str, np.ndarray]) -> int:
-    for array in outputs.values():
-        return int(array.shape[0]) if array.ndim else 1
-    return 1

@@ -17,8 +17,6 @@ from collections.abc import Callable, Coroutine, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from pathlib import Path
-from typing import Protocol
 
 from pitstop.errors import (
     ModelNotFound,
@@ -28,34 +26,19 @@ from pitstop.errors import (
 )
 from pitstop.protocol.reference import VersionRef
 from pitstop.registry import RegistrySnapshot, TrafficPolicy, VersionRecord
-from pitstop.runtimes.base import Runtime
-from pitstop.serving.batcher import DEFAULT_MAX_QUEUE_SIZE, Batcher, BatchingOptions
-from pitstop.serving.cache import CacheOptions, ResponseCache
-from pitstop.serving.execution import DirectExecution, Execution
+from pitstop.registry.options import DEFAULT_MAX_QUEUE_SIZE, SwapPolicy
+from pitstop.serving.batcher import execution_for
+from pitstop.serving.cache import ResponseCache
 from pitstop.serving.lease import Lease, LoadedVersion
 from pitstop.serving.loader import Loader, VersionLoader, failure_reason, is_transient
 from pitstop.serving.repository import RepositoryEntry, repository_rows
+from pitstop.serving.source import VersionSource
 from pitstop.serving.version_policy import AliasKey, VersionKey, VersionState, plan
 
 log = logging.getLogger(__name__)
 
 DEFAULT_ALIAS = "production"
 DEFAULT_POLICY = TrafficPolicy()
-
-
-class VersionSource(Protocol):
-    """What the manager needs from the registry. Every method blocks; the manager calls them
-    from worker threads."""
-
-    def generation(self) -> int: ...
-
-    def snapshot(self) -> RegistrySnapshot: ...
-
-    def fetch(self, record: VersionRecord) -> Path: ...
-
-    def record_serving_state(
-        self, replica: str, model: str, version: int, digest: str, state: str, error: str | None
-    ) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -248,7 +231,7 @@ class ModelManager:
             preserving = frozenset(
                 key.model
                 for key in targets.values()
-                if self._records[key].manifest.swap == "resource-preserving"
+                if self._records[key].manifest.swap is SwapPolicy.RESOURCES
             )
             step = plan(targets, self._routes, states, preserving)
             for key in step.load:
@@ -323,8 +306,11 @@ class ModelManager:
             loaded.runtime, loaded.metadata = runtime, metadata
             loaded.load_seconds = time.monotonic() - began
             loaded.deterministic = report.deterministic
-            loaded.execution = self._execution_for(record, runtime)
-            cache = CacheOptions.from_manifest(record.manifest.cache)
+            loaded.execution = execution_for(
+                record.manifest.batching, runtime.predict, self._pool,
+                self._options.max_queue_size, f"{record.model} v{record.number}",
+            )  # fmt: skip
+            cache = record.manifest.cache
             if cache is not None and report.deterministic:
                 loaded.cache = ResponseCache(cache)
             remark = None
@@ -340,13 +326,6 @@ class ModelManager:
         finally:
             if not self._closed:
                 await self._reconcile()
-
-    def _execution_for(self, record: VersionRecord, runtime: Runtime) -> Execution:
-        label = f"{record.model} v{record.number}"
-        batching = BatchingOptions.from_manifest(record.manifest.batching)
-        if batching is None:
-            return DirectExecution(runtime.predict, self._pool, self._options.max_queue_size, label)
-        return Batcher(runtime.predict, self._pool, batching, label)
 
     async def _fail(self, loaded: LoadedVersion, error: str) -> None:
         log.error("%s FAILED: %s", loaded.key, error)

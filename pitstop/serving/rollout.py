@@ -18,12 +18,11 @@ reason. In order:
 from __future__ import annotations
 
 import enum
-from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, fields
-from typing import Any
+from collections.abc import Sequence
+from dataclasses import dataclass
 
-from pitstop.errors import InvalidInput
 from pitstop.monitoring.drift import sample_psi
+from pitstop.registry.rollouts import Guard
 
 
 class Verdict(enum.StrEnum):
@@ -31,39 +30,6 @@ class Verdict(enum.StrEnum):
     HOLD = "HOLD"
     PROMOTE = "PROMOTE"
     ROLL_BACK = "ROLL_BACK"
-
-
-@dataclass(frozen=True)
-class Guard:
-    """Guard rails of a rollout. Defaults are deliberately tolerant of noise: an identical
-    canary must not be rolled back (tests/serving/test_rollout.py checks 50 of 50)."""
-
-    max_error_rate: float = 0.02
-    max_p99_ratio: float = 2.0
-    max_divergence: float = 0.25
-    min_requests: int = 200
-    min_predictions: int = 200
-    """Predictions each arm needs before divergence is judged (PSI over fewer is noise)."""
-    min_errors: int = 10
-    latency_floor_ms: float = 20.0
-
-    def to_json(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_json(cls, body: Mapping[str, Any] | None) -> Guard:
-        body = dict(body or {})
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(body) - known)
-        if unknown:
-            raise InvalidInput(f"guard: unknown setting {unknown[0]!r}; known: {sorted(known)}")
-        try:
-            guard = cls(**{k: type(getattr(cls(), k))(v) for k, v in body.items()})
-        except (TypeError, ValueError) as exc:
-            raise InvalidInput(f"guard: {exc}") from exc
-        if guard.min_requests < 1 or guard.max_error_rate < 0 or guard.max_p99_ratio <= 0:
-            raise InvalidInput("guard: min_requests >= 1, max_error_rate >= 0, max_p99_ratio > 0")
-        return guard
 
 
 @dataclass(frozen=True)

@@ -18,15 +18,19 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from pitstop.registry import Delivery, Rollout
-from pitstop.serving.rollout import Guard, Judgement, Verdict, judge
+from pitstop.registry import Delivery, Rollout, RolloutState, RolloutVerb
+from pitstop.serving.rollout import Judgement, Verdict, judge
 from pitstop.serving.window import Windows
 
 log = logging.getLogger(__name__)
 
 LEASE = "rollout-controller"
 ACTOR = "rollout-controller"
-VERBS = {Verdict.STEP_UP: "step", Verdict.PROMOTE: "promote", Verdict.ROLL_BACK: "rollback"}
+VERBS = {
+    Verdict.STEP_UP: RolloutVerb.STEP,
+    Verdict.PROMOTE: RolloutVerb.PROMOTE,
+    Verdict.ROLL_BACK: RolloutVerb.ROLLBACK,
+}
 
 
 @dataclass(frozen=True)
@@ -74,7 +78,7 @@ class RolloutController:
         if not held:
             return []
         rollouts = await asyncio.to_thread(self._delivery.rollouts, None, active_only=True)
-        return [await self._evaluate(r) for r in rollouts if r.state == "RUNNING"]
+        return [await self._evaluate(r) for r in rollouts if r.state is RolloutState.RUNNING]
 
     async def _evaluate(self, rollout: Rollout) -> Decision:
         since = rollout.step_started_at.timestamp()
@@ -84,7 +88,7 @@ class RolloutController:
             rollout.model, rollout.baseline, rollout.started_at.timestamp()
         )
         last = rollout.step == len(rollout.steps) - 1
-        judgement = judge(canary, baseline, Guard.from_json(rollout.guard), last)
+        judgement = judge(canary, baseline, rollout.guard, last)
         due = self._clock() - since >= rollout.interval_s
         act = judgement.verdict is Verdict.ROLL_BACK or (
             due and judgement.verdict is not Verdict.HOLD

@@ -29,8 +29,6 @@ from pitstop.errors import InvalidInput, LoadError, PitstopError
 from pitstop.protocol.json_codec import decode_input, decode_request
 from pitstop.registry import ModelManifest
 from pitstop.runtimes.base import Runtime, RuntimeContext, RuntimeMetadata, resolve_runtime
-from pitstop.serving.batcher import BatchingOptions
-from pitstop.serving.cache import CacheOptions
 from pitstop.serving.conformance import check_inputs
 
 DEFAULT_RTOL = 1e-4
@@ -110,8 +108,8 @@ def load_and_validate(
 ) -> tuple[Runtime, RuntimeMetadata, WarmupReport]:
     """Check the manifest's serving options, construct, load and warm up; the runtime is
     unloaded again if anything fails."""
-    BatchingOptions.from_manifest(manifest.batching)
-    CacheOptions.from_manifest(manifest.cache)
+    if manifest.problem is not None:
+        raise InvalidInput(f"pitstop.yaml: {manifest.problem}")
     runtime = build_runtime(
         path, manifest, trust_pickle=trust_pickle, trust_code=trust_code, threads=threads
     )

@@ -24,14 +24,16 @@ from starlette.routing import Route
 
 from pitstop import errors
 from pitstop.engine import Engine
-from pitstop.registry import TrafficPolicy
+from pitstop.registry import Guard, RolloutVerb, TrafficPolicy
 from pitstop.security.token import ADMIN, READ, Authenticator
-from pitstop.serving.rollout import Guard
 from pitstop.transports.body import read_json_object
 from pitstop.transports.kit import Endpoint, guarded
 
 MAX_BODY = 1024 * 1024
 PREFIX = "/v2/pitstop/models/{model}"
+
+STEERING = frozenset({RolloutVerb.PAUSE, RolloutVerb.RESUME, RolloutVerb.ABORT})
+"""What an operator may do to a running rollout over HTTP (the controller steps it)."""
 
 
 class AdminApi:
@@ -110,21 +112,22 @@ class AdminApi:
             raise errors.InvalidInput("'guard' must be an object")
         rollout = await asyncio.to_thread(
             self._delivery.start_rollout, request.path_params["model"], version,
-            steps=list(steps), interval_s=float(interval), guard=Guard.from_json(guard).to_json(),
+            steps=list(steps), interval_s=float(interval), guard=Guard.from_json(guard),
             actor=actor, reason=_reason(body),
         )  # fmt: skip
         return rollout.to_json()
 
     async def rollout(self, request: Request, actor: str) -> Any:
         model, action = request.path_params["model"], request.path_params["action"]
-        if action not in ("pause", "resume", "abort"):
+        if action not in STEERING:
             raise errors.NotFound(f"unknown rollout action {action!r}; use pause, resume, abort")
+        verb = RolloutVerb(action)
         body = await _body(request, optional=True)
         active = await asyncio.to_thread(self._delivery.active_rollout, model)
         if active is None:
             raise errors.NotFound(f"model {model!r} has no active rollout")
         updated = await asyncio.to_thread(
-            self._delivery.advance, active.id, action, actor=actor, reason=_reason(body)
+            self._delivery.advance, active.id, verb, actor=actor, reason=_reason(body)
         )
         return updated.to_json()
 

@@ -6,12 +6,30 @@ from typing import Any
 
 import pytest
 
-from pitstop.protocol.model_config import DynamicBatching, model_config
+from pitstop.protocol.model_config import DynamicBatching, ModelConfig
+from pitstop.protocol.model_config import model_config as build
 from pitstop.protocol.tensor import TensorSpec
+from pitstop.registry.options import BatchingOptions
 
 X = TensorSpec("x", "FP32", (-1, 4))
 LABEL = TensorSpec("label", "INT64", (-1,))
 FIXED = TensorSpec("fixed", "BYTES", (2, 3))
+
+
+def model_config(
+    name: str,
+    platform: str,
+    backend: str,
+    inputs: tuple[TensorSpec, ...],
+    outputs: tuple[TensorSpec, ...],
+    section: dict[str, Any] | None,
+) -> ModelConfig:
+    """As the DataPlane builds it from a manifest's ``batching`` section."""
+    options = BatchingOptions.parse(section)
+    if options is None:
+        return build(name, platform, backend, inputs, outputs)
+    dynamic = DynamicBatching(options.preferred_batch_size, options.max_queue_delay_microseconds)
+    return build(name, platform, backend, inputs, outputs, options.max_batch_size, dynamic)
 
 
 @pytest.mark.parametrize(
@@ -23,7 +41,6 @@ FIXED = TensorSpec("fixed", "BYTES", (2, 3))
         ((X,), {"max_batch_size": 8}, 8, [(4,), ()]),
         # A tensor without a variable first dimension cannot be batched along it.
         ((X, FIXED), {"max_batch_size": 8}, 0, [(-1, 4), (2, 3), (-1,)]),
-        ((X,), {"max_batch_size": "8"}, 0, [(-1, 4), (-1,)]),
     ],
 )
 def test_max_batch_size_and_dims(
@@ -48,7 +65,7 @@ def test_max_batch_size_and_dims(
         ),
         (
             {"max_batch_size": 8, "max_batch_time": 0.002, "preferred_batch_size": [2, 8]},
-            DynamicBatching((2, 8), 2000),
+            DynamicBatching((2, 8), 2000),  # MLServer's name, in seconds
         ),
     ],
 )

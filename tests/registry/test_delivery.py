@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from pitstop.errors import Conflict, InvalidInput, NotFound, VersionNotFound
-from pitstop.registry import Arm, Registry, Shadow, TrafficPolicy, replay, served_at
+from pitstop.registry import Arm, Guard, Registry, Shadow, TrafficPolicy, replay, served_at
 
 
 @pytest.fixture
@@ -46,12 +46,12 @@ def test_policy_naming_a_missing_version_is_refused(fraud: Registry) -> None:
 def test_rollout_steps_then_promotes(fraud: Registry) -> None:
     delivery = fraud.delivery
     rollout = delivery.start_rollout(
-        "fraud", 3, steps=[5, 50], interval_s=60, guard={}, actor="carol"
+        "fraud", 3, steps=[5, 50], interval_s=60, guard=Guard(), actor="carol"
     )
     assert (rollout.baseline, rollout.steps, rollout.weight) == (2, (5.0, 50.0, 100.0), 5.0)
     assert delivery.policy("fraud").weight_of("3") == 5
     with pytest.raises(Conflict, match="already active"):
-        delivery.start_rollout("fraud", 3, steps=[5], interval_s=60, guard={}, actor="carol")
+        delivery.start_rollout("fraud", 3, steps=[5], interval_s=60, guard=Guard(), actor="carol")
     rollout = delivery.advance(rollout.id, "step", actor="ctl", reason="ok")
     assert delivery.policy("fraud").weight_of("3") == 50
     rollout = delivery.advance(rollout.id, "step", actor="ctl")
@@ -67,7 +67,7 @@ def test_rollout_steps_then_promotes(fraud: Registry) -> None:
 
 def test_rollback_of_a_rollout_gives_the_canary_nothing(fraud: Registry) -> None:
     delivery = fraud.delivery
-    rollout = delivery.start_rollout("fraud", 3, steps=[25], interval_s=1, guard={}, actor="c")
+    rollout = delivery.start_rollout("fraud", 3, steps=[25], interval_s=1, guard=Guard(), actor="c")
     rolled = delivery.advance(rollout.id, "rollback", actor="ctl", reason="error rate 100%")
     assert (rolled.state, rolled.reason) == ("ROLLED_BACK", "error rate 100%")
     assert delivery.policy("fraud").weight_of("3") == 0
@@ -78,7 +78,7 @@ def test_rollback_of_a_rollout_gives_the_canary_nothing(fraud: Registry) -> None
 
 def test_pause_resume_abort(fraud: Registry) -> None:
     delivery = fraud.delivery
-    rollout = delivery.start_rollout("fraud", 3, steps=[10], interval_s=1, guard={}, actor="c")
+    rollout = delivery.start_rollout("fraud", 3, steps=[10], interval_s=1, guard=Guard(), actor="c")
     assert delivery.advance(rollout.id, "pause", actor="c").state == "PAUSED"
     with pytest.raises(Conflict):
         delivery.advance(rollout.id, "step", actor="c")
@@ -90,16 +90,16 @@ def test_pause_resume_abort(fraud: Registry) -> None:
 def test_rollout_validation(fraud: Registry) -> None:
     delivery = fraud.delivery
     with pytest.raises(InvalidInput, match="steps"):
-        delivery.start_rollout("fraud", 3, steps=[50, 5], interval_s=1, guard={}, actor="c")
+        delivery.start_rollout("fraud", 3, steps=[50, 5], interval_s=1, guard=Guard(), actor="c")
     with pytest.raises(Conflict, match="already serves"):
-        delivery.start_rollout("fraud", 2, steps=[5], interval_s=1, guard={}, actor="c")
+        delivery.start_rollout("fraud", 2, steps=[5], interval_s=1, guard=Guard(), actor="c")
     with pytest.raises(VersionNotFound):
-        delivery.start_rollout("fraud", 9, steps=[5], interval_s=1, guard={}, actor="c")
+        delivery.start_rollout("fraud", 9, steps=[5], interval_s=1, guard=Guard(), actor="c")
 
 
 def test_rollback_goes_to_the_previous_production_version(fraud: Registry) -> None:
     delivery = fraud.delivery
-    delivery.start_rollout("fraud", 3, steps=[5], interval_s=1, guard={}, actor="c")
+    delivery.start_rollout("fraud", 3, steps=[5], interval_s=1, guard=Guard(), actor="c")
     assert delivery.rollback("fraud", actor="oncall", reason="p99") == 1
     assert fraud.aliases("fraud")["production"] == 1
     assert delivery.active_rollout("fraud") is None
@@ -139,7 +139,7 @@ def test_timeline_answers_what_served_when(db_url: str, tmp_path, make_package) 
         registry.set_alias("m", "production", 1, actor="a")  # 09:00
         tick(60)
         rollout = registry.delivery.start_rollout(  # 10:00 → v2 5%
-            "m", 2, steps=[5, 50], interval_s=60, guard={}, actor="a"
+            "m", 2, steps=[5, 50], interval_s=60, guard=Guard(), actor="a"
         )
         tick(60)
         registry.delivery.advance(rollout.id, "step", actor="ctl", reason="ok")  # 11:00 → 50%

@@ -11,6 +11,7 @@ import pytest
 from pitstop.errors import InvalidInput
 from pitstop.protocol.tensor import TensorSpec
 from pitstop.registry import ModelManifest, read_manifest
+from pitstop.registry.options import BatchingOptions, CacheOptions, SwapPolicy
 
 from .conftest import MakePackage
 
@@ -24,7 +25,8 @@ FULL: dict[str, Any] = {
         {"inputs": [{"name": "x", "datatype": "FP32", "shape": [1, 4], "data": [1, 2, 3, 4]}]}
     ],
     "batching": {"max_batch_size": 8},
-    "cache": {},
+    "cache": {"enabled": True, "ttl_s": 5},
+    "swap": "resource-preserving",
 }
 
 
@@ -38,11 +40,41 @@ def test_full_manifest_round_trips_through_json(make_package: MakePackage) -> No
         outputs=(TensorSpec("label", "INT64", (-1,)),),
         parameters={"format": "skops"},
         warmup=(FULL["warmup"][0],),
-        batching={"max_batch_size": 8},
-        cache={},
+        batching=BatchingOptions(max_batch_size=8),
+        cache=CacheOptions(ttl_s=5.0),
         source_format="pitstop",
+        swap=SwapPolicy.RESOURCES,
     )
     assert ModelManifest.from_json(manifest.to_json()) == manifest
+
+
+@pytest.mark.parametrize(
+    ("section", "value", "fragment"),
+    [
+        ("batching", {"max_batch_size": 8, "nope": 1}, "pitstop.yaml: batching.nope"),
+        ("batching", {"max_queue_delay_microseconds": 5}, "batching.max_batch_size: required"),
+        ("batching", [8], "pitstop.yaml: batching"),
+        ("cache", {"enabled": "yes"}, "pitstop.yaml: cache.enabled"),
+        ("cache", {"enabled": True, "ttl_s": 0}, "pitstop.yaml: cache.ttl_s"),
+        ("swap", "fast", "pitstop.yaml: swap: expected one of"),
+    ],
+)
+def test_serving_options_are_checked_when_pushed(
+    make_package: MakePackage, section: str, value: object, fragment: str
+) -> None:
+    folder = make_package(manifest={**FULL, section: value}, files={"model.skops": b"s"})
+    with pytest.raises(InvalidInput, match=re.escape(fragment)):
+        read_manifest(folder)
+
+
+def test_a_stored_manifest_with_bad_options_reads_but_names_its_problem() -> None:
+    """Older pitstops checked serving options at load only: such a version must not break the
+    registry read; its load fails with the reason."""
+    stored = {"runtime": "python", "batching": {"max_batch_size": 8, "nope": 1}}
+    manifest = ModelManifest.from_json(stored)
+    assert manifest.batching is None
+    assert manifest.problem is not None
+    assert "batching.nope" in manifest.problem
 
 
 def test_minimal_python_manifest(make_package: MakePackage) -> None:

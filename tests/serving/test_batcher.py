@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 
 from pitstop.errors import DeadlineExceeded, InternalError, InvalidInput, Overloaded
-from pitstop.serving.batcher import Batcher, BatchingOptions, Queued, decide
+from pitstop.registry.options import BatchingOptions
+from pitstop.serving.batcher import Batcher, Queued, decide
 
 A, B = ("a",), ("b",)
 
@@ -86,18 +87,18 @@ def test_decide(what, queue, now, options, expired, take, wait) -> None:
 )
 def test_invalid_batching_options_name_the_field(section: dict, fragment: str) -> None:
     with pytest.raises(InvalidInput, match=fragment):
-        BatchingOptions.from_manifest(section)
+        BatchingOptions.parse(section)
 
 
 def test_batching_options_accept_triton_and_mlserver_names() -> None:
-    options = BatchingOptions.from_manifest(
+    options = BatchingOptions.parse(
         {"max_batch_size": 32, "max_batch_time": 0.002, "preferred_batch_size": [8, 4]}
     )
     assert options is not None
     assert options.max_queue_delay_microseconds == 2000
     assert options.preferred_batch_size == (4, 8)
-    assert BatchingOptions.from_manifest({"max_batch_size": 0}) is None
-    assert BatchingOptions.from_manifest(None) is None
+    assert BatchingOptions.parse({"max_batch_size": 0}) is None
+    assert BatchingOptions.parse(None) is None
 
 
 class Recorder:

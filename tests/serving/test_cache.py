@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 
 from pitstop.errors import InvalidInput
+from pitstop.registry.options import CacheOptions
 from pitstop.serving.cache import (
     MAX_KEYED_BYTES,
     MAX_KEYED_ELEMENTS,
-    CacheOptions,
     ResponseCache,
     cacheable,
     request_digest,
@@ -82,11 +82,11 @@ def test_digest_is_canonical() -> None:
 
 
 def test_cache_options() -> None:
-    assert CacheOptions.from_manifest(None) is None
-    assert CacheOptions.from_manifest({"enabled": False}) is None
-    assert CacheOptions.from_manifest({"enabled": True, "ttl_s": 5}).ttl_s == 5
+    assert CacheOptions.parse(None) is None
+    assert CacheOptions.parse({"enabled": False}) is None
+    assert CacheOptions.parse({"enabled": True, "ttl_s": 5}).ttl_s == 5
     with pytest.raises(InvalidInput, match=r"cache\.ttl_s"):
-        CacheOptions.from_manifest({"enabled": True, "ttl_s": -1})
+        CacheOptions.parse({"enabled": True, "ttl_s": -1})
 
 
 @pytest.mark.parametrize(

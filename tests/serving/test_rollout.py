@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from pitstop.errors import InvalidInput
-from pitstop.registry import Arm, Shadow, TrafficPolicy
-from pitstop.serving.rollout import ArmWindow, Guard, Verdict, judge
+from pitstop.registry import Arm, Guard, Shadow, TrafficPolicy
+from pitstop.serving.rollout import ArmWindow, Verdict, judge
 from pitstop.serving.traffic import choose, shadows_for, sticky_number
 
 G = Guard(min_requests=100, min_errors=8, min_predictions=100)

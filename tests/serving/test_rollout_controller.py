@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from pitstop.registry import Rollout
+from pitstop.registry import Guard, Rollout, RolloutState
 from pitstop.serving.rollout_controller import RolloutController
 from pitstop.serving.window import Windows
 
@@ -55,8 +55,8 @@ class FakeDelivery:
 def rollout(step: int = 0, steps: tuple[float, ...] = (10, 50, 100)) -> Rollout:
     at = datetime.fromtimestamp(START, UTC)
     return Rollout(
-        id=1, model="m", version=2, baseline=1, steps=steps, interval_s=60.0, guard=dict(GUARD),
-        step=step, state="RUNNING", reason=None, started_at=at, step_started_at=at,
+        id=1, model="m", version=2, baseline=1, steps=steps, interval_s=60.0, guard=Guard(**GUARD),
+        step=step, state=RolloutState.RUNNING, reason=None, started_at=at, step_started_at=at,
         updated_at=at, created_by="test",
     )  # fmt: skip
 
@@ -125,6 +125,6 @@ async def test_only_the_lease_holder_judges_and_paused_rollouts_are_left_alone()
     traffic(windows, clock, 2, 50, 10)
     delivery = FakeDelivery([rollout()], lease_holder="replica-b")
     assert await controller(delivery, windows, clock).tick() == []
-    paused = FakeDelivery([replace(rollout(), state="PAUSED")])
+    paused = FakeDelivery([replace(rollout(), state=RolloutState.PAUSED)])
     assert await controller(paused, windows, clock).tick() == []
     assert paused.actions == []

@@ -1,0 +1,27 @@
+"""The registry as the serving layer reads it: the seam the ModelManager and its loader use.
+
+The registry (:class:`pitstop.registry.Registry`) is the production implementation; tests drive
+the manager with a fake one (``tests/serving/fakes.py``).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Protocol
+
+from pitstop.registry import RegistrySnapshot, VersionRecord
+
+
+class VersionSource(Protocol):
+    """What the manager needs from the registry. Every method blocks; the manager calls them
+    from worker threads."""
+
+    def generation(self) -> int: ...
+
+    def snapshot(self) -> RegistrySnapshot: ...
+
+    def fetch(self, record: VersionRecord) -> Path: ...
+
+    def record_serving_state(
+        self, replica: str, model: str, version: int, digest: str, state: str, error: str | None
+    ) -> None: ...
