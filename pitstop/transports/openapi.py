@@ -11,8 +11,9 @@ from __future__ import annotations
 
 from typing import Any, Final
 
+from pitstop.transports.schemas import OBJECT, SCHEMAS, Schema
+
 JSON: Final = "application/json"
-Schema = dict[str, Any]
 
 ERROR_REASONS: Final = {
     400: "The request is malformed; the message names the field",
@@ -25,195 +26,6 @@ ERROR_REASONS: Final = {
     501: "The request asks for something the model or server does not support",
     503: "Not ready: the model, version or server cannot serve now",
     504: "The request's deadline passed before it was served",
-}
-
-_OBJECT: Final[Schema] = {"type": "object"}
-_TENSOR_DATA: Final[Schema] = {
-    "description": "Row-major elements: numbers, booleans or strings, flat or nested",
-    "type": "array",
-}
-_PARAMETERS: Final[Schema] = {
-    "type": "object",
-    "additionalProperties": {"type": ["string", "number", "boolean"]},
-}
-_TENSOR_METADATA: Final[Schema] = {
-    "type": "object",
-    "required": ["name", "datatype", "shape"],
-    "properties": {
-        "name": {"type": "string"},
-        "datatype": {"type": "string"},
-        "shape": {"type": "array", "items": {"type": "integer"}},
-    },
-}
-
-SCHEMAS: Final[dict[str, Schema]] = {
-    "Error": {
-        "type": "object",
-        "required": ["error"],
-        "properties": {"error": {"type": "string"}},
-    },
-    "OpenAIError": {
-        "type": "object",
-        "required": ["error"],
-        "properties": {
-            "error": {
-                "type": "object",
-                "required": ["message", "type"],
-                "properties": {
-                    "message": {"type": "string"},
-                    "type": {"type": "string"},
-                    "param": {"type": ["string", "null"]},
-                    "code": {"type": ["string", "null"]},
-                },
-            }
-        },
-    },
-    "ServerMetadata": {
-        "type": "object",
-        "required": ["name", "version", "extensions"],
-        "properties": {
-            "name": {"type": "string"},
-            "version": {"type": "string"},
-            "extensions": {"type": "array", "items": {"type": "string"}},
-        },
-    },
-    "ModelMetadata": {
-        "type": "object",
-        "required": ["name", "platform", "inputs", "outputs"],
-        "properties": {
-            "name": {"type": "string"},
-            "versions": {"type": "array", "items": {"type": "string"}},
-            "platform": {"type": "string"},
-            "inputs": {"type": "array", "items": _TENSOR_METADATA},
-            "outputs": {"type": "array", "items": _TENSOR_METADATA},
-        },
-    },
-    "Ready": {
-        "type": "object",
-        "required": ["ready"],
-        "properties": {"name": {"type": "string"}, "ready": {"type": "boolean"}},
-    },
-    "Live": {"type": "object", "required": ["live"], "properties": {"live": {"type": "boolean"}}},
-    "InferenceRequest": {
-        "type": "object",
-        "required": ["inputs"],
-        "properties": {
-            "id": {"type": "string"},
-            "parameters": _PARAMETERS,
-            "inputs": {
-                "type": "array",
-                "items": {
-                    "type": "object",
-                    "required": ["name", "shape", "datatype"],
-                    "properties": {
-                        "name": {"type": "string"},
-                        "shape": {"type": "array", "items": {"type": "integer", "minimum": 0}},
-                        "datatype": {
-                            "type": "string",
-                            "enum": [
-                                "BOOL",
-                                "UINT8",
-                                "UINT16",
-                                "UINT32",
-                                "UINT64",
-                                "INT8",
-                                "INT16",
-                                "INT32",
-                                "INT64",
-                                "FP16",
-                                "FP32",
-                                "FP64",
-                                "BYTES",
-                            ],
-                        },
-                        "parameters": _PARAMETERS,
-                        "data": _TENSOR_DATA,
-                    },
-                },
-            },
-            "outputs": {
-                "type": "array",
-                "items": {
-                    "type": "object",
-                    "required": ["name"],
-                    "properties": {"name": {"type": "string"}, "parameters": _PARAMETERS},
-                },
-            },
-        },
-    },
-    "InferenceResponse": {
-        "type": "object",
-        "required": ["model_name", "outputs"],
-        "properties": {
-            "model_name": {"type": "string"},
-            "model_version": {"type": "string"},
-            "id": {"type": "string"},
-            "parameters": _PARAMETERS,
-            "outputs": {
-                "type": "array",
-                "items": {
-                    "type": "object",
-                    "required": ["name", "shape", "datatype"],
-                    "properties": {
-                        "name": {"type": "string"},
-                        "shape": {"type": "array", "items": {"type": "integer"}},
-                        "datatype": {"type": "string"},
-                        "parameters": _PARAMETERS,
-                        "data": _TENSOR_DATA,
-                    },
-                },
-            },
-        },
-    },
-    "Statistics": {
-        "type": "object",
-        "required": ["model_stats"],
-        "properties": {"model_stats": {"type": "array", "items": _OBJECT}},
-    },
-    "RepositoryIndex": {
-        "type": "array",
-        "items": {
-            "type": "object",
-            "required": ["name", "state"],
-            "properties": {
-                "name": {"type": "string"},
-                "version": {"type": "string"},
-                "state": {"type": "string"},
-                "reason": {"type": "string"},
-            },
-        },
-    },
-    "EmbeddingsRequest": {
-        "type": "object",
-        "required": ["model", "input"],
-        "properties": {
-            "model": {"type": "string", "description": "A model name, or name@version"},
-            "input": {
-                "oneOf": [
-                    {"type": "string"},
-                    {"type": "array", "items": {"type": "string"}},
-                ]
-            },
-            "encoding_format": {"type": "string", "enum": ["float", "base64"]},
-            "dimensions": {"type": "integer"},
-            "user": {"type": "string"},
-        },
-    },
-    "Embeddings": {
-        "type": "object",
-        "required": ["object", "data", "model"],
-        "properties": {
-            "object": {"const": "list"},
-            "data": {"type": "array", "items": _OBJECT},
-            "model": {"type": "string"},
-            "usage": _OBJECT,
-        },
-    },
-    "ModelList": {
-        "type": "object",
-        "required": ["object", "data"],
-        "properties": {"object": {"const": "list"}, "data": {"type": "array", "items": _OBJECT}},
-    },
 }
 
 
@@ -254,7 +66,7 @@ def _operation(
     responses: dict[str, Any] = {
         "200": {
             "description": "OK",
-            "content": {success_type: {"schema": success if success is not None else _OBJECT}},
+            "content": {success_type: {"schema": success if success is not None else OBJECT}},
         }
     }
     for status, schema in (extra or {}).items():
@@ -362,10 +174,10 @@ def _management() -> dict[str, Schema]:
     return {
         prefix + "/traffic": {
             "get": _secured("The traffic policy", "admin", refused),
-            "put": _secured("Set the traffic policy", "admin", changes, body=_OBJECT),
+            "put": _secured("Set the traffic policy", "admin", changes, body=OBJECT),
         },
         prefix + "/deploy": {
-            "post": _secured("Start a progressive rollout", "admin", conflicts, body=_OBJECT)
+            "post": _secured("Start a progressive rollout", "admin", conflicts, body=OBJECT)
         },
         prefix + "/rollout/{action}": {
             "post": _secured(
