@@ -19,6 +19,7 @@ from pitstop.registry import Arm, Shadow, TrafficPolicy
 from pitstop.serving.dataplane import DataPlane, ServerInfo
 from pitstop.serving.manager import ManagerOptions, ModelManager
 from pitstop.serving.version_policy import VersionState
+from pitstop.serving.window import Windows
 from tests.serving.fakes import FakeLoader, FakeSource
 
 pytestmark = pytest.mark.timeout(10)
@@ -43,8 +44,9 @@ class Core:
         settings = {"replica": "test", "warmup_runs": 0, "retry_backoff_s": 0.001, **options}
         self.manager = ModelManager(self.source, ManagerOptions(**settings), self.loader)  # type: ignore[arg-type]
         self.attempts: list[Attempt] = []
+        self.windows = Windows()
         self.dataplane = DataPlane(
-            self.manager, ServerInfo("pitstop", "test", ()), observers=[self]
+            self.manager, ServerInfo("pitstop", "test", ()), observers=[self, self.windows]
         )
 
     def observe_attempt(self, attempt: Attempt) -> None:
@@ -159,6 +161,11 @@ async def test_the_fallback_answers_when_the_chosen_version_fails(core: Core) ->
     assert (failed.version, failed.routed, failed.final, failed.ok) == (1, True, False, False)
     assert (answered.version, answered.final, answered.fallback) == (2, True, served.fallback)
     assert answered.request_ns >= failed.elapsed_ns + answered.elapsed_ns
+    # The rollout judge sees the policy-routed arm's failure, not the fallback's answer.
+    assert (core.windows.window("m", 1, 0).errors, core.windows.window("m", 2, 0).requests) == (
+        1,
+        0,
+    )
     stats = {(s.version, s.success.count, s.fail.count) for s in core.dataplane.statistics.select()}
     assert stats == {(1, 0, 1), (2, 1, 0)}
 
