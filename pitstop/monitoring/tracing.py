@@ -38,11 +38,6 @@ class RequestSpan:
         self._token = token
         self._detach = detach
 
-    @property
-    def trace_id(self) -> str:
-        """32 hex digits, as in ``traceparent`` (for log lines)."""
-        return f"{self._span.get_span_context().trace_id:032x}"
-
     def end(self, error: BaseException | None = None) -> None:
         if error is not None:
             self._span.record_exception(error)

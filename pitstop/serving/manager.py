@@ -22,7 +22,6 @@ from pitstop.errors import (
     ModelNotFound,
     PitstopError,
     Unavailable,
-    VersionNotFound,
 )
 from pitstop.protocol.reference import VersionRef
 from pitstop.registry import RegistrySnapshot, TrafficPolicy, VersionRecord
@@ -32,12 +31,12 @@ from pitstop.serving.cache import ResponseCache
 from pitstop.serving.lease import Lease, LoadedVersion
 from pitstop.serving.loader import Loader, VersionLoader, failure_reason, is_transient
 from pitstop.serving.repository import RepositoryEntry, repository_rows
+from pitstop.serving.routing import DEFAULT_ALIAS, resolve
 from pitstop.serving.source import VersionSource
 from pitstop.serving.version_policy import AliasKey, VersionKey, VersionState, plan
 
 log = logging.getLogger(__name__)
 
-DEFAULT_ALIAS = "production"
 DEFAULT_POLICY = TrafficPolicy()
 
 
@@ -110,40 +109,7 @@ class ModelManager:
         self.require_model(model)
         if model in self._held:
             raise Unavailable(f"model {model!r} was unloaded through the repository API")
-        if not isinstance(ref, int):
-            alias = ref or DEFAULT_ALIAS
-            target = self._targets.get(AliasKey(model, alias))
-            if target is None:
-                raise VersionNotFound(f"model {model!r} has no alias {alias!r}")
-            routed = self._routes.get(AliasKey(model, alias))
-            if routed is None:
-                raise Unavailable(self._why_unavailable(model, alias, target))
-            return self._versions[routed]
-        key = VersionKey(model, ref)
-        loaded = self._versions.get(key)
-        if loaded is not None and loaded.state is VersionState.READY:
-            return loaded
-        if loaded is not None or key in self._records:
-            state = "not loaded yet" if loaded is None else loaded.state.value
-            detail = f": {loaded.error}" if loaded is not None and loaded.error else ""
-            raise Unavailable(f"model {model!r} version {ref} is {state}{detail}")
-        served = sorted(
-            k.version
-            for k, v in self._versions.items()
-            if k.model == model and v.state is VersionState.READY
-        )
-        raise VersionNotFound(
-            f"model {model!r} version {ref} is not served here; "
-            f"served versions: {served or 'none'} (point an alias at a version to serve it)"
-        )
-
-    def _why_unavailable(self, model: str, alias: str, target: VersionKey) -> str:
-        loaded = self._versions.get(target)
-        if loaded is None:
-            return f"model {model!r} ({alias} → v{target.version}) is not loaded yet"
-        if loaded.state is VersionState.FAILED:
-            return f"model {model!r} ({alias} → v{target.version}) failed to load: {loaded.error}"
-        return f"model {model!r} ({alias} → v{target.version}) is {loaded.state.value}"
+        return resolve(model, ref, self._targets, self._routes, self._versions, self._records)
 
     # -- state ----------------------------------------------------------------------------------
 
