@@ -6,6 +6,7 @@ Nothing reads the environment anywhere else; the values are passed down as plain
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -25,6 +26,20 @@ class Settings(BaseSettings):
 
     artifact_root: Path | None = None
     """Folder of the local content-addressed artifact store. Default: ``<home>/artifacts``."""
+
+    artifacts_url: str | None = None
+    """Where artifacts live: ``file:///<folder>`` or ``s3://<bucket>[/<prefix>]`` (S3 or an
+    S3-compatible store; endpoint, region and credentials from the standard ``AWS_*``
+    variables and the SDK's credential chain). Default: the local store (``artifact_root``)."""
+
+    cache_dir: Path | None = None
+    """This host's cache of a remote store's artifacts. Default: ``<home>/cache``."""
+
+    cache_max_bytes: int = Field(default=20 * 1024**3, gt=0)
+    """Bound on that cache; least recently used artifacts nobody serves are removed first."""
+
+    s3_addressing_style: Literal["auto", "path", "virtual"] = "auto"
+    """How bucket names appear in S3 URLs; many S3-compatible servers want ``path``."""
 
     host: str = "127.0.0.1"
     """Address the server binds. Only loopback unless told otherwise."""
@@ -169,3 +184,6 @@ class Settings(BaseSettings):
 
     def resolved_artifact_root(self) -> Path:
         return (self.artifact_root or self.home / "artifacts").resolve()
+
+    def resolved_cache_dir(self) -> Path:
+        return (self.cache_dir or self.home / "cache").resolve()

@@ -35,9 +35,7 @@ class Context:
 
     @contextmanager
     def registry(self) -> Iterator[Registry]:
-        registry = Registry.open(
-            self.settings.resolved_registry_url(), self.settings.resolved_artifact_root()
-        )
+        registry = Registry.from_settings(self.settings)
         try:
             yield registry
         finally:

@@ -138,9 +138,7 @@ class Engine:
 
     def _build(self) -> tuple[Registry, ModelManager, DataPlane, Observability]:
         settings = self.settings
-        registry = Registry.open(
-            settings.resolved_registry_url(), settings.resolved_artifact_root()
-        )
+        registry = Registry.from_settings(settings)
         manager = ModelManager(
             registry,
             ManagerOptions(

@@ -12,7 +12,9 @@ gaps or races) and lets a server notice any change by polling one number.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+import logging
+import threading
+from collections.abc import Callable, Collection, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
@@ -22,7 +24,7 @@ from sqlalchemy import Engine, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from pitstop.errors import Conflict, InvalidInput, VersionNotFound
+from pitstop.errors import ArtifactIntegrityError, Conflict, InvalidInput, VersionNotFound
 from pitstop.protocol.reference import natural
 from pitstop.registry.aliases import move_alias, remove_alias
 from pitstop.registry.audit import AuditEvent, append_event, read_events
@@ -44,7 +46,7 @@ from pitstop.registry.schema import (
     VersionRow,
 )
 from pitstop.registry.serving_state import ServingState, clear_states, read_states, upsert_state
-from pitstop.registry.store import ArtifactStore, LocalArtifactStore
+from pitstop.registry.store import ArtifactStore, LocalArtifactStore, open_store
 from pitstop.registry.views import (
     bump_generation,
     current_generation,
@@ -55,6 +57,9 @@ from pitstop.registry.views import (
     version_record,
     version_row,
 )
+from pitstop.settings import Settings
+
+log = logging.getLogger(__name__)
 
 _PUSH_ATTEMPTS: Final = 5
 
@@ -103,6 +108,19 @@ class Registry:
             clock or (lambda: datetime.now(UTC)),
         )
 
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Registry:
+        """The registry and artifact store ``settings`` name (``PITSTOP_REGISTRY_URL``,
+        ``PITSTOP_ARTIFACTS_URL``, ...), as ``pitstop serve`` and the CLI open them."""
+        store = open_store(
+            settings.artifacts_url,
+            settings.resolved_artifact_root(),
+            settings.resolved_cache_dir(),
+            settings.cache_max_bytes,
+            settings.s3_addressing_style,
+        )
+        return cls.open(settings.resolved_registry_url(), store=store)
+
     def close(self) -> None:
         """Release the database connections. The registry is unusable afterwards."""
         self._engine.dispose()
@@ -140,7 +158,8 @@ class Registry:
         change is audited under ``actor`` with ``reason``. ``progress(done, total)`` reports
         bytes hashed. Content already registered for this model returns that version with
         ``created=False`` (aliases are still applied; versions, meta included, never change);
-        :class:`Conflict` if it was registered with different trust flags.
+        :class:`Conflict` if it was registered with different trust flags. ``progress`` runs
+        twice over the bytes: hashing, then storing (copying or uploading).
         """
         check_name("model name", name)
         for alias in aliases:
@@ -149,8 +168,12 @@ class Registry:
         check_actor(actor)
         manifest = read_manifest(source)
         total = sum(size for _, _, size in list_files(source))
-        digest, entries = scan(source, None if progress is None else lambda n: progress(n, total))
-        self._store.put(source, digest, entries)
+        digest, entries = scan(
+            source, None if progress is None else lambda n: progress(n, 2 * total)
+        )
+        self._store.put(
+            source, digest, entries, None if progress is None else _stored(progress, total)
+        )
         for attempt in range(_PUSH_ATTEMPTS):
             try:
                 with transaction(self._engine, write=True) as session:
@@ -348,8 +371,21 @@ class Registry:
         ``progress`` gets the bytes verified so far.
         """
         folder = self._store.local_path(record.digest)
-        verify(folder, record.digest, record.files, label=record.label, progress=progress)
+        try:
+            verify(folder, record.digest, record.files, label=record.label, progress=progress)
+        except ArtifactIntegrityError:
+            # A remote store's local copy went bad (disk, tampering on the host): fetch it
+            # again, verified on the way in, and verify once more.
+            if not self._store.discard_local_copy(record.digest):
+                raise
+            log.warning("local copy of %s failed verification; downloading it again", record.label)
+            folder = self._store.local_path(record.digest)
+            verify(folder, record.digest, record.files, label=record.label, progress=progress)
         return folder
+
+    def trim_local_copies(self, keep: Collection[str]) -> None:
+        """See :meth:`ArtifactStore.trim_local_copies`."""
+        self._store.trim_local_copies(keep)
 
     # -- serving states ------------------------------------------------------------------------
 
@@ -384,3 +420,18 @@ class Registry:
         """Forget everything ``replica`` reported (a starting server has nothing loaded)."""
         with transaction(self._engine, write=True) as session:
             clear_states(session, replica)
+
+
+def _stored(progress: Callable[[int, int], None], total: int) -> Callable[[int], None]:
+    """The second half of a push's progress: bytes stored, counted from any thread."""
+    lock = threading.Lock()
+    stored = 0
+
+    def on_bytes(count: int) -> None:
+        nonlocal stored
+        with lock:
+            stored += count
+            done = stored
+        progress(total + done, 2 * total)
+
+    return on_bytes

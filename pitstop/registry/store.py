@@ -1,4 +1,10 @@
-"""Artifact stores: where the files of each version live, addressed by their content digest."""
+"""Artifact stores: where the files of each version live, addressed by their content digest.
+
+:func:`open_store` picks one from ``PITSTOP_ARTIFACTS_URL``: ``file://<folder>`` (the default,
+a :class:`LocalArtifactStore` under ``<home>/artifacts``) or ``s3://<bucket>/<prefix>`` (an
+:class:`~pitstop.registry.s3_store.S3ArtifactStore` with a per-host
+:class:`~pitstop.registry.artifact_cache.ArtifactCache`).
+"""
 
 from __future__ import annotations
 
@@ -8,9 +14,10 @@ import os
 import shutil
 import stat
 import uuid
-from collections.abc import Iterable
+from collections.abc import Callable, Collection, Iterable
 from pathlib import Path
 from typing import Protocol
+from urllib.parse import unquote, urlsplit
 
 from pitstop.errors import ArtifactIntegrityError, InvalidInput
 from pitstop.registry.digest import CHUNK_BYTES, FileEntry, digest_hex, digest_of
@@ -35,12 +42,20 @@ class ArtifactStore(Protocol):
         """True when the artifact is fully stored."""
         ...
 
-    def put(self, source: Path, digest: str, entries: Iterable[FileEntry]) -> None:
+    def put(
+        self,
+        source: Path,
+        digest: str,
+        entries: Iterable[FileEntry],
+        progress: Callable[[int], None] | None = None,
+    ) -> None:
         """Store the files ``entries`` names, read from the folder ``source``.
 
         Idempotent: returns at once when the artifact is already stored. Raises
         :class:`~pitstop.errors.InvalidInput` when a source file no longer matches its entry
-        (it changed after it was hashed) or the entries do not make ``digest``.
+        (it changed after it was hashed) or the entries do not make ``digest``, and
+        :class:`~pitstop.errors.Unavailable` when a remote store cannot be reached.
+        ``progress`` gets byte counts as they are stored (from any thread).
         """
         ...
 
@@ -48,13 +63,26 @@ class ArtifactStore(Protocol):
         """A local folder holding the artifact's files, to be treated as read-only.
 
         A remote store downloads into a local cache first. Raises
-        :class:`~pitstop.errors.ArtifactIntegrityError` when the artifact is not stored.
+        :class:`~pitstop.errors.ArtifactIntegrityError` when the artifact is not stored (or a
+        downloaded file does not match), :class:`~pitstop.errors.Unavailable` when a remote
+        store cannot be reached.
         """
+        ...
+
+    def discard_local_copy(self, digest: str) -> bool:
+        """Forget a local copy that failed verification, so that the next
+        :meth:`local_path` fetches it again. False when there is nothing to fetch again from
+        (the local store is its own copy)."""
         ...
 
     def delete(self, digest: str) -> None:
         """Remove the artifact if present (garbage collection). Callers make sure no version
         refers to it any more."""
+        ...
+
+    def trim_local_copies(self, keep: Collection[str]) -> None:
+        """Bring a remote store's local cache within its bound, least recently used first,
+        never removing the digests in ``keep``. Nothing to do for the local store."""
         ...
 
 
@@ -75,7 +103,13 @@ class LocalArtifactStore:
     def has(self, digest: str) -> bool:
         return self._final(digest).is_dir()
 
-    def put(self, source: Path, digest: str, entries: Iterable[FileEntry]) -> None:
+    def put(
+        self,
+        source: Path,
+        digest: str,
+        entries: Iterable[FileEntry],
+        progress: Callable[[int], None] | None = None,
+    ) -> None:
         entries = tuple(entries)
         if digest_of(entries) != digest:
             raise InvalidInput(f"the file list does not make digest {digest}")
@@ -87,7 +121,7 @@ class LocalArtifactStore:
         staging.mkdir(parents=True)
         try:
             for entry in entries:
-                _copy_checked(source, staging, entry)
+                copy_checked(source, staging, entry, progress)
             try:
                 os.rename(staging, final)
             except OSError as exc:
@@ -104,6 +138,12 @@ class LocalArtifactStore:
             raise ArtifactIntegrityError(f"artifact {digest} is missing from the store {self.root}")
         return final
 
+    def discard_local_copy(self, digest: str) -> bool:
+        return False
+
+    def trim_local_copies(self, keep: Collection[str]) -> None:
+        return None
+
     def delete(self, digest: str) -> None:
         final = self._final(digest)
         if not final.exists():
@@ -115,7 +155,9 @@ class LocalArtifactStore:
         _remove_tree(doomed)
 
 
-def _copy_checked(source: Path, staging: Path, entry: FileEntry) -> None:
+def copy_checked(
+    source: Path, staging: Path, entry: FileEntry, progress: Callable[[int], None] | None = None
+) -> None:
     """Copy one file and check the copy: the source may have changed since it was scanned."""
     relative = Path(*entry.path.split("/"))
     target = staging / relative
@@ -129,6 +171,8 @@ def _copy_checked(source: Path, staging: Path, entry: FileEntry) -> None:
         while chunk := reader.read(CHUNK_BYTES):
             hasher.update(chunk)
             writer.write(chunk)
+            if progress is not None:
+                progress(len(chunk))
     if hasher.hexdigest() != entry.sha256:
         raise InvalidInput(f"file {entry.path!r} changed while it was being pushed; push again")
     os.chmod(target, stat.S_IRUSR | stat.S_IRGRP | stat.S_IROTH)
@@ -137,3 +181,33 @@ def _copy_checked(source: Path, staging: Path, entry: FileEntry) -> None:
 def _remove_tree(path: Path) -> None:
     # Read-only files are removable on POSIX because their folders stay writable.
     shutil.rmtree(path)
+
+
+def open_store(
+    artifacts_url: str | None,
+    artifact_root: Path,
+    cache_root: Path,
+    cache_max_bytes: int,
+    s3_addressing_style: str = "auto",
+) -> ArtifactStore:
+    """The store ``artifacts_url`` names (None: the local store under ``artifact_root``).
+    InvalidInput naming ``PITSTOP_ARTIFACTS_URL`` for anything else."""
+    if not artifacts_url:
+        return LocalArtifactStore(artifact_root)
+    parts = urlsplit(artifacts_url)
+    if parts.scheme == "file" and not parts.netloc and parts.path:
+        return LocalArtifactStore(Path(unquote(parts.path)))
+    if parts.scheme == "s3" and parts.netloc and not parts.query and not parts.fragment:
+        from pitstop.registry.artifact_cache import ArtifactCache
+        from pitstop.registry.s3_store import S3ArtifactStore
+
+        return S3ArtifactStore(
+            parts.netloc,
+            unquote(parts.path),
+            ArtifactCache(cache_root, cache_max_bytes),
+            addressing_style=s3_addressing_style,
+        )
+    raise InvalidInput(
+        f"PITSTOP_ARTIFACTS_URL: expected file:///<folder> or s3://<bucket>[/<prefix>], "
+        f"got {artifacts_url!r}"
+    )

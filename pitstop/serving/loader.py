@@ -14,7 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Protocol
 
-from pitstop.errors import PitstopError
+from pitstop.errors import PitstopError, Unavailable
 from pitstop.registry import VersionRecord
 from pitstop.runtimes.base import Runtime, RuntimeMetadata
 from pitstop.serving.warmup import WarmupReport, load_and_validate
@@ -74,9 +74,10 @@ class VersionLoader:
 
 
 def is_transient(exc: BaseException) -> bool:
-    """Worth retrying: a timeout or an unexpected exception (an I/O error, say); not a refused,
-    tampered or failing version, which pitstop's own errors describe."""
-    return not isinstance(exc, PitstopError) or isinstance(exc, TimeoutError)
+    """Worth retrying: a timeout, an unreachable artifact store (Unavailable) or an unexpected
+    exception (an I/O error, say); not a refused, tampered or failing version, which pitstop's
+    own errors describe."""
+    return not isinstance(exc, PitstopError) or isinstance(exc, TimeoutError | Unavailable)
 
 
 def failure_reason(exc: BaseException) -> str:

@@ -6,6 +6,7 @@ the manager with a fake one (``tests/serving/fakes.py``).
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from pathlib import Path
 from typing import Protocol
 
@@ -25,3 +26,8 @@ class VersionSource(Protocol):
     def record_serving_state(
         self, replica: str, model: str, version: int, digest: str, state: str, error: str | None
     ) -> None: ...
+
+    def trim_local_copies(self, keep: Collection[str]) -> None:
+        """Let a remote artifact store's host cache drop what is not in ``keep`` (digests this
+        process holds) once it is over its bound; nothing for a local store."""
+        ...

@@ -74,6 +74,9 @@ class FakeSource:
     def fetch(self, _record: VersionRecord) -> Path:
         raise AssertionError("the fake loader never fetches")
 
+    def trim_local_copies(self, _keep: object) -> None:
+        return None
+
     def record_serving_state(
         self, _replica: str, model: str, version: int, _digest: str, state: str, _e: str | None
     ) -> None:
