@@ -8,6 +8,7 @@ PitstopError
  │    └── VersionNotFound
  ├── Conflict               the change contradicts the registry's current state
  ├── Unavailable            the model exists but cannot serve right now (not loaded, draining)
+ │    └── RegistryUnavailable   the registry's database cannot be reached
  ├── Overloaded             a bounded queue is full; retry later
  ├── DeadlineExceeded       the request's deadline passed before it could be served
  ├── Unsupported            a feature or datatype this server does not implement
@@ -51,6 +52,11 @@ class Conflict(PitstopError):
 
 class Unavailable(PitstopError):
     """The model exists but cannot serve right now: not loaded yet, failed, or shutting down."""
+
+
+class RegistryUnavailable(Unavailable):
+    """The registry's database cannot be reached (or answered with a connection-level error).
+    What a server has loaded keeps serving; registry reads and changes wait for it."""
 
 
 class Overloaded(PitstopError):

@@ -111,7 +111,7 @@ class S3Server:
             return
         os.kill(process.pid, signal.SIGTERM)
         try:
-            process.wait(timeout=10)
+            process.wait(timeout=3)  # its data is the test's to throw away: no long goodbyes
         except subprocess.TimeoutExpired:
             os.kill(process.pid, signal.SIGKILL)
             process.wait(timeout=10)

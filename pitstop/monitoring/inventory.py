@@ -44,4 +44,8 @@ class Inventory:
     shadow_requests: Mapping[tuple[str, str], tuple[int, int]] = field(default_factory=dict)
     """(model, target) → (copies sent, copies failed)."""
     load_failures: Mapping[str, int] = field(default_factory=dict)
+    registry_up: bool = True
+    """Whether the last registry read succeeded."""
+    registry_failures: int = 0
+    """Registry reads that failed since the server started."""
     """Model → failed loads (after retries) since start."""

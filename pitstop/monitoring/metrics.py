@@ -232,8 +232,16 @@ def _inventory_families(inventory: Inventory) -> Iterator[Metric]:
     )  # fmt: skip
     for model, count in sorted(inventory.load_failures.items()):
         failures.add_metric([model], count)
+    registry_up = GaugeMetricFamily(
+        "pitstop_registry_up", "1 when the last registry read succeeded, 0 while unreachable."
+    )
+    registry_up.add_metric([], 1.0 if inventory.registry_up else 0.0)
+    registry_failures = CounterMetricFamily(
+        "pitstop_registry_read_failures", "Registry reads that failed (outages, timeouts)."
+    )
+    registry_failures.add_metric([], inventory.registry_failures)
     yield from (state, info, depth, inflight, load, loaded, nondeterministic, norm, cosine, weight)
-    yield from (fallbacks, shadow, shadow_failed, dropped, failures)
+    yield from (fallbacks, shadow, shadow_failed, dropped, failures, registry_up, registry_failures)
 
 
 def _drift_families(drift: DriftMonitor) -> Iterator[Metric]:

@@ -33,6 +33,7 @@ from pitstop.registry.delivery import Delivery
 from pitstop.registry.digest import FileEntry, list_files, scan, verify
 from pitstop.registry.manifest import ModelManifest, read_manifest
 from pitstop.registry.names import LATEST, check_actor, check_alias, check_meta, check_name
+from pitstop.registry.notices import ChangeNotices, can_listen
 from pitstop.registry.records import (
     ModelRecord,
     PushResult,
@@ -351,6 +352,15 @@ class Registry:
         at most ``limit``. An unknown model simply has no history."""
         with transaction(self._engine, write=False) as session:
             return read_events(session, model, limit=limit, since=since)
+
+    def listen(self, on_change: Callable[[], None]) -> Callable[[], None] | None:
+        """Call ``on_change`` (from another thread) whenever the catalog changes, and after
+        every reconnect; returns the function that stops listening. None when the database
+        cannot announce changes (SQLite): poll :meth:`generation` instead."""
+        url = self._engine.url.render_as_string(hide_password=False)
+        if not can_listen(url):
+            return None
+        return ChangeNotices(url, on_change).start().stop
 
     def generation(self) -> int:
         """A number that increases with every catalog change (versions, aliases). One cheap

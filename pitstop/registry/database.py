@@ -18,11 +18,17 @@ from alembic import command
 from alembic.config import Config
 from sqlalchemy import Engine, create_engine, event, make_url, text
 from sqlalchemy.engine import Connection
+from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.orm import Session
 from sqlalchemy.pool import StaticPool
 
+from pitstop.errors import RegistryUnavailable
+
 BUSY_TIMEOUT_S: Final = 30.0
 """How long a SQLite writer waits for another one before giving up."""
+
+CONNECT_TIMEOUT_S: Final = 5
+"""How long connecting to PostgreSQL may take before the registry counts as unreachable."""
 
 MIGRATION_LOCK_KEY: Final = 0x7069_7473_746F_70  # "pitstop": the advisory lock for migrations
 
@@ -37,6 +43,12 @@ def open_engine(url: str) -> Engine:
     only.
     """
     parsed = make_url(url)
+    if parsed.get_backend_name() == "postgresql":
+        # Bound how long an unreachable server can hold a caller (libpq waits forever).
+        timeout = (
+            {} if "connect_timeout" in parsed.query else {"connect_timeout": CONNECT_TIMEOUT_S}
+        )
+        return create_engine(parsed, pool_pre_ping=True, connect_args=timeout)
     if parsed.get_backend_name() != "sqlite":
         return create_engine(parsed, pool_pre_ping=True)
     database = parsed.database or ""
@@ -92,15 +104,31 @@ def transaction(engine: Engine, *, write: bool, consistent: bool = False) -> Ite
     """A session in one short transaction, committed on success and rolled back on error.
 
     ``write`` takes SQLite's write lock up front. ``consistent`` makes every statement see the
-    same snapshot (PostgreSQL's REPEATABLE READ; a SQLite transaction always does).
+    same snapshot (PostgreSQL's REPEATABLE READ; a SQLite transaction always does). A database
+    that cannot be reached (refused, timed out, connection lost) raises
+    :class:`~pitstop.errors.RegistryUnavailable` naming it, in one line.
     """
-    with engine.connect() as connection:
+    with reachable(engine), engine.connect() as connection:
         options: dict[str, Any] = {_WRITE: write}
         if consistent and connection.dialect.name == "postgresql":
             options["isolation_level"] = "REPEATABLE READ"
         connection.execution_options(**options)
         with Session(bind=connection) as session, session.begin():
             yield session
+
+
+@contextmanager
+def reachable(engine: Engine) -> Iterator[None]:
+    """Turn connection-level database failures into RegistryUnavailable (one line, naming the
+    database without its password); anything else passes through."""
+    try:
+        yield
+    except (OperationalError, InterfaceError) as exc:
+        if isinstance(exc.orig, sqlite3.OperationalError) and "locked" in str(exc.orig):
+            raise  # SQLite contention, not an outage: the caller's retry logic handles it
+        where = engine.url.render_as_string(hide_password=True)
+        detail = str(exc.orig or exc).strip().splitlines()[0] if str(exc.orig or exc) else ""
+        raise RegistryUnavailable(f"registry unreachable ({where}): {detail}") from exc
 
 
 def alembic_config(connection: Connection) -> Config:
@@ -121,7 +149,7 @@ def upgrade(engine: Engine) -> None:
     All migrations run in one transaction that first takes a lock (SQLite: the write lock;
     PostgreSQL: an advisory lock), so a concurrent starter waits and then finds nothing to do.
     """
-    with engine.connect() as connection:
+    with reachable(engine), engine.connect() as connection:
         connection.execution_options(**{_WRITE: True})
         with connection.begin():
             if connection.dialect.name == "postgresql":

@@ -13,6 +13,7 @@ from pitstop.errors import ModelNotFound, VersionNotFound
 from pitstop.protocol.reference import natural
 from pitstop.registry.digest import FileEntry
 from pitstop.registry.manifest import ModelManifest
+from pitstop.registry.notices import CHANNEL
 from pitstop.registry.policy import TrafficPolicy
 from pitstop.registry.records import ModelRecord, RegistrySnapshot, VersionRecord
 from pitstop.registry.schema import AliasRow, CatalogStateRow, ModelRow, PolicyRow, VersionRow
@@ -45,12 +46,19 @@ def latest_number(session: Session, model: ModelRow) -> int | None:
 
 def bump_generation(session: Session) -> None:
     """The first statement of every catalog change: it takes the ``catalog_state`` row lock,
-    which serialises writers, and moves the generation servers poll."""
-    session.execute(
+    which serialises writers, and moves the generation servers poll. On PostgreSQL it also
+    queues a change notice (see :mod:`pitstop.registry.notices`), sent when the change
+    commits."""
+    bump = (
         update(CatalogStateRow)
         .where(CatalogStateRow.id == 1)
         .values(generation=CatalogStateRow.generation + 1)
     )
+    if session.get_bind().dialect.name != "postgresql":
+        session.execute(bump)
+        return
+    generation = session.execute(bump.returning(CatalogStateRow.generation)).scalar_one()
+    session.execute(select(func.pg_notify(CHANNEL, str(generation))))
 
 
 def current_generation(session: Session) -> int:

@@ -55,4 +55,6 @@ def build_inventory(
             for key, comparison in shadows.comparisons.items()
         },
         load_failures=dict(manager.load_failures),
+        registry_up=manager.contact.reachable,
+        registry_failures=manager.contact.failures,
     )

@@ -21,6 +21,7 @@ from datetime import UTC, datetime
 from pitstop.errors import (
     ModelNotFound,
     PitstopError,
+    RegistryUnavailable,
     Unavailable,
 )
 from pitstop.protocol.reference import VersionRef
@@ -28,6 +29,7 @@ from pitstop.registry import RegistrySnapshot, TrafficPolicy, VersionRecord
 from pitstop.registry.options import DEFAULT_MAX_QUEUE_SIZE, SwapPolicy
 from pitstop.serving.batcher import execution_for
 from pitstop.serving.cache import ResponseCache
+from pitstop.serving.contact import RegistryContact, follow
 from pitstop.serving.lease import Lease, LoadedVersion
 from pitstop.serving.loader import Loader, VersionLoader, failure_reason, is_transient
 from pitstop.serving.repository import RepositoryEntry, repository_rows
@@ -83,6 +85,8 @@ class ModelManager:
         """Notified after every state change, for callers that wait for an outcome."""
         self._held: set[str] = set()
         """Models an operator unloaded through the repository API; not served until loaded."""
+        self.contact = RegistryContact()
+        """Whether the registry answered the last read, and since when."""
         self.load_failures: Counter[str] = Counter()
         """Model → versions that ended FAILED since start (after retries), for metrics."""
 
@@ -156,13 +160,14 @@ class ModelManager:
         return True
 
     async def watch(self, interval_s: float) -> None:
-        """Poll the registry's generation until cancelled. Errors are logged, never fatal."""
-        while True:
-            try:
-                await self.refresh()
-            except Exception:
-                log.exception("registry refresh failed; serving what is loaded")
-            await asyncio.sleep(interval_s)
+        """Follow the registry until cancelled (:func:`pitstop.serving.contact.follow`: on
+        change notices where the registry sends them, polling otherwise; a failed read is never
+        fatal); after an outage, report every version's state again."""
+        await follow(self._source, self.refresh, self.contact, interval_s, self._report_states)
+
+    async def _report_states(self) -> None:
+        for loaded in list(self._versions.values()):
+            await self._set_state(loaded, loaded.state, loaded.error)
 
     def _apply_snapshot(self, snapshot: RegistrySnapshot) -> None:
         self._snapshot = snapshot
@@ -237,6 +242,8 @@ class ModelManager:
                 state.value,
                 error,
             )
+        except RegistryUnavailable as exc:
+            log.warning("could not record state %s of %s: %s", state.value, loaded.key, exc)
         except Exception:
             log.exception("could not record state %s of %s", state.value, loaded.key)
 

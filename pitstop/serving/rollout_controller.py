@@ -18,6 +18,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from pitstop.errors import RegistryUnavailable
 from pitstop.registry import Delivery, Rollout, RolloutState, RolloutVerb
 from pitstop.serving.rollout import Judgement, Verdict, judge
 from pitstop.serving.window import Windows
@@ -64,6 +65,8 @@ class RolloutController:
             while True:
                 try:
                     await self.tick()
+                except RegistryUnavailable as exc:
+                    log.warning("rollout controller waits for the registry: %s", exc)
                 except Exception:
                     log.exception("rollout controller tick failed")
                 await asyncio.sleep(self._tick_s)

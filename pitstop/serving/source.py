@@ -6,7 +6,7 @@ the manager with a fake one (``tests/serving/fakes.py``).
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from pathlib import Path
 from typing import Protocol
 
@@ -18,6 +18,12 @@ class VersionSource(Protocol):
     from worker threads."""
 
     def generation(self) -> int: ...
+
+    def listen(self, on_change: Callable[[], None]) -> Callable[[], None] | None:
+        """Call ``on_change`` from another thread on every registry change (and after every
+        reconnect); return the function that stops it, or None when the registry cannot
+        announce changes and must be polled."""
+        ...
 
     def snapshot(self) -> RegistrySnapshot: ...
 

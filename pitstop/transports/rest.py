@@ -176,11 +176,17 @@ class RestApi:
         return guarded(endpoint, self._engine)
 
     async def live(self, _request: Request) -> Response:
-        return JSONResponse({"live": self._dataplane.live()})
+        registry = self._engine.manager.contact.to_json()
+        return JSONResponse({"live": self._dataplane.live(), "registry": registry})
 
     async def ready(self, _request: Request) -> Response:
+        """Ready once production versions serve; the registry's reach is reported, never
+        required (a replica that has loaded what it serves stays ready through an outage)."""
         ready = self._dataplane.ready()
-        return JSONResponse({"ready": ready}, status_code=200 if ready else 503)
+        registry = self._engine.manager.contact.to_json()
+        return JSONResponse(
+            {"ready": ready, "registry": registry}, status_code=200 if ready else 503
+        )
 
     async def server_metadata(self, _request: Request) -> Response:
         info = self._dataplane.info

@@ -73,9 +73,31 @@ SCHEMAS: Final[dict[str, Schema]] = {
     "Ready": {
         "type": "object",
         "required": ["ready"],
-        "properties": {"name": {"type": "string"}, "ready": {"type": "boolean"}},
+        "properties": {
+            "name": {"type": "string"},
+            "ready": {"type": "boolean"},
+            "registry": {"$ref": "#/components/schemas/RegistryContact"},
+        },
     },
-    "Live": {"type": "object", "required": ["live"], "properties": {"live": {"type": "boolean"}}},
+    "Live": {
+        "type": "object",
+        "required": ["live"],
+        "properties": {
+            "live": {"type": "boolean"},
+            "registry": {"$ref": "#/components/schemas/RegistryContact"},
+        },
+    },
+    "RegistryContact": {
+        "description": "Whether this server reached the registry on its last read, and since "
+        "when; a server keeps serving (and stays ready) while it cannot",
+        "type": "object",
+        "required": ["reachable", "since", "error"],
+        "properties": {
+            "reachable": {"type": "boolean"},
+            "since": {"type": "string", "format": "date-time"},
+            "error": {"type": ["string", "null"]},
+        },
+    },
     "InferenceRequest": {
         "type": "object",
         "required": ["inputs"],

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from urllib.parse import quote
 
@@ -36,6 +37,21 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
         yield f"sqlite:///{tmp_path / 'db' / 'registry.db'}"
         return
     base = _pg_base_url()
+    separator = "&" if "?" in base else "?"
+    with pg_schema() as schema:
+        yield f"{base}{separator}{schema_option(schema)}"
+
+
+def schema_option(schema: str) -> str:
+    """The URL query parameter that makes a connection use ``schema``."""
+    return f"options={quote(f'-csearch_path={schema}')}"
+
+
+@contextmanager
+def pg_schema() -> Iterator[str]:
+    """A new empty schema on the test PostgreSQL, dropped afterwards; skipped (failed under
+    CI) when the server is unreachable."""
+    base = _pg_base_url()
     admin = create_engine(base, isolation_level="AUTOCOMMIT")
     schema = f"pitstop_test_{uuid.uuid4().hex[:12]}"
     try:
@@ -47,9 +63,8 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
         if os.environ.get("CI"):
             pytest.fail(message)
         pytest.skip(message + " (set PITSTOP_TEST_PG_URL, or CI to make this fail)")
-    separator = "&" if "?" in base else "?"
     try:
-        yield f"{base}{separator}options={quote(f'-csearch_path={schema}')}"
+        yield schema
     finally:
         with admin.connect() as connection:
             connection.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))

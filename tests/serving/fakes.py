@@ -77,6 +77,9 @@ class FakeSource:
     def trim_local_copies(self, _keep: object) -> None:
         return None
 
+    def listen(self, _on_change: object) -> None:
+        return None  # polled, like SQLite
+
     def record_serving_state(
         self, _replica: str, model: str, version: int, _digest: str, state: str, _e: str | None
     ) -> None:
