@@ -118,6 +118,12 @@ class Settings(BaseSettings):
     replica: str | None = None
     """Name under which this server reports load states. Default: ``<hostname>:<http_port>``."""
 
+    heartbeat_s: float = Field(default=3.0, gt=0)
+    """How often a server records its heartbeat and applied generation in the registry."""
+
+    replica_timeout_s: float = Field(default=15.0, gt=0)
+    """A replica whose heartbeat is older than this is not live (``pitstop status``)."""
+
     # -- observability (docs/observability.md) ---------------------------------------------------
 
     metrics_enabled: bool = True

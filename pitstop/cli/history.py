@@ -24,6 +24,7 @@ from pitstop.registry import (
     AuditEvent,
     Registry,
     TimelineEntry,
+    acknowledgement,
     replay,
     served_at,
 )
@@ -34,9 +35,12 @@ from pitstop.registry import (
 @json_option
 @pass_context
 def status(ctx: Context, model: str | None, as_json: bool) -> None:
-    """What each model serves right now: alias → version, digest, state, since when."""
+    """What each model serves right now: alias → version, digest, state, since when, per
+    replica; and how many live replicas have applied the registry's latest change."""
     with ctx.registry() as registry:
         rows = _status_rows(registry, model)
+        live = registry.replicas.live(ctx.settings.replica_timeout_s)
+        applied = acknowledgement(registry.generation(), live)
     if as_json:
         print_json(rows)
         return
@@ -54,6 +58,38 @@ def status(ctx: Context, model: str | None, as_json: bool) -> None:
             row["replica"] or "",
         )
     out.print(table)
+    out.print(f"registry generation {applied.generation}: {applied} (pitstop replicas)")
+
+
+@click.command()
+@json_option
+@pass_context
+def replicas(ctx: Context, as_json: bool) -> None:
+    """The live servers of this registry: host, pid, since when, last heartbeat, and whether
+    each has applied the registry's latest change (its aliases served or FAILED)."""
+    with ctx.registry() as registry:
+        live = registry.replicas.live(ctx.settings.replica_timeout_s)
+        applied = acknowledgement(registry.generation(), live)
+    if as_json:
+        print_json(
+            {
+                "generation": applied.generation,
+                "applied": applied.applied,
+                "live": applied.live,
+                "replicas": [plain(replica) for replica in live],
+            }
+        )
+        return
+    table = Table("REPLICA", "HOST", "PID", "VERSION", "STARTED", "HEARTBEAT", "APPLIED")
+    for replica in live:
+        current = replica.applied_generation >= applied.generation
+        table.add_row(
+            replica.name, replica.host, str(replica.pid), replica.software,
+            when(replica.started_at), when(replica.heartbeat_at),
+            f"{replica.applied_generation}" + ("" if current else " (behind)"),
+        )  # fmt: skip
+    out.print(table)
+    out.print(f"registry generation {applied.generation}: {applied}")
 
 
 @click.command()
@@ -213,6 +249,7 @@ def _brief(value: Any) -> str:
 
 
 def register(group: click.Group) -> None:
-    """Add ``status`` and ``history`` to ``group``."""
+    """Add ``status``, ``replicas`` and ``history`` to ``group``."""
     group.add_command(status)
+    group.add_command(replicas)
     group.add_command(history)

@@ -20,13 +20,18 @@ the DataPlane (shadow workers), unloads every version (waiting for leased reques
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import logging
+import os
 import socket
+import time
+from datetime import UTC, datetime
 from types import TracebackType
 
 from pitstop import __version__
 from pitstop.engine.monitors import Observability
+from pitstop.errors import RegistryUnavailable
 from pitstop.monitoring.inventory import Inventory
 from pitstop.monitoring.tracing import Tracing
 from pitstop.registry import Registry
@@ -40,6 +45,10 @@ log = logging.getLogger(__name__)
 
 EXTENSIONS = ("binary_tensor_data", "model_configuration", "model_repository", "statistics")
 """Protocol extensions the transports implement, advertised in the server metadata."""
+
+
+APPLIED_CHECK_S = 0.1
+"""How soon after applying a registry generation a replica records it."""
 
 
 def replica_name(settings: Settings) -> str:
@@ -130,11 +139,34 @@ class Engine:
                 tick_s=settings.rollout_tick_s,
             )
             loops.append(("rollouts", controller.run()))
+        loops.append(("heartbeat", self._heartbeat()))
         for run in observability.loops(self.inventory):
             loops.append((run.__name__, run()))
         loop = asyncio.get_running_loop()
         self._tasks = [loop.create_task(coro, name=f"pitstop-{name}") for name, coro in loops]
         return self
+
+    async def _heartbeat(self) -> None:
+        """Record this replica and the generation it has applied: every ``heartbeat_s``, and
+        within :data:`APPLIED_CHECK_S` of applying a new one (so "applied on 2/3 replicas"
+        moves promptly). Never fatal: while the registry is unreachable the contact says so."""
+        registry, manager, settings = self.registry, self.manager, self.settings
+        started, written, due = datetime.now(UTC), None, 0.0
+        while True:
+            applied = manager.applied_generation
+            if applied != written or time.monotonic() >= due:
+                try:
+                    await asyncio.to_thread(
+                        registry.replicas.heartbeat, self.replica, host=socket.gethostname(),
+                        pid=os.getpid(), software=__version__, started_at=started,
+                        applied_generation=applied,
+                    )  # fmt: skip
+                except RegistryUnavailable:
+                    pass  # the watch loop reports it; try again when the next beat is due
+                except Exception:
+                    log.exception("heartbeat failed")
+                written, due = applied, time.monotonic() + settings.heartbeat_s
+            await asyncio.sleep(min(APPLIED_CHECK_S, settings.heartbeat_s))
 
     def _build(self) -> tuple[Registry, ModelManager, DataPlane, Observability]:
         settings = self.settings
@@ -188,6 +220,8 @@ class Engine:
         self._tasks = []
         await dataplane.close()
         await manager.close()
+        with contextlib.suppress(Exception):  # best effort: the row times out anyway
+            await asyncio.to_thread(registry.replicas.leave, self.replica)
         await asyncio.to_thread(registry.close)
         if observability.tracing is not None:
             await asyncio.to_thread(observability.tracing.shutdown)

@@ -18,6 +18,7 @@ from pitstop.registry.records import (
     VersionRecord,
 )
 from pitstop.registry.references import References, StoredReference
+from pitstop.registry.replicas import Acknowledgement, Replica, Replicas, acknowledgement
 from pitstop.registry.rollouts import Guard, Rollout, RolloutState, RolloutVerb
 from pitstop.registry.serving_state import ServingState
 from pitstop.registry.store import ArtifactStore, LocalArtifactStore
@@ -26,6 +27,7 @@ from pitstop.registry.timeline import TimelineEntry, replay, served_at
 __all__ = [
     "DEFAULT_TARGET",
     "LATEST",
+    "Acknowledgement",
     "Arm",
     "ArtifactStore",
     "AuditEvent",
@@ -39,6 +41,8 @@ __all__ = [
     "References",
     "Registry",
     "RegistrySnapshot",
+    "Replica",
+    "Replicas",
     "Rollout",
     "RolloutState",
     "RolloutVerb",
@@ -48,6 +52,7 @@ __all__ = [
     "TimelineEntry",
     "TrafficPolicy",
     "VersionRecord",
+    "acknowledgement",
     "digest_of",
     "read_manifest",
     "replay",

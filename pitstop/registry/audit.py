@@ -33,8 +33,12 @@ ACTIONS: Final = frozenset(
         "rollout.resume",
         "rollout.abort",
         "reference.set",
+        "token.create",
+        "token.revoke",
     }
 )
+NO_MODEL: Final = ""
+"""The ``model`` of events about no model (tokens)."""
 
 
 @dataclass(frozen=True)

@@ -41,6 +41,7 @@ from pitstop.registry.records import (
     VersionRecord,
 )
 from pitstop.registry.references import References
+from pitstop.registry.replicas import Replicas
 from pitstop.registry.schema import (
     AliasRow,
     ModelRow,
@@ -48,6 +49,7 @@ from pitstop.registry.schema import (
 )
 from pitstop.registry.serving_state import ServingState, clear_states, read_states, upsert_state
 from pitstop.registry.store import ArtifactStore, LocalArtifactStore, open_store
+from pitstop.registry.tokens import Tokens
 from pitstop.registry.views import (
     bump_generation,
     current_generation,
@@ -79,6 +81,10 @@ class Registry:
         """Traffic policies, rollouts and leases (:mod:`pitstop.registry.delivery`)."""
         self.references = References(engine, clock)
         """Reference profiles for drift monitoring (:mod:`pitstop.registry.references`)."""
+        self.tokens = Tokens(engine, clock)
+        """Bearer tokens every replica accepts (:mod:`pitstop.registry.tokens`)."""
+        self.replicas = Replicas(engine, clock)
+        """Servers' heartbeats and applied generations (:mod:`pitstop.registry.replicas`)."""
 
     @classmethod
     def open(

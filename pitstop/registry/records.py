@@ -78,3 +78,5 @@ class RegistrySnapshot:
     """Model name → its traffic policy, for models that have one (others: the default)."""
     pinned: dict[str, dict[int, VersionRecord]] = field(default_factory=dict)
     """Model name → versions its policy names by number (canaries, shadows, fallbacks)."""
+    tokens: tuple[tuple[str, str, tuple[str, ...]], ...] = ()
+    """Every bearer token as (name, sha256 of the secret, scopes): what servers accept."""

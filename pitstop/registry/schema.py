@@ -152,6 +152,33 @@ class ServingStateRow(Base):
     updated_at: Mapped[datetime]
 
 
+class ReplicaRow(Base):
+    """One server's last heartbeat and the catalog generation it has applied (every alias
+    target it serves is READY, or FAILED)."""
+
+    __tablename__ = "replicas"
+
+    name: Mapped[str] = mapped_column(String(ACTOR_LENGTH), primary_key=True)
+    host: Mapped[str] = mapped_column(String(256))
+    pid: Mapped[int]
+    software: Mapped[str] = mapped_column(String(64))
+    started_at: Mapped[datetime]
+    heartbeat_at: Mapped[datetime]
+    applied_generation: Mapped[int] = mapped_column(BigInteger)
+
+
+class TokenRow(Base):
+    """A bearer token: its name, the sha256 of its secret (never the secret) and its scopes."""
+
+    __tablename__ = "tokens"
+
+    name: Mapped[str] = mapped_column(String(NAME_LENGTH), primary_key=True)
+    sha256: Mapped[str] = mapped_column(String(64), unique=True)
+    scopes: Mapped[list[str]] = mapped_column(JSON)
+    created_at: Mapped[datetime]
+    created_by: Mapped[str] = mapped_column(String(ACTOR_LENGTH))
+
+
 class CatalogStateRow(Base):
     """One row whose ``generation`` every catalog change increments in its own transaction.
 

@@ -16,7 +16,14 @@ from pitstop.registry.manifest import ModelManifest
 from pitstop.registry.notices import CHANNEL
 from pitstop.registry.policy import TrafficPolicy
 from pitstop.registry.records import ModelRecord, RegistrySnapshot, VersionRecord
-from pitstop.registry.schema import AliasRow, CatalogStateRow, ModelRow, PolicyRow, VersionRow
+from pitstop.registry.schema import (
+    AliasRow,
+    CatalogStateRow,
+    ModelRow,
+    PolicyRow,
+    TokenRow,
+    VersionRow,
+)
 
 
 def model_row(session: Session, name: str) -> ModelRow:
@@ -153,4 +160,8 @@ def read_snapshot(session: Session) -> RegistrySnapshot:
         latest,
         policies={names[model_id]: policy for model_id, policy in policies.items()},
         pinned=pinned,
+        tokens=tuple(
+            (row.name, row.sha256, tuple(row.scopes))
+            for row in session.scalars(select(TokenRow).order_by(TokenRow.name))
+        ),
     )

@@ -1,10 +1,12 @@
-"""Bearer tokens with scopes, kept in a 0600 file under ``PITSTOP_HOME``.
+"""Bearer tokens with scopes: secrets are made and checked here, only their sha256 is kept.
 
-The file ``tokens.json`` holds ``[{"name", "sha256", "scopes"}]``: token digests, never the tokens.
-The first admin token is created on the server's first start and written once, on its own, to
-``admin.token`` (mode 0600) so an operator can read it; deleting that file does not revoke it.
-Checks compare sha256 digests with :func:`hmac.compare_digest`, so timing reveals nothing about
-how much of a guess was right.
+Tokens live in the registry (``pitstop token create``: every replica accepts them, a revocation
+reaches every replica within the registry's convergence bound) and, for compatibility, in a
+0600 file ``tokens.json`` under ``PITSTOP_HOME`` (``[{"name", "sha256", "scopes"}]``) that only
+that host's server reads. The first admin token is created on a server's first start when there
+is none anywhere, and written once, on its own, to ``admin.token`` (mode 0600) so an operator can
+read it; deleting that file does not revoke it. Checks compare sha256 digests with
+:func:`hmac.compare_digest`, so timing reveals nothing about how much of a guess was right.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import hmac
 import json
 import os
 import secrets
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
@@ -35,11 +37,28 @@ class Token:
     scopes: frozenset[str]
 
 
+SharedTokens = Callable[[], Sequence[tuple[str, str, Sequence[str]]]]
+"""The registry's tokens as (name, sha256, scopes), read from memory (no I/O)."""
+
+
 def _digest(secret: str) -> str:
     return hashlib.sha256(secret.encode("utf-8")).hexdigest()
 
 
-def _write_private(path: Path, text: str) -> None:
+def new_secret() -> tuple[str, str]:
+    """A new token secret and its sha256 (the only part anything stores)."""
+    secret = "pst_" + secrets.token_urlsafe(32)
+    return secret, _digest(secret)
+
+
+def check_scopes(scopes: Sequence[str]) -> None:
+    unknown = set(scopes) - SCOPES
+    if unknown or not scopes:
+        raise InvalidInput(f"scopes must be among {sorted(SCOPES)}, got {sorted(scopes)}")
+
+
+def write_private(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` readable by its owner only (0600), replacing it at once."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(path.with_suffix(".tmp"), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as handle:
@@ -63,18 +82,16 @@ class TokenFile:
 
     def _save(self, tokens: Sequence[Token]) -> None:
         body = [{"name": t.name, "sha256": t.sha256, "scopes": sorted(t.scopes)} for t in tokens]
-        _write_private(self.path, json.dumps(body, indent=2))
+        write_private(self.path, json.dumps(body, indent=2))
 
     def create(self, name: str, scopes: Sequence[str]) -> str:
         """Add a token and return its secret (shown once; only its digest is stored)."""
-        unknown = set(scopes) - SCOPES
-        if unknown or not scopes:
-            raise InvalidInput(f"scopes must be among {sorted(SCOPES)}, got {sorted(scopes)}")
+        check_scopes(scopes)
         tokens = self.load()
         if any(t.name == name for t in tokens):
             raise InvalidInput(f"a token named {name!r} already exists")
-        secret = "pst_" + secrets.token_urlsafe(32)
-        self._save([*tokens, Token(name, _digest(secret), frozenset(scopes))])
+        secret, digest = new_secret()
+        self._save([*tokens, Token(name, digest, frozenset(scopes))])
         return secret
 
     def revoke(self, name: str) -> None:
@@ -89,21 +106,26 @@ class TokenFile:
         if self.load():
             return None
         secret = self.create("admin", [ADMIN, READ])
-        _write_private(self.admin_path, secret + "\n")
+        write_private(self.admin_path, secret + "\n")
         return self.admin_path
 
 
 class Authenticator:
-    """Checks ``Authorization`` header values against the tokens of a :class:`TokenFile`.
+    """Checks ``Authorization`` header values against the registry's tokens (``shared``, as
+    the server last read them) and this host's :class:`TokenFile`.
 
-    The file is re-read when it changes, so ``pitstop token create|revoke``
-    take effect without a restart (one ``stat`` per management call; inference is not checked).
+    The file is re-read when it changes (one ``stat`` per management call; inference is not
+    checked); ``shared`` is read from memory, so a registry change takes effect as soon as the
+    server has read it.
     """
 
-    def __init__(self, source: TokenFile) -> None:
+    def __init__(self, source: TokenFile, shared: SharedTokens | None = None) -> None:
         self._source = source
+        self._shared = shared
         self._seen: tuple[int, int, int] | None = None
         self._tokens: tuple[Token, ...] = ()
+        self._shared_seen: object = None
+        self._shared_tokens: tuple[Token, ...] = ()
 
     def _current(self) -> tuple[Token, ...]:
         # Every save replaces the file (a new inode), so coarse mtimes cannot hide a change.
@@ -115,7 +137,15 @@ class Authenticator:
         if seen != self._seen:
             self._tokens = self._source.load() if seen is not None else ()
             self._seen = seen
-        return self._tokens
+        if self._shared is None:
+            return self._tokens
+        shared = self._shared()
+        if shared is not self._shared_seen:
+            self._shared_tokens = tuple(
+                Token(name, sha256, frozenset(scopes)) for name, sha256, scopes in shared
+            )
+            self._shared_seen = shared
+        return self._tokens + self._shared_tokens
 
     def require(self, authorization: str | None, scope: str) -> Token:
         """The token behind the header, if it has ``scope``; else Unauthenticated (no or unknown

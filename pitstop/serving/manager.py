@@ -35,7 +35,7 @@ from pitstop.serving.loader import Loader, VersionLoader, failure_reason, is_tra
 from pitstop.serving.repository import RepositoryEntry, repository_rows
 from pitstop.serving.routing import DEFAULT_ALIAS, resolve
 from pitstop.serving.source import VersionSource
-from pitstop.serving.version_policy import AliasKey, VersionKey, VersionState, plan
+from pitstop.serving.version_policy import AliasKey, VersionKey, VersionState, plan, settled
 
 log = logging.getLogger(__name__)
 
@@ -85,6 +85,8 @@ class ModelManager:
         """Notified after every state change, for callers that wait for an outcome."""
         self._held: set[str] = set()
         """Models an operator unloaded through the repository API; not served until loaded."""
+        self.applied_generation = -1
+        """The newest registry generation whose targets all serve here (READY) or FAILED."""
         self.contact = RegistryContact()
         """Whether the registry answered the last read, and since when."""
         self.load_failures: Counter[str] = Counter()
@@ -100,6 +102,10 @@ class ModelManager:
     def policy(self, model: str) -> TrafficPolicy:
         """``model``'s traffic policy as last read from the registry (default: 100% production)."""
         return self._policies.get(model) or DEFAULT_POLICY
+
+    def tokens(self) -> tuple[tuple[str, str, tuple[str, ...]], ...]:
+        """The registry's bearer tokens as last read (name, sha256, scopes); no I/O."""
+        return self._snapshot.tokens if self._snapshot is not None else ()
 
     def require_model(self, model: str) -> None:
         """Raise ModelNotFound unless the registry (as last read) has ``model``."""
@@ -215,6 +221,8 @@ class ModelManager:
             self._routes = dict(step.routes)
             for key in step.unload:
                 self._spawn(self._unload(self._versions[key]))
+            if settled(targets, self._routes, states):
+                self.applied_generation = self._generation
         async with self._changed:
             self._changed.notify_all()
 

@@ -107,6 +107,19 @@ def plan(
     return Plan(load=load, routes=new_routes, unload=unload)
 
 
+def settled(
+    targets: Mapping[AliasKey, VersionKey],
+    routes: Mapping[AliasKey, VersionKey],
+    states: Mapping[VersionKey, VersionState],
+) -> bool:
+    """Whether what the registry asks for is applied: every alias routed to its target, or
+    its target given up on (FAILED: the old route stays, the operator sees why)."""
+    return all(
+        routes.get(alias) == target or states.get(target) is VersionState.FAILED
+        for alias, target in targets.items()
+    )
+
+
 def is_live(state: VersionState) -> bool:
     """True for states that hold (or are about to hold) a loaded model."""
     return state in _LIVE

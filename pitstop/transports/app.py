@@ -14,6 +14,7 @@ import socket
 import sys
 import threading
 from collections.abc import Callable
+from pathlib import Path
 from types import FrameType
 
 import orjson
@@ -26,8 +27,16 @@ from starlette.types import ASGIApp
 
 from pitstop import __version__
 from pitstop.engine import Engine
+from pitstop.errors import Conflict
 from pitstop.monitoring import logs
-from pitstop.security.token import Authenticator, TokenFile
+from pitstop.security.token import (
+    ADMIN,
+    READ,
+    Authenticator,
+    TokenFile,
+    new_secret,
+    write_private,
+)
 from pitstop.settings import Settings
 from pitstop.transports import openapi
 from pitstop.transports.admin import AdminApi
@@ -165,15 +174,27 @@ class Host:
             self._server.should_exit = True
 
 
+def first_admin(engine: Engine, tokens: TokenFile) -> Path | None:
+    """Create the first admin token in the registry when there is no token anywhere, and
+    write its secret to ``admin.token`` (0600). Returns that file, or None. When replicas start
+    together, one of them creates it (the others find it taken)."""
+    if tokens.load() or engine.registry.tokens.all():
+        return None
+    secret, digest = new_secret()
+    try:
+        engine.registry.tokens.create(
+            "admin", digest, [ADMIN, READ], actor=f"server:{engine.replica}"
+        )
+    except Conflict:
+        return None
+    write_private(tokens.admin_path, secret + "\n")
+    return tokens.admin_path
+
+
 def serve(settings: Settings) -> None:
     """Run the server until SIGINT/SIGTERM."""
     stop_logging = logs.configure(settings.log_format, settings.log_level)
     tokens = TokenFile(settings.home)
-    created = tokens.ensure_admin()
-    if created is not None:
-        log.info("created an admin token in %s (mode 0600)", created.resolve())
-    else:
-        log.info("management calls need a token from %s", tokens.path.resolve())
 
     # Large bodies are coded in a thread (codec_pool): when the event loop's thread wants the
     # GIL back it waits for the switch interval, after every await that blocked. At the default
@@ -182,7 +203,13 @@ def serve(settings: Settings) -> None:
 
     async def main() -> None:
         async with Engine(settings) as engine:
-            await Host(engine, settings, Authenticator(tokens)).serve()
+            created = await asyncio.to_thread(first_admin, engine, tokens)
+            if created is not None:
+                log.info("created an admin token in %s (mode 0600)", created.resolve())
+            else:
+                log.info("management calls need a token: pitstop token create")
+            authenticator = Authenticator(tokens, shared=engine.manager.tokens)
+            await Host(engine, settings, authenticator).serve()
 
     try:
         with asyncio.Runner(loop_factory=_loop_factory()) as runner:

@@ -3,14 +3,20 @@ only once a minute follow every alias move at once; a registry on SQLite has no 
 
 from __future__ import annotations
 
+import json
+import os
+import socket
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 
-from pitstop.registry import Registry
+from pitstop.registry import Registry, acknowledgement
 from tests import model_factory as mf
 from tests.reliability.conftest import url_through
 from tests.server import ServerProcess, wait_for
@@ -65,6 +71,7 @@ def test_replicas_follow_alias_moves_at_once_without_polling(
             "PITSTOP_REGISTRY_URL": url,
             "PITSTOP_ARTIFACT_ROOT": str(artifacts),
             "PITSTOP_WATCH_INTERVAL_S": "60",  # notices or nothing
+            "PITSTOP_HEARTBEAT_S": "1",
         }
         replicas = [ServerProcess(tmp_path / f"r{n}", env=env) for n in range(2)]
         try:
@@ -79,10 +86,61 @@ def test_replicas_follow_alias_moves_at_once_without_polling(
                 for replica in replicas:
                     assert wait_for(lambda r=replica, t=target: serves(r) == t, timeout=10), flip
                 delays.append(time.monotonic() - moved)
+            # Both acknowledge the last move; a stopped replica leaves the list at once.
+            generation = registry.generation()
+            assert wait_for(lambda: applied(registry) == (generation, 2, 2), timeout=10)
+            listed = replicas_cli(env, tmp_path)
+            assert (listed["generation"], listed["applied"], listed["live"]) == (generation, 2, 2)
+            assert sorted(r["name"] for r in listed["replicas"]) == sorted(
+                f"{socket.gethostname()}:{r.port}" for r in replicas
+            )
+            # A token made on one machine is accepted by both; revoked, refused by both at once.
+            token = cli(env, tmp_path, "token", "create", "ops", "--scope", "read").strip()
+            assert wait_for(lambda: statuses(replicas, token) == {200}, timeout=5)
+            cli(env, tmp_path, "token", "revoke", "ops")
+            revoked = time.monotonic()
+            assert wait_for(lambda: statuses(replicas, token) == {401}, timeout=5)
+            assert time.monotonic() - revoked < 2.0
+            replicas[1].stop()
+            assert [r.name for r in registry.replicas.live(15)] == [listed_name(replicas[0])]
         finally:
             for replica in replicas:
                 replica.stop()
     assert max(delays) < 2.0, delays  # polling alone would take up to a minute
+
+
+def applied(registry: Registry) -> tuple[int, int, int]:
+    ack = acknowledgement(registry.generation(), registry.replicas.live(15))
+    return ack.generation, ack.applied, ack.live
+
+
+def listed_name(server: ServerProcess) -> str:
+    return f"{socket.gethostname()}:{server.port}"
+
+
+def cli(env: dict[str, str], root: Path, *args: str) -> str:
+    """``pitstop ARGS`` from another machine's home (same registry); its standard output."""
+    result = subprocess.run(
+        [sys.executable, "-m", "pitstop", *args],
+        env={**os.environ, **env, "PITSTOP_HOME": str(root / "laptop"), "PITSTOP_ACTOR": "ci"},
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
+def replicas_cli(env: dict[str, str], root: Path) -> dict[str, Any]:
+    listed: dict[str, Any] = json.loads(cli(env, root, "replicas", "--json"))
+    return listed
+
+
+def statuses(replicas: list[ServerProcess], token: str) -> set[int]:
+    """What each replica answers a management read with ``token``."""
+    headers = {"authorization": f"Bearer {token}"}
+    return {
+        httpx.get(f"{r.url}/v2/pitstop/models/iris/traffic", headers=headers, timeout=5).status_code
+        for r in replicas
+    }
 
 
 def serves(server: ServerProcess) -> int:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from pitstop.serving.version_policy import AliasKey, Plan, VersionKey, VersionState, plan
+from pitstop.serving.version_policy import AliasKey, Plan, VersionKey, VersionState, plan, settled
 
 P = AliasKey("m", "production")
 S = AliasKey("m", "staging")
@@ -95,3 +95,20 @@ def test_only_ready_versions_are_ever_routed() -> None:
             result = plan({P: V2}, {P: V1}, {V1: s1, V2: s2})
             for key in result.routes.values():
                 assert {V1: s1, V2: s2}[key] is VersionState.READY
+
+
+@pytest.mark.parametrize(
+    ("what", "targets", "routes", "states", "expected"),
+    [
+        ("nothing asked", {}, {}, {}, True),
+        ("target routed", {P: V1}, {P: V1}, {V1: R}, True),
+        ("still on the old while the new loads", {P: V2}, {P: V1}, {V1: R, V2: L}, False),
+        ("the new one failed: given up on", {P: V2}, {P: V1}, {V1: R, V2: F}, True),
+        ("one alias of two still loading", {P: V1, S: V2}, {P: V1}, {V1: R, V2: L}, False),
+        ("both aliases routed", {P: V1, S: V2}, {P: V1, S: V2}, {V1: R, V2: R}, True),
+    ],
+)
+def test_a_generation_is_applied_once_every_target_serves_or_failed(
+    what: str, targets, routes, states, expected: bool
+) -> None:
+    assert settled(targets, routes, states) is expected, what

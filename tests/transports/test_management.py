@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import stat
 from collections.abc import Iterator
 from pathlib import Path
@@ -42,8 +43,14 @@ def reader(server: ServerProcess) -> dict[str, str]:
 def test_first_start_creates_a_private_admin_token(server: ServerProcess) -> None:
     token_file = server.home / "admin.token"
     assert stat.S_IMODE(token_file.stat().st_mode) == 0o600
-    assert stat.S_IMODE((server.home / "tokens.json").stat().st_mode) == 0o600
-    assert token_file.read_text().strip() not in (server.home / "tokens.json").read_text()
+    secret = token_file.read_text().strip()
+    with open_registry(server.home) as registry:
+        [admin] = [t for t in registry.tokens.all() if t.name == "admin"]
+    assert admin.scopes == ("admin", "read")
+    assert admin.sha256 == hashlib.sha256(secret.encode()).hexdigest()
+    stored = b"".join(p.read_bytes() for p in server.home.glob("registry.db*"))  # with the WAL
+    assert admin.sha256.encode() in stored
+    assert secret.encode() not in stored  # digests only
     assert str(token_file) in server.logs()
 
 
