@@ -1,4 +1,5 @@
-"""Fixtures of the reliability suite: a PostgreSQL schema of its own per test."""
+"""Fixtures of the reliability suite: a PostgreSQL schema of its own per test, and one real
+S3-compatible server (SeaweedFS) with a ``models`` bucket for the whole run."""
 
 from __future__ import annotations
 
@@ -9,6 +10,17 @@ import pytest
 from sqlalchemy import make_url
 
 from tests.registry.conftest import DEFAULT_PG_URL, pg_schema, schema_option
+from tests.s3_server import S3Server
+
+
+@pytest.fixture(scope="session")
+def s3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
+    server = S3Server(tmp_path_factory.mktemp("weed")).start()
+    server.client().create_bucket(Bucket="models")
+    try:
+        yield server
+    finally:
+        server.stop()
 
 
 @pytest.fixture

@@ -31,16 +31,6 @@ ROW = {
 }
 
 
-@pytest.fixture(scope="module")
-def s3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
-    server = S3Server(tmp_path_factory.mktemp("weed")).start()
-    server.client().create_bucket(Bucket="models")
-    try:
-        yield server
-    finally:
-        server.stop()
-
-
 @pytest.fixture
 def proxy(s3: S3Server) -> Iterator[Proxy]:
     opened = Proxy(s3.port)
