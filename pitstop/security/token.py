@@ -100,15 +100,6 @@ class TokenFile:
             raise InvalidInput(f"no token named {name!r}")
         self._save([t for t in tokens if t.name != name])
 
-    def ensure_admin(self) -> Path | None:
-        """Create the first admin token if there is no token at all. Returns the file it was
-        written to, or None when tokens already existed."""
-        if self.load():
-            return None
-        secret = self.create("admin", [ADMIN, READ])
-        write_private(self.admin_path, secret + "\n")
-        return self.admin_path
-
 
 class Authenticator:
     """Checks ``Authorization`` header values against the registry's tokens (``shared``, as

@@ -27,7 +27,7 @@ from starlette.types import ASGIApp
 
 from pitstop import __version__
 from pitstop.engine import Engine
-from pitstop.errors import Conflict
+from pitstop.errors import Conflict, RegistryUnavailable
 from pitstop.monitoring import logs
 from pitstop.security.token import (
     ADMIN,
@@ -203,7 +203,11 @@ def serve(settings: Settings) -> None:
 
     async def main() -> None:
         async with Engine(settings) as engine:
-            created = await asyncio.to_thread(first_admin, engine, tokens)
+            try:
+                created = await asyncio.to_thread(first_admin, engine, tokens)
+            except RegistryUnavailable as exc:
+                log.warning("could not check for an admin token: %s", exc)
+                created = None
             if created is not None:
                 log.info("created an admin token in %s (mode 0600)", created.resolve())
             else:
