@@ -112,6 +112,10 @@ class Settings(BaseSettings):
     rollout_tick_s: float = Field(default=0.5, gt=0)
     """How often the rollout controller judges active rollouts."""
 
+    rollout_publish_s: float = Field(default=1.0, gt=0)
+    """How often each server publishes what it observed of running rollouts, for the
+    controller to judge every replica's traffic."""
+
     actor: str | None = None
     """Name recorded in the audit history for CLI changes. Default: the OS user."""
 

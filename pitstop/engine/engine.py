@@ -36,6 +36,7 @@ from pitstop.monitoring.inventory import Inventory
 from pitstop.monitoring.tracing import Tracing
 from pitstop.registry import Registry
 from pitstop.serving.dataplane import DataPlane, ServerInfo
+from pitstop.serving.evidence import SharedEvidence, publish
 from pitstop.serving.inventory import build_inventory
 from pitstop.serving.manager import ManagerOptions, ModelManager
 from pitstop.serving.rollout_controller import RolloutController
@@ -132,13 +133,17 @@ class Engine:
         settings = self.settings
         loops = [("registry-watch", manager.watch(settings.watch_interval_s))]
         if settings.rollout_controller:
+            evidence = SharedEvidence(
+                registry, settings.replica_timeout_s, settings.rollout_publish_s
+            )
             controller = RolloutController(
-                registry.delivery,
-                observability.windows,
-                self.replica,
-                tick_s=settings.rollout_tick_s,
+                registry.delivery, evidence, self.replica, tick_s=settings.rollout_tick_s
             )
             loops.append(("rollouts", controller.run()))
+        publishing = publish(
+            registry, observability.windows, self.replica, settings.rollout_publish_s
+        )
+        loops.append(("rollout-windows", publishing))
         loops.append(("heartbeat", self._heartbeat()))
         for run in observability.loops(self.inventory):
             loops.append((run.__name__, run()))

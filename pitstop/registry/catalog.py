@@ -48,6 +48,7 @@ from pitstop.registry.schema import (
     VersionRow,
 )
 from pitstop.registry.serving_state import ServingState, clear_states, read_states, upsert_state
+from pitstop.registry.step_windows import StepWindows
 from pitstop.registry.store import ArtifactStore, LocalArtifactStore, open_store
 from pitstop.registry.tokens import Tokens
 from pitstop.registry.views import (
@@ -83,6 +84,8 @@ class Registry:
         """Reference profiles for drift monitoring (:mod:`pitstop.registry.references`)."""
         self.tokens = Tokens(engine, clock)
         """Bearer tokens every replica accepts (:mod:`pitstop.registry.tokens`)."""
+        self.step_windows = StepWindows(engine, clock)
+        """What each replica observed of running rollouts (:mod:`.step_windows`)."""
         self.replicas = Replicas(engine, clock)
         """Servers' heartbeats and applied generations (:mod:`pitstop.registry.replicas`)."""
 

@@ -179,6 +179,20 @@ class TokenRow(Base):
     created_by: Mapped[str] = mapped_column(String(ACTOR_LENGTH))
 
 
+class StepWindowRow(Base):
+    """What one replica observed of one arm (version) of a running rollout, for its current
+    step: a summary the rollout controller merges over the live replicas."""
+
+    __tablename__ = "step_windows"
+
+    rollout_id: Mapped[int] = mapped_column(primary_key=True, autoincrement=False)
+    replica: Mapped[str] = mapped_column(String(ACTOR_LENGTH), primary_key=True)
+    version: Mapped[int] = mapped_column(primary_key=True, autoincrement=False)
+    step: Mapped[int]
+    summary: Mapped[dict[str, Any]]
+    updated_at: Mapped[datetime]
+
+
 class CatalogStateRow(Base):
     """One row whose ``generation`` every catalog change increments in its own transaction.
 

@@ -1,13 +1,12 @@
 """The rollout controller: a thin loop that applies :func:`~pitstop.serving.rollout.judge`.
 
 Every tick, the replica holding the registry lease ``rollout-controller`` (so several replicas
-never fight) judges each RUNNING rollout on what this server observed: the canary since its step
-began, the baseline since the rollout began (late steps leave the baseline little traffic):
-a ROLL_BACK verdict acts at once; STEP_UP and PROMOTE wait until the step's interval has passed;
-HOLD waits for more requests. Decisions and reasons land in the registry's audit history.
-
-Limitation: the judge sees the traffic of the replica that holds the lease. Behind a load balancer
-that spreads requests evenly, that is a fair sample of all traffic.
+never fight) judges each RUNNING rollout on its :class:`~pitstop.serving.evidence.Evidence`: the
+canary since its step began, the baseline since the rollout began (late steps leave the baseline
+little traffic), merged over every live replica (``SharedEvidence``). A ROLL_BACK verdict acts at
+once; STEP_UP and PROMOTE wait until the step's interval has passed; HOLD waits for more
+requests, and so does incomplete evidence (a live replica's windows missing or stale).
+Decisions and reasons land in the registry's audit history.
 """
 
 from __future__ import annotations
@@ -20,8 +19,8 @@ from dataclasses import dataclass
 
 from pitstop.errors import RegistryUnavailable
 from pitstop.registry import Delivery, Rollout, RolloutState, RolloutVerb
+from pitstop.serving.evidence import Evidence
 from pitstop.serving.rollout import Judgement, Verdict, judge
-from pitstop.serving.window import Windows
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +44,7 @@ class RolloutController:
     def __init__(
         self,
         delivery: Delivery,
-        windows: Windows,
+        evidence: Evidence,
         holder: str,
         *,
         tick_s: float = 0.5,
@@ -53,7 +52,7 @@ class RolloutController:
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._delivery = delivery
-        self._windows = windows
+        self._evidence = evidence
         self._holder = holder
         self._tick_s = tick_s
         self._lease_ttl_s = lease_ttl_s
@@ -85,11 +84,10 @@ class RolloutController:
 
     async def _evaluate(self, rollout: Rollout) -> Decision:
         since = rollout.step_started_at.timestamp()
-        canary = self._windows.window(rollout.model, rollout.version, since)
-        # The baseline over the whole rollout: late steps leave it little or no traffic.
-        baseline = self._windows.window(
-            rollout.model, rollout.baseline, rollout.started_at.timestamp()
-        )
+        gathered = await asyncio.to_thread(self._evidence.gather, rollout)
+        if isinstance(gathered, str):  # incomplete: inconclusive, never a pass
+            return Decision(rollout, Judgement(Verdict.HOLD, gathered), False)
+        canary, baseline = gathered
         last = rollout.step == len(rollout.steps) - 1
         judgement = judge(canary, baseline, rollout.guard, last)
         due = self._clock() - since >= rollout.interval_s

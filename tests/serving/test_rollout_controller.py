@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 import pytest
 
 from pitstop.registry import Guard, Rollout, RolloutState
+from pitstop.serving.evidence import LocalEvidence
 from pitstop.serving.rollout_controller import RolloutController
 from pitstop.serving.window import Windows
 
@@ -68,7 +69,8 @@ def traffic(windows: Windows, clock: FakeClock, version: int, requests: int, err
 
 
 def controller(delivery: FakeDelivery, windows: Windows, clock: FakeClock) -> RolloutController:
-    return RolloutController(delivery, windows, "replica-a", clock=clock)  # type: ignore[arg-type]
+    evidence = LocalEvidence(windows)
+    return RolloutController(delivery, evidence, "replica-a", clock=clock)  # type: ignore[arg-type]
 
 
 async def test_a_healthy_canary_is_held_until_its_interval_then_stepped_up() -> None:
