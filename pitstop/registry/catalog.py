@@ -12,8 +12,6 @@ gaps or races) and lets a server notice any change by polling one number.
 
 from __future__ import annotations
 
-import logging
-import threading
 from collections.abc import Callable, Collection, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -24,13 +22,13 @@ from sqlalchemy import Engine, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from pitstop.errors import ArtifactIntegrityError, Conflict, InvalidInput, VersionNotFound
+from pitstop.errors import Conflict, InvalidInput, VersionNotFound
 from pitstop.protocol.reference import natural
 from pitstop.registry.aliases import move_alias, remove_alias
 from pitstop.registry.audit import AuditEvent, append_event, read_events
 from pitstop.registry.database import open_engine, transaction, upgrade
 from pitstop.registry.delivery import Delivery
-from pitstop.registry.digest import FileEntry, list_files, scan, verify
+from pitstop.registry.digest import FileEntry, list_files, scan
 from pitstop.registry.manifest import ModelManifest, read_manifest
 from pitstop.registry.names import LATEST, check_actor, check_alias, check_meta, check_name
 from pitstop.registry.notices import ChangeNotices, can_listen
@@ -47,9 +45,15 @@ from pitstop.registry.schema import (
     ModelRow,
     VersionRow,
 )
-from pitstop.registry.serving_state import ServingState, clear_states, read_states, upsert_state
+from pitstop.registry.serving_state import ServingState
 from pitstop.registry.step_windows import StepWindows
-from pitstop.registry.store import ArtifactStore, LocalArtifactStore, open_store
+from pitstop.registry.store import (
+    ArtifactStore,
+    LocalArtifactStore,
+    fetch_verified,
+    open_store,
+    stored_progress,
+)
 from pitstop.registry.tokens import Tokens
 from pitstop.registry.views import (
     bump_generation,
@@ -62,8 +66,6 @@ from pitstop.registry.views import (
     version_row,
 )
 from pitstop.settings import Settings
-
-log = logging.getLogger(__name__)
 
 _PUSH_ATTEMPTS: Final = 5
 
@@ -182,7 +184,7 @@ class Registry:
             source, None if progress is None else lambda n: progress(n, 2 * total)
         )
         self._store.put(
-            source, digest, entries, None if progress is None else _stored(progress, total)
+            source, digest, entries, None if progress is None else stored_progress(progress, total)
         )
         for attempt in range(_PUSH_ATTEMPTS):
             try:
@@ -389,68 +391,25 @@ class Registry:
         unexpected or changed. The folder is shared and read-only: never write into it.
         ``progress`` gets the bytes verified so far.
         """
-        folder = self._store.local_path(record.digest)
-        try:
-            verify(folder, record.digest, record.files, label=record.label, progress=progress)
-        except ArtifactIntegrityError:
-            # A remote store's local copy went bad (disk, tampering on the host): fetch it
-            # again, verified on the way in, and verify once more.
-            if not self._store.discard_local_copy(record.digest):
-                raise
-            log.warning("local copy of %s failed verification; downloading it again", record.label)
-            folder = self._store.local_path(record.digest)
-            verify(folder, record.digest, record.files, label=record.label, progress=progress)
-        return folder
+        return fetch_verified(self._store, record, progress)
 
     def trim_local_copies(self, keep: Collection[str]) -> None:
         """See :meth:`ArtifactStore.trim_local_copies`."""
         self._store.trim_local_copies(keep)
 
-    # -- serving states ------------------------------------------------------------------------
+    # -- serving states (kept with the replicas: registry/replicas.py) -------------------------
 
     def record_serving_state(
-        self,
-        replica: str,
-        model: str,
-        version: int,
-        digest: str,
-        state: str,
+        self, replica: str, model: str, version: int, digest: str, state: str,
         error: str | None = None,
-    ) -> None:
-        """Upsert what ``replica`` reports about one version; ``since`` moves only when the
-        state changes. Not audited and not a catalog change (the generation stays)."""
-        now = self._clock()
-        for attempt in range(2):
-            try:
-                with transaction(self._engine, write=True) as session:
-                    upsert_state(session, replica, model, version, digest, state, error, now)
-                return
-            except IntegrityError:
-                # Two first reports of one version raced; the retry updates the winner's row.
-                if attempt == 1:
-                    raise
+    ) -> None:  # fmt: skip
+        """See :meth:`Replicas.record_state`."""
+        self.replicas.record_state(replica, model, version, digest, state, error)
 
     def serving_states(self, model: str | None = None) -> list[ServingState]:
-        """Reported states, optionally of one model, ordered by model, version and replica."""
-        with transaction(self._engine, write=False) as session:
-            return read_states(session, model)
+        """See :meth:`Replicas.states`."""
+        return self.replicas.states(model)
 
     def clear_serving_states(self, replica: str) -> None:
-        """Forget everything ``replica`` reported (a starting server has nothing loaded)."""
-        with transaction(self._engine, write=True) as session:
-            clear_states(session, replica)
-
-
-def _stored(progress: Callable[[int, int], None], total: int) -> Callable[[int], None]:
-    """The second half of a push's progress: bytes stored, counted from any thread."""
-    lock = threading.Lock()
-    stored = 0
-
-    def on_bytes(count: int) -> None:
-        nonlocal stored
-        with lock:
-            stored += count
-            done = stored
-        progress(total + done, 2 * total)
-
-    return on_bytes
+        """See :meth:`Replicas.clear_states`."""
+        self.replicas.clear_states(replica)

@@ -23,6 +23,7 @@ from sqlalchemy.orm import Session
 
 from pitstop.registry.database import transaction
 from pitstop.registry.schema import ReplicaRow, ServingStateRow
+from pitstop.registry.serving_state import ServingState, clear_states, read_states, upsert_state
 
 FORGET_AFTER: Final = timedelta(days=1)
 
@@ -101,6 +102,35 @@ class Replicas:
         its name starts, or with :data:`FORGET_AFTER`)."""
         with transaction(self._engine, write=True) as session:
             session.execute(delete(ReplicaRow).where(ReplicaRow.name == name))
+
+    # -- what each replica reports about the versions it loads -------------------------------
+
+    def record_state(
+        self, replica: str, model: str, version: int, digest: str, state: str,
+        error: str | None = None,
+    ) -> None:  # fmt: skip
+        """Upsert what ``replica`` reports about one version; ``since`` moves only when the
+        state changes. Not audited and not a catalog change (the generation stays)."""
+        now = self._clock()
+        for attempt in range(2):
+            try:
+                with transaction(self._engine, write=True) as session:
+                    upsert_state(session, replica, model, version, digest, state, error, now)
+                return
+            except IntegrityError:
+                # Two first reports of one version raced; the retry updates the winner's row.
+                if attempt == 1:
+                    raise
+
+    def states(self, model: str | None = None) -> list[ServingState]:
+        """Reported states, optionally of one model, ordered by model, version and replica."""
+        with transaction(self._engine, write=False) as session:
+            return read_states(session, model)
+
+    def clear_states(self, replica: str) -> None:
+        """Forget everything ``replica`` reported (a starting server has nothing loaded)."""
+        with transaction(self._engine, write=True) as session:
+            clear_states(session, replica)
 
 
 def acknowledgement(generation: int, live: list[Replica]) -> Acknowledgement:

@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import errno
 import hashlib
+import logging
 import os
 import shutil
 import stat
+import threading
 import uuid
 from collections.abc import Callable, Collection, Iterable
 from pathlib import Path
@@ -20,7 +22,10 @@ from typing import Protocol
 from urllib.parse import unquote, urlsplit
 
 from pitstop.errors import ArtifactIntegrityError, InvalidInput
-from pitstop.registry.digest import CHUNK_BYTES, FileEntry, digest_hex, digest_of
+from pitstop.registry.digest import CHUNK_BYTES, FileEntry, digest_hex, digest_of, verify
+from pitstop.registry.records import VersionRecord
+
+log = logging.getLogger(__name__)
 
 
 class ArtifactStore(Protocol):
@@ -211,3 +216,37 @@ def open_store(
         f"PITSTOP_ARTIFACTS_URL: expected file:///<folder> or s3://<bucket>[/<prefix>], "
         f"got {artifacts_url!r}"
     )
+
+
+def fetch_verified(
+    store: ArtifactStore, record: VersionRecord, progress: Callable[[int], None] | None = None
+) -> Path:
+    """``record``'s files from ``store``, each re-verified against its digest; a remote store's
+    local copy that fails verification is discarded and fetched once more."""
+    folder = store.local_path(record.digest)
+    try:
+        verify(folder, record.digest, record.files, label=record.label, progress=progress)
+    except ArtifactIntegrityError:
+        # A remote store's local copy went bad (disk, tampering on the host): fetch it again,
+        # verified on the way in, and verify once more.
+        if not store.discard_local_copy(record.digest):
+            raise
+        log.warning("local copy of %s failed verification; downloading it again", record.label)
+        folder = store.local_path(record.digest)
+        verify(folder, record.digest, record.files, label=record.label, progress=progress)
+    return folder
+
+
+def stored_progress(progress: Callable[[int, int], None], total: int) -> Callable[[int], None]:
+    """The second half of a push's progress: bytes stored, counted from any thread."""
+    lock = threading.Lock()
+    stored = 0
+
+    def on_bytes(count: int) -> None:
+        nonlocal stored
+        with lock:
+            stored += count
+            done = stored
+        progress(total + done, 2 * total)
+
+    return on_bytes
