@@ -56,13 +56,16 @@ class Site:
             "PITSTOP_CACHE_MAX_BYTES": "1",
         }
 
-    def cli(self, *args: str) -> Any:
-        """``pitstop ARGS``; its JSON answer when it gives one."""
-        result = subprocess.run(
+    def run(self, *args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
             [sys.executable, "-m", "pitstop", *args],
             env={**os.environ, **self.env, "PITSTOP_HOME": str(self.root / "laptop")},
             capture_output=True, text=True, timeout=60,
         )  # fmt: skip
+
+    def cli(self, *args: str) -> Any:
+        """``pitstop ARGS``; its JSON answer when it gives one."""
+        result = self.run(*args)
         assert result.returncode == 0, result.stderr
         return json.loads(result.stdout) if "--json" in args else None
 
@@ -146,3 +149,20 @@ def test_a_tampered_object_fails_the_version_naming_the_file(
         assert "'model.onnx'" in reason, reason
         assert "changed in the store" in reason, reason
         assert {answer(replica) for _ in range(10)} == {(200, str(v1))}
+
+
+def test_a_push_with_the_store_cut_off_fails_in_one_line_and_registers_nothing(
+    tmp_path: Path, s3: S3Server, proxy: Proxy
+) -> None:
+    site = Site(tmp_path, s3, proxy)
+    v1 = site.push("iris", "one")
+    folder = mf.make_onnx_package(tmp_path / "packages" / "two")
+    (folder / "notes.txt").write_text("two")
+    proxy.cut()
+    failed = site.run("models", "push", str(folder), "--name", "iris")
+    assert failed.returncode == 1
+    assert failed.stderr.startswith(f"error: artifact store s3://models/{site.prefix} unreachable")
+    assert len(failed.stderr.strip().splitlines()) == 1, failed.stderr
+    proxy.restore()
+    assert [int(v["number"]) for v in site.cli("versions", "iris", "--json")] == [v1]
+    assert site.push("iris", "two") == v1 + 1  # pushing again once it is back completes it
