@@ -186,14 +186,18 @@ def windows_of(
 
 async def publish(registry: Registry, windows: Windows, replica: str, interval_s: float) -> None:
     """Publish this process's windows of the running rollouts every ``interval_s`` until
-    cancelled. Never fatal."""
+    cancelled (writing nothing while there is none, after clearing what it wrote last).
+    Never fatal."""
+    wrote = True  # at start: clear what a previous process of this name may have left
     while True:
         try:
             active = await asyncio.to_thread(registry.delivery.rollouts, None, active_only=True)
             rows = windows_of(windows, active)
-            await asyncio.to_thread(
-                registry.step_windows.publish, replica, rows, [r.id for r in active]
-            )
+            if rows or wrote:
+                await asyncio.to_thread(
+                    registry.step_windows.publish, replica, rows, [r.id for r in active]
+                )
+            wrote = bool(rows)
         except RegistryUnavailable:
             pass  # the watch loop reports it
         except Exception:
