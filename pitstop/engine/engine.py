@@ -1,8 +1,9 @@
 """The Engine: pitstop's composed core, with no network in it.
 
 One Engine owns the registry (and its artifact store), the ModelManager, the DataPlane, the
-monitoring parts and the background loops (registry watch, rollout controller, drift scoring,
-cost snapshots). Every entry point hosts a started Engine: the HTTP and gRPC servers, and
+monitoring parts and the background loops (registry watch — woken by PostgreSQL's change
+notices —, heartbeat, rollout-window publishing, rollout controller, drift scoring, cost
+snapshots). Every entry point hosts a started Engine: the HTTP and gRPC servers, and
 equally a batch job, a stream consumer or a test, which need no socket::
 
     async with Engine(Settings(home=home)) as engine:
@@ -14,7 +15,8 @@ starts the loops. ``begin_drain()`` is the one shutdown state: readiness turns f
 requests keep being served, hosts close connections after their answers. ``stop(grace_s)``
 drains (waiting up to ``grace_s`` for readiness probes to notice), cancels the loops, closes
 the DataPlane (shadow workers), unloads every version (waiting for leased requests up to
-``drain_timeout_s``) and closes the registry and tracing.
+``drain_timeout_s``), removes this replica from the registry's list and closes the registry and
+tracing.
 """
 
 from __future__ import annotations

@@ -124,7 +124,8 @@ def reachable(engine: Engine) -> Iterator[None]:
     try:
         yield
     except (OperationalError, InterfaceError) as exc:
-        if isinstance(exc.orig, sqlite3.OperationalError) and "locked" in str(exc.orig):
+        code = getattr(exc.orig, "sqlite_errorcode", None)  # an extended code: the low byte
+        if code is not None and code & 0xFF in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED):
             raise  # SQLite contention, not an outage: the caller's retry logic handles it
         where = engine.url.render_as_string(hide_password=True)
         detail = str(exc.orig or exc).strip().splitlines()[0] if str(exc.orig or exc) else ""

@@ -45,8 +45,6 @@ class ChangeNotices:
         self._on_change = on_change
         self._retry_s = retry_s
         self._stop = threading.Event()
-        self.listening = threading.Event()
-        """Set while the LISTEN connection is up (tests and health read it)."""
         self._thread = threading.Thread(target=self._run, name="pitstop-notices", daemon=True)
 
     def start(self) -> ChangeNotices:
@@ -63,7 +61,6 @@ class ChangeNotices:
             try:
                 with psycopg.connect(self._conninfo, autocommit=True) as connection:
                     connection.execute(f"LISTEN {CHANNEL}")
-                    self.listening.set()
                     if lost:
                         log.info("listening for registry changes again on %s", self._where)
                     lost = False
@@ -72,12 +69,10 @@ class ChangeNotices:
                         for _notice in connection.notifies(timeout=CHECK_S):
                             self._notify()
             except psycopg.Error as exc:
-                self.listening.clear()
                 if not lost:
                     log.warning("registry change notices lost (%s); polling meanwhile", exc)
                 lost = True
                 self._stop.wait(self._retry_s)
-        self.listening.clear()
 
     def _notify(self) -> None:
         try:

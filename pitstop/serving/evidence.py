@@ -1,88 +1,34 @@
 """What the rollout judge sees: every live replica's observations of a step, merged.
 
-Each replica summarises its own rollout windows (:class:`Summary`: request and error counts, a
-latency histogram on fixed edges, the newest :data:`MAX_PREDICTIONS` predictions) for every
+Each replica summarises its own rollout windows (:class:`~pitstop.serving.window.Summary`:
+request and error counts, a latency histogram on fixed edges, the newest predictions) for every
 running rollout — the canary since its step began, the baseline since the rollout began — and
 publishes them to the registry about once a second (:func:`publish`). The controller asks an
 :class:`Evidence` for a rollout's windows: :class:`SharedEvidence` merges the rows of every live
 replica (heartbeat within the replica timeout) for the current step. If a live replica's rows
 are missing or stale the evidence is incomplete and the judge is not asked (HOLD, as Argo
 Rollouts treats missing metrics: inconclusive, never a pass); a replica that died stops being
-live after the timeout and its traffic is judged no more. :class:`LocalEvidence` judges this
-process's observations alone (one server, and the controller's unit tests).
+live after the timeout and its traffic is judged no more. One server alone is a registry with
+one live replica: the same path.
 """
 
 from __future__ import annotations
 
 import asyncio
-import bisect
 import logging
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterable, Sequence
 from datetime import timedelta
 from typing import Any, Final, Protocol
 
 from pitstop.errors import RegistryUnavailable
 from pitstop.registry import Registry, Rollout, RolloutState
 from pitstop.serving.rollout import ArmWindow
-from pitstop.serving.window import Windows
+from pitstop.serving.window import EDGES_MS, Summary, Windows
 
 log = logging.getLogger(__name__)
 
-EDGES_MS: Final = tuple(round(0.05 * 1.25**i, 6) for i in range(72))
-"""Upper edges of the latency buckets: 0.05 ms to ~470 s, 25% apart (a merged p99 is within a
-quarter of the exact one); the last bucket catches everything above."""
-
-MAX_PREDICTIONS: Final = 2_000
-"""Predictions each replica publishes per arm: enough for the divergence check's PSI."""
-
 STALE_AFTER: Final = 3
 """A published window older than this many publish intervals is stale."""
-
-
-@dataclass(frozen=True)
-class Summary:
-    """One replica's observations of one arm since a moment."""
-
-    requests: int
-    errors: int
-    latency_counts: tuple[int, ...]
-    """Successful requests per bucket of :data:`EDGES_MS` (plus one above the last edge)."""
-    predictions: tuple[float, ...]
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "requests": self.requests,
-            "errors": self.errors,
-            "latency_counts": list(self.latency_counts),
-            "predictions": list(self.predictions),
-        }
-
-    @classmethod
-    def from_json(cls, body: Mapping[str, Any]) -> Summary:
-        return cls(
-            int(body["requests"]),
-            int(body["errors"]),
-            tuple(int(n) for n in body["latency_counts"]),
-            tuple(float(v) for v in body["predictions"]),
-        )
-
-
-def summarise(windows: Windows, model: str, version: int, since: float) -> Summary:
-    """What this process observed of ``model`` ``version`` since ``since`` (wall clock)."""
-    recorder = windows.arm(model, version)
-    counts = [0] * (len(EDGES_MS) + 1)
-    requests = errors = 0
-    for at, latency_ms, ok in list(recorder.requests):
-        if at < since:
-            continue
-        requests += 1
-        if ok:
-            counts[bisect.bisect_left(EDGES_MS, latency_ms)] += 1
-        else:
-            errors += 1
-    values = [value for at, value in list(recorder.predictions) if at >= since]
-    return Summary(requests, errors, tuple(counts), tuple(values[-MAX_PREDICTIONS:]))
 
 
 def merge(summaries: Iterable[Summary]) -> ArmWindow:
@@ -114,21 +60,6 @@ class Evidence(Protocol):
         """(canary since the step began, baseline since the rollout began), or why the
         evidence is incomplete (the controller then holds). Blocking; called in a thread."""
         ...
-
-
-class LocalEvidence:
-    """This process's observations only."""
-
-    def __init__(self, windows: Windows) -> None:
-        self._windows = windows
-
-    def gather(self, rollout: Rollout) -> tuple[ArmWindow, ArmWindow] | str:
-        since = rollout.step_started_at.timestamp()
-        canary = self._windows.window(rollout.model, rollout.version, since)
-        baseline = self._windows.window(
-            rollout.model, rollout.baseline, rollout.started_at.timestamp()
-        )
-        return canary, baseline
 
 
 class SharedEvidence:
@@ -173,12 +104,8 @@ def windows_of(
     for rollout in rollouts:
         if rollout.state is not RolloutState.RUNNING:
             continue
-        canary = summarise(
-            windows, rollout.model, rollout.version, rollout.step_started_at.timestamp()
-        )
-        baseline = summarise(
-            windows, rollout.model, rollout.baseline, rollout.started_at.timestamp()
-        )
+        canary = windows.summary(rollout.model, rollout.version, rollout.step_started_at)
+        baseline = windows.summary(rollout.model, rollout.baseline, rollout.started_at)
         rows.append((rollout.id, rollout.version, rollout.step, canary.to_json()))
         rows.append((rollout.id, rollout.baseline, rollout.step, baseline.to_json()))
     return rows

@@ -1,25 +1,28 @@
 """Recent observations per version, for judging a rollout step: O(1) to record, bounded.
 
 Each served or failed request adds one entry (wall-clock time, latency, ok); each answered row adds
-one prediction number. A window is read from a time on (the step's start). Entries are kept in
-fixed-size rings, so memory stays bounded however long a step lasts; a step that outlives the ring
-is judged on its most recent entries.
+one prediction number. A window is read from a time on (the step's start) as a
+:class:`Summary`, which replicas publish and the rollout controller merges
+(:mod:`pitstop.serving.evidence`). Entries are kept in fixed-size rings, so memory stays
+bounded however long a step lasts; a step that outlives the ring is judged on its most recent
+entries.
 """
 
 from __future__ import annotations
 
-import math
+import bisect
 import time
 from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Final
 
 import numpy as np
 
 from pitstop.errors import is_server_failure
 from pitstop.monitoring.attempt import Attempt
 from pitstop.monitoring.outputs import row_values
-from pitstop.serving.rollout import ArmWindow
 
 RING = 20_000
 
@@ -35,6 +38,42 @@ def predictions_of(outputs: Mapping[str, np.ndarray]) -> list[float]:
     return []
 
 
+EDGES_MS: Final = tuple(round(0.05 * 1.25**i, 6) for i in range(72))
+"""Upper edges of the latency buckets: 0.05 ms to ~470 s, 25% apart (a merged p99 is within a
+quarter of the exact one); the last bucket catches everything above."""
+
+MAX_PREDICTIONS: Final = 2_000
+"""Predictions each replica publishes per arm: enough for the divergence check's PSI."""
+
+
+@dataclass(frozen=True)
+class Summary:
+    """One replica's observations of one arm since a moment."""
+
+    requests: int
+    errors: int
+    latency_counts: tuple[int, ...]
+    """Successful requests per bucket of :data:`EDGES_MS` (plus one above the last edge)."""
+    predictions: tuple[float, ...]
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "requests": self.requests,
+            "errors": self.errors,
+            "latency_counts": list(self.latency_counts),
+            "predictions": list(self.predictions),
+        }
+
+    @classmethod
+    def from_json(cls, body: Mapping[str, Any]) -> Summary:
+        return cls(
+            int(body["requests"]),
+            int(body["errors"]),
+            tuple(int(n) for n in body["latency_counts"]),
+            tuple(float(v) for v in body["predictions"]),
+        )
+
+
 @dataclass
 class ArmRecorder:
     clock: Callable[[], float] = time.time
@@ -47,17 +86,20 @@ class ArmRecorder:
         for value in predictions:
             self.predictions.append((now, value))
 
-    def window(self, since: float) -> ArmWindow:
-        entries = [(latency, ok) for at, latency, ok in self.requests if at >= since]
-        latencies = [latency for latency, ok in entries if ok]
-        values = [value for at, value in self.predictions if at >= since]
-        p99 = float(np.quantile(latencies, 0.99)) if latencies else 0.0
-        return ArmWindow(
-            requests=len(entries),
-            errors=sum(1 for _, ok in entries if not ok),
-            p99_ms=p99 if math.isfinite(p99) else 0.0,
-            predictions=values,
-        )
+    def summary(self, since: float) -> Summary:
+        """What was recorded from ``since`` on (wall clock)."""
+        counts = [0] * (len(EDGES_MS) + 1)
+        requests = errors = 0
+        for at, latency_ms, ok in list(self.requests):
+            if at < since:
+                continue
+            requests += 1
+            if ok:
+                counts[bisect.bisect_left(EDGES_MS, latency_ms)] += 1
+            else:
+                errors += 1
+        values = [value for at, value in list(self.predictions) if at >= since]
+        return Summary(requests, errors, tuple(counts), tuple(values[-MAX_PREDICTIONS:]))
 
 
 class Windows:
@@ -89,5 +131,6 @@ class Windows:
         arm = self.arm(attempt.model, attempt.version)
         arm.record(attempt.elapsed_ns / 1e6, error is None, predictions)
 
-    def window(self, model: str, version: int, since: float) -> ArmWindow:
-        return self.arm(model, version).window(since)
+    def summary(self, model: str, version: int, since: datetime) -> Summary:
+        """What this process observed of ``model`` ``version`` since ``since``."""
+        return self.arm(model, version).summary(since.timestamp())

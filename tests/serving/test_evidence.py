@@ -7,8 +7,8 @@ from datetime import UTC, datetime
 
 import pytest
 
-from pitstop.serving.evidence import EDGES_MS, Summary, merge, summarise
-from pitstop.serving.window import Windows
+from pitstop.serving.evidence import merge
+from pitstop.serving.window import EDGES_MS, Summary, Windows
 
 START = datetime(2026, 12, 3, 12, 0, tzinfo=UTC)
 
@@ -22,7 +22,7 @@ def summary(requests: int, errors: int, latencies_ms: list[float], values: list[
         arm.record(1.0, False, [])
     if values:
         arm.record(1.0, True, values)
-    got = summarise(windows, "m", 1, START.timestamp())
+    got = windows.summary("m", 1, START)
     assert got.requests == len(latencies_ms) + errors + (1 if values else 0)
     return got
 
@@ -43,4 +43,4 @@ def test_merged_counts_are_exact_and_p99_within_a_bucket() -> None:
 def test_every_latency_lands_in_a_bucket(latency_ms: float) -> None:
     windows = Windows(clock=lambda: START.timestamp())
     windows.arm("m", 1).record(latency_ms, True, [])
-    assert sum(summarise(windows, "m", 1, 0.0).latency_counts) == 1
+    assert sum(windows.summary("m", 1, START).latency_counts) == 1

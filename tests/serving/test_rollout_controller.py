@@ -9,7 +9,8 @@ from datetime import UTC, datetime
 import pytest
 
 from pitstop.registry import Guard, Rollout, RolloutState
-from pitstop.serving.evidence import LocalEvidence
+from pitstop.serving.evidence import merge
+from pitstop.serving.rollout import ArmWindow
 from pitstop.serving.rollout_controller import RolloutController
 from pitstop.serving.window import Windows
 
@@ -53,6 +54,18 @@ class FakeDelivery:
         return self.rollouts_[0]
 
 
+@dataclass
+class Observed:
+    """Evidence from this process's windows alone (the fake of the registry-wide one)."""
+
+    windows: Windows
+
+    def gather(self, rollout: Rollout) -> tuple[ArmWindow, ArmWindow]:
+        canary = self.windows.summary(rollout.model, rollout.version, rollout.step_started_at)
+        baseline = self.windows.summary(rollout.model, rollout.baseline, rollout.started_at)
+        return merge([canary]), merge([baseline])
+
+
 def rollout(step: int = 0, steps: tuple[float, ...] = (10, 50, 100)) -> Rollout:
     at = datetime.fromtimestamp(START, UTC)
     return Rollout(
@@ -69,7 +82,7 @@ def traffic(windows: Windows, clock: FakeClock, version: int, requests: int, err
 
 
 def controller(delivery: FakeDelivery, windows: Windows, clock: FakeClock) -> RolloutController:
-    evidence = LocalEvidence(windows)
+    evidence = Observed(windows)
     return RolloutController(delivery, evidence, "replica-a", clock=clock)  # type: ignore[arg-type]
 
 
