@@ -15,9 +15,9 @@ import pytest
 
 from bench.loadgen import LoadLoop
 from pitstop.registry import Guard, Registry, RolloutState
+from tests.handler_models import BROKEN, SCORE, body, push
 from tests.reliability.conftest import url_through
 from tests.server import ServerProcess, wait_for
-from tests.transports.test_delivery import BROKEN, SCORE, body, push
 
 pytestmark = [pytest.mark.timeout(180), pytest.mark.postgres]
 
