@@ -323,6 +323,14 @@ def nested_empty_lists(count: int) -> bytes:
     return head + b",".join([b"[]"] * count) + b"]}]}"
 
 
+STALL_BOUND_S = {"8 MiB of nested empty lists": 0.5}
+"""The worst latency a valid request may see beside each hostile one, 0.1 s unless named here.
+Parsing the nested lists on the event loop would stall it ~2 s (measured): 0.5 s still proves it
+is not, while leaving room for the 8 MiB handed to the codec worker on 2 busy cores (a 0.1 s
+bound failed once at 103 ms in a fresh-clone run). The numbers case keeps 0.1 s: on the loop it
+would cost ~160 ms."""
+
+
 def hostile_requests() -> dict[str, tuple[str, bytes, dict[str, str]]]:
     """Requests that were slow, huge or crashing before: each must not hold up other clients."""
     huge, huge_headers = binary_body([bytes_input([2**30], 4)], b"\0\0\0\0")
@@ -358,7 +366,8 @@ def test_a_hostile_request_does_not_stall_a_valid_one(server: ServerProcess, cas
     assert answered.status_code < 500, answered.text
     assert answered.headers["content-type"] in ("application/json", "application/octet-stream")
     worst = max(latencies)
-    assert worst < 0.1, f"{case}: a valid request took {worst * 1000:.0f} ms"
+    bound = STALL_BOUND_S.get(case, 0.1)
+    assert worst < bound, f"{case}: a valid request took {worst * 1000:.0f} ms"
 
 
 def test_large_typed_grpc_contents_do_not_stall_rest_clients(server: ServerProcess) -> None:
