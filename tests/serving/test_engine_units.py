@@ -65,9 +65,12 @@ class Core:
             return False
 
     async def settle(self, number: int, production: bool = False) -> None:
-        """Read the registry; wait until ``number`` is READY (and routed, for production)."""
+        """Read the registry; wait until ``number`` is READY and the registry's generation is
+        applied (routes published: READY is set a moment before the routes are)."""
         await self.manager.refresh()
         await until(lambda: self.state(number) is VersionState.READY)
+        generation = self.source.generation()
+        await until(lambda: self.manager.applied_generation >= generation)
         if production:
             await until(lambda: self.serves(number))
 
