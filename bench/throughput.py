@@ -12,7 +12,10 @@ Everything runs on this machine in one run, so the printed ratios compare like w
 6. overload: concurrency far beyond a small queue, counting every status;
 7. the headline ratios again, interleaved: the echo app, pitstop and both MLServer
    configurations all up at once and loaded in turn for ``--rounds`` rounds, reported as the
-   median of per-round ratios, so a machine that slows down mid-run (shared cores) biases no side.
+   median of per-round ratios, so a machine that slows down mid-run (shared cores) biases no side;
+8. with ``--workers N``: the same, for pitstop with N workers, the echo app with N uvicorn
+   workers and MLServer's configurations including its N parallel inference workers
+   (bench/workers.py).
 Load comes from wrk (HTTP) and h2load (gRPC), Debian packages `wrk` and `nghttp2-client`.
 """
 
@@ -156,10 +159,14 @@ def h2load(url: str, body: Path, concurrency: int, duration: float) -> Load:
 
 
 @contextmanager
-def echo_server() -> Iterator[tuple[str, int]]:
+def echo_server(workers: int = 1) -> Iterator[tuple[str, int]]:
+    """The bare echo app (uvicorn's own ``--workers`` when more than one): (url, pid)."""
     port = free_port()
     process = subprocess.Popen(
-        [sys.executable, str(ROOT / "bench" / "echo_app.py"), "--port", str(port)],
+        [
+            *(sys.executable, str(ROOT / "bench" / "echo_app.py")),
+            *("--port", str(port), "--workers", str(workers)),
+        ],
         cwd=ROOT,
         env={**os.environ, "PYTHONPATH": str(ROOT)},
         stdout=subprocess.DEVNULL,
@@ -193,8 +200,9 @@ def mlserver_python() -> Path:
 
 
 @contextmanager
-def mlserver(folder: Path) -> Iterator[tuple[str, int, int]]:
-    """MLServer serving ``folder``: (HTTP url, gRPC port, pid)."""
+def mlserver(folder: Path, parallel_workers: int = 0) -> Iterator[tuple[str, int, int]]:
+    """MLServer serving ``folder``: (HTTP url, gRPC port, pid). ``parallel_workers`` > 0 runs
+    inference in that many processes behind MLServer's one HTTP/gRPC process."""
     http, grpc_port, metrics = free_port(), free_port(), free_port()
     (folder / "settings.json").write_text(
         json.dumps(
@@ -204,7 +212,7 @@ def mlserver(folder: Path) -> Iterator[tuple[str, int, int]]:
                 "grpc_port": grpc_port,
                 "metrics_port": metrics,
                 "host": "127.0.0.1",
-                "parallel_workers": 0,
+                "parallel_workers": parallel_workers,
                 "metrics_endpoint": None,
             }
         )
@@ -228,9 +236,21 @@ def mlserver(folder: Path) -> Iterator[tuple[str, int, int]]:
 
 
 def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of process ``pid`` and its reaped children (Linux /proc)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return sum(int(value) for value in fields[11:15]) / os.sysconf("SC_CLK_TCK")
+    """User + system CPU time of process ``pid`` and every live descendant, plus their reaped
+    children (Linux /proc): a supervisor's workers count, as do MLServer's inference workers."""
+    stats: dict[int, list[str]] = {}
+    for path in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            stats[int(path.parent.name)] = path.read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue  # exited meanwhile
+    tree, grew = {pid}, True
+    while grew:
+        found = {p for p, fields in stats.items() if int(fields[1]) in tree} - tree
+        tree |= found
+        grew = bool(found)
+    ticks = sum(int(v) for p in tree if p in stats for v in stats[p][11:15])
+    return ticks / os.sysconf("SC_CLK_TCK")
 
 
 def _wait(url: str, post: bool = False, timeout: float = 60) -> None:
@@ -330,9 +350,16 @@ def main() -> None:
     parser.add_argument(
         "--sections",
         default="echo,http,grpc,mlp,overload,mlserver,interleaved",
-        help="Comma-separated subset of: echo, http, grpc, mlp, overload, mlserver, interleaved.",
+        help="Comma-separated subset of: echo, http, grpc, mlp, overload, mlserver, interleaved "
+        "(section 8 runs with --workers).",
     )
     parser.add_argument("--rounds", type=int, default=3, help="rounds of the interleaved section")
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=0,
+        help="also run section 8: pitstop with this many workers (and the baselines alike)",
+    )
     args = parser.parse_args()
     levels = [int(c) for c in args.concurrency.split(",")]
     work = Path(tempfile.mkdtemp(prefix="pitstop-bench-"))
@@ -446,6 +473,10 @@ def main() -> None:
     report(results, ml, limit, mlp, overload)
     if "interleaved" in sections:
         interleaved(work, model, home, body, args, with_mlserver=not args.skip_mlserver)
+    if args.workers > 1:
+        from bench import workers
+
+        workers.run(work, model, home, body, args)
 
 
 def interleaved(

@@ -122,6 +122,14 @@ class Settings(BaseSettings):
     replica: str | None = None
     """Name under which this server reports load states. Default: ``<hostname>:<http_port>``."""
 
+    workers: int = Field(default=1, ge=1, le=64)
+    """Server processes on this host sharing the HTTP and gRPC ports (``pitstop serve
+    --workers``): each is a replica of the registry; a supervisor restarts any that dies."""
+
+    worker_dir: Path | None = None
+    """Set by that supervisor for its workers: the folder where each keeps its request counters
+    (memory-mapped), summed by whichever worker answers ``/metrics`` or statistics."""
+
     heartbeat_s: float = Field(default=3.0, gt=0)
     """How often a server records its heartbeat and applied generation in the registry."""
 

@@ -42,6 +42,7 @@ from pitstop.serving.evidence import SharedEvidence, publish
 from pitstop.serving.inventory import build_inventory
 from pitstop.serving.manager import ManagerOptions, ModelManager
 from pitstop.serving.rollout_controller import RolloutController
+from pitstop.serving.statistics import Statistics
 from pitstop.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -197,6 +198,7 @@ class Engine:
             manager,
             ServerInfo(name="pitstop", version=__version__, extensions=EXTENSIONS),
             default_timeout_us=settings.default_timeout_us,
+            statistics=Statistics(observability.tally, observability.everyone),
             observers=observability.observers(),
             tracing=observability.tracing,
             wants_metadata=observability.request_log is not None,

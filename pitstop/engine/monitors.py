@@ -11,8 +11,10 @@ are started and cancelled by the :class:`~pitstop.engine.Engine`. Their HTTP rou
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, Final
 
 from pitstop import errors
@@ -23,6 +25,7 @@ from pitstop.monitoring.drift_monitor import DriftMonitor
 from pitstop.monitoring.inventory import Inventory
 from pitstop.monitoring.logs import RequestLog
 from pitstop.monitoring.requests import RequestRecorder
+from pitstop.monitoring.tally import FileTally, Tally, gather
 from pitstop.monitoring.tracing import Tracing
 from pitstop.registry import Registry
 from pitstop.serving.window import Windows
@@ -65,6 +68,11 @@ class Observability:
     """Recent outcomes of policy-routed attempts per version, for the rollout controller."""
     behaviour: BehaviourRecorder
     """Embedding norms and cosine to the reference centroid per version."""
+    tally: Tally
+    """Where request counters live (statistics, metrics): this process's memory, or the
+    worker's file when the server runs several workers."""
+    everyone: Callable[[], Tally] | None
+    """Every worker's counters summed (None when this process is the only one)."""
 
     @classmethod
     def build(
@@ -75,7 +83,13 @@ class Observability:
         tracing: Tracing | None = None,
     ) -> Observability:
         """``tracing`` replaces the one the settings describe."""
-        requests = RequestRecorder() if settings.metrics_enabled else None
+        tally: Tally = Tally()
+        everyone: Callable[[], Tally] | None = None
+        if settings.worker_dir is not None:
+            folder = settings.worker_dir
+            tally = FileTally(folder, str(os.getpid()))
+            everyone = partial(gather, folder)
+        requests = RequestRecorder(tally) if settings.metrics_enabled else None
         drift = None
         if settings.drift_enabled:
             drift = DriftMonitor(
@@ -98,8 +112,9 @@ class Observability:
         if settings.cost_per_hour > 0 and requests is not None:
             cost = CostTracker(settings.cost_per_hour, settings.replicas)
         return cls(
-            settings, requests, drift, tracing, request_log, cost, Windows(), BehaviourRecorder()
-        )
+            settings, requests, drift, tracing, request_log, cost, Windows(), BehaviourRecorder(),
+            tally, everyone,
+        )  # fmt: skip
 
     def observers(self) -> list[Observer]:
         """What sees every attempt the DataPlane makes, after its own statistics."""
@@ -109,12 +124,19 @@ class Observability:
         ]  # fmt: skip
         return [part for part in parts if part is not None]
 
+    def requests_everywhere(self) -> RequestRecorder | None:
+        """The request series of every worker of this server (this process's when alone)."""
+        if self.requests is None or self.everyone is None:
+            return self.requests
+        return RequestRecorder.over(self.everyone())
+
     def usage(self) -> dict[tuple[str, int], Usage]:
-        if self.requests is None:
+        requests = self.requests_everywhere()
+        if requests is None:
             return {}
         return {
             (s.model, s.version): Usage(s.rows, s.compute.total)
-            for s in self.requests
+            for s in requests
             if s.version is not None
         }
 

@@ -14,6 +14,8 @@ from typing import Final
 
 import numpy as np
 
+from pitstop.monitoring.tally import Key, Kind, Tally
+
 LATENCY_BUCKETS: Final = (
     0.0005, 0.001, 0.0025, 0.005, 0.0075, 0.01, 0.025, 0.05, 0.075,
     0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
@@ -28,36 +30,42 @@ SCORE_BUCKETS: Final = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
 
 
 class Histogram:
-    """Counts per bucket, their sum and total; cumulative only when read."""
+    """Counts per bucket, their sum and total; cumulative only when read. The numbers live in
+    cells of a :class:`~pitstop.monitoring.tally.Tally` when one is given (shared by the
+    workers of one server), else in this process's memory."""
 
-    __slots__ = ("bounds", "counts", "total")
+    __slots__ = ("_total", "bounds", "counts")
 
-    def __init__(self, bounds: Sequence[float]) -> None:
+    def __init__(self, bounds: Sequence[float], tally: Tally | None = None, key: Key = ()) -> None:
         self.bounds = tuple(float(b) for b in bounds)
-        self.counts = [0] * (len(self.bounds) + 1)
+        tally = tally if tally is not None else Tally()
+        self.counts = tally.cells((*key, "buckets"), len(self.bounds) + 1)
         """Per bucket, not cumulative; the last one is ``+Inf``."""
-        self.total = 0.0
+        self._total = tally.cells((*key, "sum"), 1, Kind.TOTAL)
+
+    @property
+    def total(self) -> float:
+        return float(self._total[0])
 
     def observe(self, value: float) -> None:
         self.counts[bisect_left(self.bounds, value)] += 1
-        self.total += value
+        self._total[0] += value
 
     def observe_many(self, values: np.ndarray) -> None:
         """:meth:`observe` every value of a float array, vectorised."""
         buckets = np.searchsorted(np.asarray(self.bounds), values, side="left")
-        for bucket, count in enumerate(np.bincount(buckets, minlength=len(self.counts)).tolist()):
-            self.counts[bucket] += count
-        self.total += float(values.sum())
+        self.counts += np.bincount(buckets, minlength=len(self.counts))
+        self._total[0] += float(values.sum())
 
     @property
     def count(self) -> int:
-        return sum(self.counts)
+        return int(self.counts.sum())
 
     def cumulative(self) -> list[tuple[float, int]]:
         """``(upper bound, observations <= bound)`` for every bucket, ``+Inf`` last."""
         running = 0
         out: list[tuple[float, int]] = []
-        for bound, count in zip((*self.bounds, float("inf")), self.counts, strict=True):
+        for bound, count in zip((*self.bounds, float("inf")), self.counts.tolist(), strict=True):
             running += count
             out.append((bound, running))
         return out

@@ -56,8 +56,9 @@ class _Collector(Collector):
         build = InfoMetricFamily("pitstop_build", "The pitstop release serving.")
         build.add_metric([], {"version": exporter.server_version})
         yield build
-        if exporter.requests is not None:
-            yield from _request_families(exporter.requests)
+        requests = exporter.requests() if exporter.requests is not None else None
+        if requests is not None:
+            yield from _request_families(requests)
         yield from _inventory_families(exporter.inventory())
         if exporter.drift is not None:
             yield from _drift_families(exporter.drift)
@@ -74,7 +75,7 @@ class MetricsExporter:
         *,
         server_version: str,
         inventory: Callable[[], Inventory],
-        requests: RequestRecorder | None = None,
+        requests: Callable[[], RequestRecorder | None] | None = None,
         drift: DriftMonitor | None = None,
         cost: Callable[[], CostReport] | None = None,
     ) -> None:
@@ -128,8 +129,8 @@ def _request_families(recorder: RequestRecorder) -> Iterator[Metric]:
             labels = [*mv, transport, outcome]
             duration.add_metric(labels, _buckets(histogram), histogram.total)
             requests.add_metric(labels, histogram.count)
-        for (transport, kind), count in sorted(series.errors.items()):
-            errors.add_metric([*mv, transport, kind], count)
+        for (transport, kind), cell in sorted(series.errors.items()):
+            errors.add_metric([*mv, transport, kind], int(cell[0]))
         if series.version is None:
             continue
         if series.queue.count:

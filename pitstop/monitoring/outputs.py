@@ -22,6 +22,7 @@ from typing import Any, Final
 import numpy as np
 
 from pitstop.monitoring.histogram import SCORE_BUCKETS, Histogram
+from pitstop.monitoring.tally import Key, Tally
 
 MAX_CLASSES: Final = 50
 OTHER: Final = "other"
@@ -83,16 +84,26 @@ _SUMMARISED: Final = frozenset({OutputKind.LABEL, OutputKind.SCORE, OutputKind.P
 
 
 class OutputBehaviour:
-    """One version's answer distribution since this server started."""
+    """One version's answer distribution since this server started; counts in cells of
+    ``tally`` under ``key`` (this process's memory unless given)."""
 
-    __slots__ = ("classes", "kind", "output", "scores")
+    __slots__ = ("_cells", "_key", "_tally", "kind", "output", "scores")
 
-    def __init__(self) -> None:
+    def __init__(self, tally: Tally | None = None, key: Key = ()) -> None:
+        self._tally = tally if tally is not None else Tally()
+        self._key = key
         self.kind: OutputKind | None = None
         self.output = ""
         """The output summarised: the first one of the first response."""
-        self.classes: dict[str, int] = {}
-        self.scores = Histogram(SCORE_BUCKETS)
+        self._cells: dict[str, np.ndarray] = {}
+        """Label → one cell: its count."""
+        self.scores = Histogram(SCORE_BUCKETS, self._tally, (*key, "scores"))
+
+    def class_cell(self, label: str) -> np.ndarray:
+        cell = self._cells.get(label)
+        if cell is None:
+            cell = self._cells[label] = self._tally.cells((*self._key, "class", label))
+        return cell
 
     def observe(self, outputs: Mapping[str, np.ndarray]) -> None:
         if self.kind is None:
@@ -119,28 +130,33 @@ class OutputBehaviour:
             self.scores.observe_many(rows[:, 0].astype(np.float64, copy=False))
 
     def _count_few(self, values: list[Any]) -> None:
-        classes = self.classes
+        classes = self._cells
         for value in values:
             label = str(int(value))
             if label not in classes and len(classes) >= MAX_CLASSES:
                 label = OTHER
-            classes[label] = classes.get(label, 0) + 1
+            self.class_cell(label)[0] += 1
 
     def _count(self, values: np.ndarray) -> None:
         """Add ``values`` (labels) to the class counts: vectorised, so a response of a million
         rows costs milliseconds, and Python work is bounded by :data:`MAX_CLASSES`."""
         labels, counts = np.unique(values, return_counts=True)
-        classes = self.classes
+        classes = self._cells
         known = np.array([int(k) for k in classes if k != OTHER], dtype=np.int64)
         seen = np.isin(labels, known)
         for label, count in zip(labels[seen].tolist(), counts[seen].tolist(), strict=True):
-            classes[str(label)] += count
+            classes[str(label)][0] += count
         new_labels, new_counts = labels[~seen], counts[~seen]
         room = max(0, MAX_CLASSES - len(classes))
         for label, count in zip(
             new_labels[:room].tolist(), new_counts[:room].tolist(), strict=True
         ):
-            classes[str(label)] = count
+            self.class_cell(str(label))[0] += count
         rest = int(new_counts[room:].sum())
         if rest:
-            classes[OTHER] = classes.get(OTHER, 0) + rest
+            self.class_cell(OTHER)[0] += rest
+
+    @property
+    def classes(self) -> dict[str, int]:
+        """Label → count."""
+        return {label: int(cell[0]) for label, cell in self._cells.items()}

@@ -79,6 +79,7 @@ class DataPlane:
         observers: Sequence[Observer] = (),
         tracing: Tracing | None = None,
         wants_metadata: bool = False,
+        statistics: Statistics | None = None,
     ) -> None:
         """``observers`` see every attempt after the DataPlane's own :attr:`statistics` (the
         composition root builds the list: metrics, windows, behaviour, drift, logs, spans).
@@ -89,7 +90,7 @@ class DataPlane:
         self._info = info
         self._default_timeout_s = default_timeout_us / 1e6
         self._draining = False
-        self.statistics = Statistics()
+        self.statistics = statistics if statistics is not None else Statistics()
         self._observers: tuple[Observer, ...] = (self.statistics, *observers)
         self.shadows = ShadowRunner(self._shadow_call)
         self.fallbacks: Counter[tuple[str, str]] = Counter()

@@ -8,64 +8,109 @@ transports answer is :meth:`Statistics.select`; each encodes the rows (``to_json
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from collections.abc import Callable
 from typing import Any
 
+import numpy as np
+
 from pitstop.monitoring.attempt import Attempt, CacheUse
+from pitstop.monitoring.tally import Key, Kind, Tally
 
 
-@dataclass
 class Duration:
-    count: int = 0
-    ns: int = 0
+    """A count and the nanoseconds it took, in two cells."""
+
+    __slots__ = ("_cells",)
+
+    def __init__(self, cells: np.ndarray) -> None:
+        self._cells = cells
+
+    @property
+    def count(self) -> int:
+        return int(self._cells[0])
+
+    @property
+    def ns(self) -> int:
+        return int(self._cells[1])
 
     def add(self, ns: int) -> None:
-        self.count += 1
-        self.ns += ns
+        cells = self._cells
+        cells[0] += 1
+        cells[1] += ns
 
     def to_json(self) -> dict[str, int]:
         return {"count": self.count, "ns": self.ns}
 
 
-@dataclass
+_DURATIONS = ("success", "fail", "queue", "compute_infer", "cache_hit", "cache_miss")
+
+
 class VersionStatistics:
-    model: str
-    version: int
-    inference_count: int = 0
-    """Inferences counted per item of the batch dimension."""
-    execution_count: int = 0
-    """Runtime calls (one call may serve several inferences once batching exists)."""
-    last_inference_ms: int = 0
-    success: Duration = field(default_factory=Duration)
-    fail: Duration = field(default_factory=Duration)
-    queue: Duration = field(default_factory=Duration)
-    compute_infer: Duration = field(default_factory=Duration)
-    cache_hit: Duration = field(default_factory=Duration)
-    cache_miss: Duration = field(default_factory=Duration)
-    batch_sizes: dict[int, Duration] = field(default_factory=dict)
-    """Runtime calls by batch size, with their compute time (Triton's ``batch_stats``)."""
+    """One version's statistics, in cells of a tally under ``("statistics", model, version)``."""
+
+    __slots__ = (
+        "_counts", "_key", "_last", "_tally", "batch_sizes", "cache_hit", "cache_miss",
+        "compute_infer", "fail", "model", "queue", "success", "version",
+    )  # fmt: skip
+
+    def __init__(self, model: str, version: int, tally: Tally) -> None:
+        self.model = model
+        self.version = version
+        self._tally = tally
+        self._key: Key = ("statistics", model, version)
+        self._counts = tally.cells((*self._key, "counts"), 2)
+        self._last = tally.cells((*self._key, "last_inference"), 1, Kind.LATEST)
+        self.success, self.fail, self.queue, self.compute_infer, self.cache_hit, self.cache_miss = (
+            Duration(tally.cells((*self._key, name), 2)) for name in _DURATIONS
+        )
+        self.batch_sizes: dict[int, Duration] = {}
+        """Runtime calls by batch size, with their compute time (Triton's ``batch_stats``)."""
+
+    @property
+    def inference_count(self) -> int:
+        """Inferences counted per item of the batch dimension."""
+        return int(self._counts[0])
+
+    @property
+    def execution_count(self) -> int:
+        """Runtime calls (one call may serve several inferences once batching exists)."""
+        return int(self._counts[1])
+
+    @property
+    def last_inference_ms(self) -> int:
+        return int(self._last[0])
+
+    def batch(self, size: int) -> Duration:
+        found = self.batch_sizes.get(size)
+        if found is None:
+            cells = self._tally.cells((*self._key, "batch", size), 2)
+            found = self.batch_sizes[size] = Duration(cells)
+        return found
 
     def record(self, attempt: Attempt) -> None:
         """Count one attempt on this version."""
         cache = attempt.cache
         if cache is CacheUse.HIT:
             self.cache_hit.add(attempt.cache_ns)
-            self.inference_count += attempt.rows
+            self._counts[0] += attempt.rows
         elif cache is CacheUse.MISS:
             self.cache_miss.add(attempt.cache_ns)
         if attempt.executed:
             # One request served by a runtime call (the call itself is counted once).
             counts = attempt.counts_execution
-            self.inference_count += attempt.batch_size if counts else 0
-            self.last_inference_ms = time.time_ns() // 1_000_000
+            self._counts[0] += attempt.batch_size if counts else 0
+            self._last[0] = time.time_ns() // 1_000_000
             self.queue.add(attempt.queue_ns)
             if counts:
-                self.execution_count += 1
+                self._counts[1] += 1
                 self.compute_infer.add(attempt.compute_ns)
-                self.batch_sizes.setdefault(attempt.batch_size, Duration()).add(attempt.compute_ns)
+                self.batch(attempt.batch_size).add(attempt.compute_ns)
         (self.success if attempt.error is None else self.fail).add(attempt.elapsed_ns)
 
     def to_json(self) -> dict[str, Any]:
+        # Input and output preparation are not timed apart from compute_infer, but Triton's
+        # clients (perf_analyzer) require the three counts to be equal.
+        prepared = {"count": self.compute_infer.count, "ns": 0}
         return {
             "name": self.model,
             "version": str(self.version),
@@ -76,11 +121,9 @@ class VersionStatistics:
                 "success": self.success.to_json(),
                 "fail": self.fail.to_json(),
                 "queue": self.queue.to_json(),
-                # Input and output preparation are not timed apart from compute_infer, but
-                # Triton's clients (perf_analyzer) require the three counts to be equal.
-                "compute_input": Duration(self.compute_infer.count, 0).to_json(),
+                "compute_input": prepared,
                 "compute_infer": self.compute_infer.to_json(),
-                "compute_output": Duration(self.compute_infer.count, 0).to_json(),
+                "compute_output": prepared,
                 "cache_hit": self.cache_hit.to_json(),
                 "cache_miss": self.cache_miss.to_json(),
             },
@@ -92,16 +135,37 @@ class VersionStatistics:
 
 
 class Statistics:
-    """Statistics of every version this server has served since it started."""
+    """Statistics of every version this server has served since it started, in ``tally``
+    (this process's memory unless given). ``everyone`` gathers the cells of every worker of the
+    server, when there are several: :meth:`select` answers from those."""
 
-    def __init__(self) -> None:
+    def __init__(
+        self, tally: Tally | None = None, everyone: Callable[[], Tally] | None = None
+    ) -> None:
+        self._tally = tally if tally is not None else Tally()
+        self._everyone = everyone
         self._by_version: dict[tuple[str, int], VersionStatistics] = {}
+
+    @classmethod
+    def over(cls, tally: Tally) -> Statistics:
+        """The statistics whose cells ``tally`` holds, for reading."""
+        statistics = cls(tally)
+        for key in tally:
+            if len(key) < 4 or key[0] != "statistics":
+                continue
+            model, version = key[1], key[2]
+            if not isinstance(model, str) or not isinstance(version, int):
+                continue
+            stats = statistics.of(model, version)
+            if key[3] == "batch" and len(key) == 5 and isinstance(key[4], int):
+                stats.batch(key[4])
+        return statistics
 
     def of(self, model: str, version: int) -> VersionStatistics:
         key = (model, version)
         stats = self._by_version.get(key)
         if stats is None:
-            stats = self._by_version[key] = VersionStatistics(model, version)
+            stats = self._by_version[key] = VersionStatistics(model, version, self._tally)
         return stats
 
     def observe_attempt(self, attempt: Attempt) -> None:
@@ -111,8 +175,9 @@ class Statistics:
     def select(
         self, model: str | None = None, version: int | None = None
     ) -> list[VersionStatistics]:
+        source = self if self._everyone is None else Statistics.over(self._everyone())
         return [
             stats
-            for (name, number), stats in sorted(self._by_version.items())
+            for (name, number), stats in sorted(source._by_version.items())
             if (model is None or name == model) and (version is None or number == version)
         ]

@@ -45,10 +45,11 @@ from pitstop.transports.codec_worker import CodecWorker
 from pitstop.transports.grpc import GrpcApi, GrpcServer
 from pitstop.transports.http11 import JsonErrorsProtocol
 from pitstop.transports.kit import EXCEPTION_HANDLERS
-from pitstop.transports.listener import refuse_new_connections
+from pitstop.transports.listener import refuse_new_connections, shared_socket
 from pitstop.transports.observability import ObservabilityApi
 from pitstop.transports.openai import OpenAIApi
 from pitstop.transports.rest import RestApi
+from pitstop.transports.supervisor import Supervisor, end_with_parent
 
 log = logging.getLogger(__name__)
 
@@ -158,11 +159,13 @@ class Host:
             ws="none",  # no WebSocket routes: an upgrade request is served as plain HTTP
         )
         self._server = Server(config, self.engine, settings.shutdown_grace_s)
-        grpc_server = GrpcServer(self.grpc, settings.grpc_max_message_bytes)
+        worker = settings.worker_dir is not None  # one of several sharing the ports
+        grpc_server = GrpcServer(self.grpc, settings.grpc_max_message_bytes, share_port=worker)
         try:
             port = await grpc_server.start(settings.host, settings.grpc_port)
             log.info("gRPC listening on %s:%d", settings.host, port)
-            await self._server.serve()
+            sockets = [shared_socket(settings.host, settings.http_port)] if worker else None
+            await self._server.serve(sockets)
         finally:
             self.engine.begin_drain()
             await grpc_server.stop(settings.drain_timeout_s)
@@ -192,7 +195,17 @@ def first_admin(engine: Engine, tokens: TokenFile) -> Path | None:
 
 
 def serve(settings: Settings) -> None:
-    """Run the server until SIGINT/SIGTERM."""
+    """Run the server until SIGINT/SIGTERM: this process, or a supervisor of
+    ``settings.workers`` worker processes sharing the ports."""
+    if settings.workers > 1 and settings.worker_dir is None:
+        stop_logging = logs.configure(settings.log_format, settings.log_level)
+        try:
+            code = Supervisor(settings).run()
+        finally:
+            stop_logging()
+        raise SystemExit(code)
+    if settings.worker_dir is not None:
+        end_with_parent(settings.worker_dir)
     stop_logging = logs.configure(settings.log_format, settings.log_level)
     tokens = TokenFile(settings.home)
 

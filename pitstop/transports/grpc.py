@@ -349,14 +349,16 @@ def _guard(
 class GrpcServer:
     """A grpc.aio server for one :class:`GrpcApi`; create, start and stop it on one event loop."""
 
-    def __init__(self, api: GrpcApi, max_message_bytes: int) -> None:
+    def __init__(self, api: GrpcApi, max_message_bytes: int, share_port: bool = False) -> None:
+        """``share_port``: the workers of one server listen on one port (SO_REUSEPORT; the
+        kernel spreads connections over them)."""
         self._server = grpc.aio.server(
             options=[
                 ("grpc.max_send_message_length", max_message_bytes),
                 ("grpc.max_receive_message_length", max_message_bytes),
                 # gRPC sets SO_REUSEPORT by default, which lets two servers bind one port
-                # silently; a port in use must be an error.
-                ("grpc.so_reuseport", 0),
+                # silently; a port in use must be an error, unless sharing it is the point.
+                ("grpc.so_reuseport", int(share_port)),
             ]
         )
         self._server.add_generic_rpc_handlers((api.handler(),))

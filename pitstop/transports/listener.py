@@ -37,6 +37,10 @@ TCP_FLAGS_OFFSET = 13
 TCP_SYN, TCP_ACK = 0x02, 0x10
 
 
+BACKLOG = 2048
+"""Listen backlog of each worker's socket (uvicorn's default)."""
+
+
 class _SockFilter(ctypes.Structure):
     _fields_ = [
         ("code", ctypes.c_uint16),
@@ -78,3 +82,28 @@ def refuse_new_connections(listener: Listener) -> bool:
         log.warning("could not stop new connections before closing the listener: %s", exc)
         return False
     return True
+
+
+def shared_socket(host: str, port: int, *, listen: bool = True) -> socket.socket:
+    """A TCP socket bound to ``host:port`` with SO_REUSEPORT, so the workers of one server can
+    each listen on the same port and the kernel spreads new connections over them. With
+    ``listen=False`` it only holds the port (the supervisor's reservation: a socket that does
+    not listen receives no connections). Raises OSError when the port is taken by another
+    user's socket or one without SO_REUSEPORT."""
+    family, kind, proto, _name, address = socket.getaddrinfo(
+        host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+    )[0]
+    sock = socket.socket(family, kind, proto)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        if family == socket.AF_INET6:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        sock.bind(address)
+        if listen:
+            sock.listen(BACKLOG)
+            sock.setblocking(False)
+    except BaseException:
+        sock.close()
+        raise
+    return sock

@@ -36,7 +36,7 @@ class ObservabilityApi:
         exporter = MetricsExporter(
             server_version=__version__,
             inventory=engine.inventory,
-            requests=observability.requests,
+            requests=observability.requests_everywhere,
             drift=observability.drift,
             cost=observability.cost_report if observability.cost is not None else None,
         )
