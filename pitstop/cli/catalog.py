@@ -195,7 +195,16 @@ def _parse_meta(items: Sequence[str]) -> dict[str, str]:
     return meta
 
 
+@click.command()
+@pass_context
+def migrate(ctx: Context) -> None:
+    """Create or upgrade the registry schema, then exit (a deployment's migration job; every
+    server also does it at start, under a lock, so running it is never required)."""
+    with ctx.registry() as registry:
+        err.print(f"registry schema up to date (generation {registry.generation()})")
+
+
 def register(group: click.Group) -> None:
-    """Add ``models``, ``versions`` and ``alias`` to ``group``."""
-    for command in (models, versions, alias):
+    """Add ``models``, ``versions``, ``alias`` and ``migrate`` to ``group``."""
+    for command in (models, versions, alias, migrate):
         group.add_command(command)
