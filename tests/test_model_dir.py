@@ -70,3 +70,36 @@ def test_model_dir_refuses_a_registry_database_and_stray_flags(tmp_path: Path) -
     )
     assert stray.returncode == 2
     assert "need --model-dir" in stray.stderr
+
+
+def test_kserve_bare_layouts_are_served_and_pickles_need_trust(tmp_path: Path) -> None:
+    """A folder as KServe's own runtimes take it: only model.onnx; only model.joblib."""
+    import joblib
+
+    onnx = tmp_path / "onnx"
+    onnx.mkdir()
+    (onnx / "model.onnx").write_bytes(mf.iris_onnx_bytes(zipmap=False))
+    with ServerProcess(tmp_path / "h1", args=("--model-dir", str(read_only(onnx)))) as server:
+        response = httpx.post(f"{server.url}/v2/models/onnx/infer", json=ROW, timeout=10)
+        assert response.status_code == 200, response.text
+
+    pickled = tmp_path / "sklearn"
+    pickled.mkdir()
+    joblib.dump(mf.iris_classifier(), pickled / "model.joblib")
+    read_only(pickled)
+    base = [sys.executable, "-m", "pitstop", "serve", "--model-dir", str(pickled)]
+    env = {**os.environ, "PITSTOP_HOME": str(tmp_path / "h2")}
+    refused = subprocess.run(
+        [*base, "--http-port", str(free_port())], env=env, capture_output=True, text=True,
+        timeout=60,
+    )  # fmt: skip
+    assert refused.returncode == 1
+    assert "pickle" in refused.stderr
+    assert "model.joblib" in refused.stderr
+    trusted = ServerProcess(tmp_path / "h3", args=("--model-dir", str(pickled), "--trust-pickle"))
+    with trusted as server:
+        body = {"inputs": [{**ROW["inputs"][0], "name": "input-0"}]}
+        metadata = httpx.get(f"{server.url}/v2/models/sklearn", timeout=5).json()
+        body["inputs"][0]["name"] = metadata["inputs"][0]["name"]
+        response = httpx.post(f"{server.url}/v2/models/sklearn/infer", json=body, timeout=10)
+        assert response.status_code == 200, response.text

@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+import shutil
+from contextlib import ExitStack
 from pathlib import Path
+from tempfile import TemporaryDirectory
 
 import click
+import yaml
 
 from pitstop.cli.context import Context, err, pass_context
 from pitstop.errors import PitstopError
+from pitstop.registry import read_manifest
+from pitstop.registry.layout import FORMATS, manifest_of
+from pitstop.serving.warmup import load_and_validate
 from pitstop.transports.app import serve as run_server
 
 
@@ -27,6 +34,12 @@ from pitstop.transports.app import serve as run_server
     "from the embedded registry, as the production version of --model-name.",
 )
 @click.option("--model-name", help="Name to serve --model-dir under (default: the folder's name).")
+@click.option(
+    "--model-format",
+    type=click.Choice(FORMATS),
+    help="With --model-dir holding a bare model file (KServe's layouts): which runtime reads it "
+    "(default: decided from the file names).",
+)
 @click.option("--trust-pickle", is_flag=True, help="With --model-dir: allow pickle/joblib.")
 @click.option("--trust-code", is_flag=True, help="With --model-dir: allow its Python handler.")
 @pass_context
@@ -38,6 +51,7 @@ def serve(
     workers: int | None,
     model_dir: Path | None,
     model_name: str | None,
+    model_format: str | None,
     trust_pickle: bool,
     trust_code: bool,
 ) -> None:
@@ -45,25 +59,51 @@ def serve(
     changes = {"host": host, "http_port": http_port, "grpc_port": grpc_port, "workers": workers}
     settings = ctx.settings.model_copy(update={k: v for k, v in changes.items() if v is not None})
     if model_dir is not None:
-        adopt(ctx, model_dir, model_name or model_dir.resolve().name, trust_pickle, trust_code)
-    elif model_name or trust_pickle or trust_code:
-        raise click.UsageError("--model-name, --trust-pickle and --trust-code need --model-dir")
+        name = model_name or model_dir.resolve().name
+        adopt(ctx, model_dir, name, model_format, trust=(trust_pickle, trust_code))
+    elif model_name or model_format or trust_pickle or trust_code:
+        raise click.UsageError(
+            "--model-name, --model-format, --trust-pickle and --trust-code need --model-dir"
+        )
     run_server(settings)
 
 
-def adopt(ctx: Context, folder: Path, name: str, trust_pickle: bool, trust_code: bool) -> None:
+def adopt(
+    ctx: Context, folder: Path, name: str, model_format: str | None, trust: tuple[bool, bool]
+) -> None:
     """Register ``folder`` in the embedded registry and point ``name``'s production alias at it
     (the same content again is the same version: restarts add nothing). The folder is only
-    read; its files are copied into ``PITSTOP_HOME``."""
+    read; its files are copied into ``PITSTOP_HOME``. A folder with a bare model file (KServe's
+    layouts) is pushed as a copy with the manifest :func:`manifest_of` decides."""
     if ctx.settings.registry_url is not None:
         raise click.UsageError(
             "--model-dir serves one folder from the embedded registry in PITSTOP_HOME; "
             "unset PITSTOP_REGISTRY_URL, or push the folder to that registry instead"
         )
+    trust_pickle, trust_code = trust
     try:
-        with ctx.registry() as registry:
+        with ExitStack() as stack:
+            source = folder
+            if not any((folder / marker).is_file() for marker in ("pitstop.yaml", "MLmodel")):
+                names = [path.name for path in folder.iterdir() if path.is_file()]
+                document = manifest_of(names, model_format)
+                ctx.settings.home.mkdir(parents=True, exist_ok=True)
+                staging = Path(stack.enter_context(TemporaryDirectory(dir=ctx.settings.home)))
+                source = staging / "model"
+                source.mkdir()
+                shutil.copy2(folder / document["artifact"], source / document["artifact"])
+                (source / "pitstop.yaml").write_text(yaml.safe_dump(document))
+            # Loaded and warmed here first, as `pitstop models push` does: a model that cannot
+            # load (or needs a trust flag) stops the command with the reason, instead of a
+            # server that never turns ready.
+            runtime, _metadata, _report = load_and_validate(
+                source, read_manifest(source), trust_pickle=trust_pickle, trust_code=trust_code,
+                threads=1, runs=1,
+            )  # fmt: skip
+            runtime.unload()
+            registry = stack.enter_context(ctx.registry())
             result = registry.push(
-                folder, name=name, aliases=["production"], actor="server",
+                source, name=name, aliases=["production"], actor="server",
                 trust_pickle=trust_pickle, trust_code=trust_code,
                 reason=f"pitstop serve --model-dir {folder}",
             )  # fmt: skip
