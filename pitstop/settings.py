@@ -8,7 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import AliasChoices, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -121,6 +121,13 @@ class Settings(BaseSettings):
 
     replica: str | None = None
     """Name under which this server reports load states. Default: ``<hostname>:<http_port>``."""
+
+    storage_uri: str | None = Field(
+        default=None, validation_alias=AliasChoices("PITSTOP_STORAGE_URI", "STORAGE_URI")
+    )
+    """``pitstop serve`` with no ``--model-dir``: a model folder to download and serve as
+    ``--model-dir`` does: ``s3://bucket/prefix`` or a local path. Also read from KServe's
+    ``STORAGE_URI``."""
 
     workers: int = Field(default=1, ge=1, le=64)
     """Server processes on this host sharing the HTTP and gRPC ports (``pitstop serve

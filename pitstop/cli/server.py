@@ -14,6 +14,7 @@ from pitstop.cli.context import Context, err, pass_context
 from pitstop.errors import PitstopError
 from pitstop.registry import read_manifest
 from pitstop.registry.layout import FORMATS, manifest_of
+from pitstop.registry.s3_store import download_folder
 from pitstop.serving.warmup import load_and_validate
 from pitstop.transports.app import serve as run_server
 
@@ -58,7 +59,10 @@ def serve(
     """Serve every aliased model version over the Open Inference Protocol."""
     changes = {"host": host, "http_port": http_port, "grpc_port": grpc_port, "workers": workers}
     settings = ctx.settings.model_copy(update={k: v for k, v in changes.items() if v is not None})
-    if model_dir is not None:
+    if model_dir is None and settings.storage_uri and settings.worker_dir is None:
+        model_dir = fetch(ctx, settings.storage_uri)
+        model_name = model_name or _name_of(settings.storage_uri)
+    if model_dir is not None and settings.worker_dir is None:
         name = model_name or model_dir.resolve().name
         adopt(ctx, model_dir, name, model_format, trust=(trust_pickle, trust_code))
     elif model_name or model_format or trust_pickle or trust_code:
@@ -111,6 +115,33 @@ def adopt(
         raise click.ClickException(f"cannot serve {folder}: {exc}") from exc
     version = result.version
     err.print(f"serving {folder} as {name} v{version.number} ({version.digest})")
+
+
+def fetch(ctx: Context, uri: str) -> Path:
+    """The folder ``uri`` (PITSTOP_STORAGE_URI / KServe's STORAGE_URI) names: a local path as
+    it is, ``s3://bucket/prefix`` downloaded afresh into ``PITSTOP_HOME/storage``."""
+    if uri.startswith("file://") or uri.startswith("/"):
+        folder = Path(uri.removeprefix("file://"))
+        if not folder.is_dir():
+            raise click.UsageError(f"storage URI {uri}: no such folder")
+        return folder
+    if not uri.startswith("s3://"):
+        raise click.UsageError(
+            f"storage URI {uri}: pitstop downloads s3:// itself; for other schemes let KServe's "
+            "storage initializer fetch it and pass --model-dir /mnt/models"
+        )
+    folder = ctx.settings.home / "storage" / "model"
+    shutil.rmtree(folder, ignore_errors=True)
+    try:
+        download_folder(uri, folder, ctx.settings.s3_addressing_style)
+    except PitstopError as exc:
+        raise click.ClickException(str(exc)) from exc
+    return folder
+
+
+def _name_of(uri: str) -> str:
+    """The last part of a storage URI's path: ``s3://models/fraud/`` → ``fraud``."""
+    return uri.rstrip("/").rsplit("/", 1)[-1]
 
 
 def register(group: click.Group) -> None:

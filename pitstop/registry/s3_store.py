@@ -243,6 +243,48 @@ class S3ArtifactStore:
         return Unavailable(f"artifact store {self.url} unreachable ({action} {name!r}): {exc}")
 
 
+MAX_FOLDER_OBJECTS: Final = 10_000
+"""Most objects :func:`download_folder` copies (a model folder, not a bucket)."""
+
+
+def download_folder(
+    url: str, into: Path, addressing_style: str = "auto", client: Any = None
+) -> None:
+    """Copy every object under ``s3://bucket/prefix`` into the folder ``into`` (created; the
+    keys' paths below the prefix kept): KServe's ``STORAGE_URI`` for a server with no storage
+    initializer. Raises InvalidInput for a URL that is not ``s3://bucket[/prefix]``, an empty
+    prefix or an unsafe key, Unavailable when the store cannot be read."""
+    if not url.startswith("s3://") or not url[5:].split("/", 1)[0]:
+        raise InvalidInput(f"storage URI {url!r}: expected s3://bucket[/prefix]")
+    bucket, _, prefix = url[5:].partition("/")
+    prefix = prefix.strip("/")
+    s3 = client if client is not None else _client(addressing_style)
+    try:
+        pages = s3.get_paginator("list_objects_v2").paginate(
+            Bucket=bucket, Prefix=prefix + "/" if prefix else ""
+        )
+        keys = [item["Key"] for page in pages for item in page.get("Contents", ())]
+    except Exception as exc:
+        raise Unavailable(f"storage URI {url} unreachable: {exc}") from exc
+    names = [key[len(prefix) + 1 :] if prefix else key for key in keys if not key.endswith("/")]
+    if not names:
+        raise InvalidInput(f"storage URI {url}: no objects under it")
+    if len(names) > MAX_FOLDER_OBJECTS:
+        raise InvalidInput(f"storage URI {url}: more than {MAX_FOLDER_OBJECTS} objects")
+    for name in names:
+        if not _safe(name):
+            raise InvalidInput(f"storage URI {url}: unsafe object name {name!r}")
+    for key, name in zip([k for k in keys if not k.endswith("/")], names, strict=True):
+        target = into / name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        partial_path = target.with_name(target.name + ".part")
+        try:
+            s3.download_file(bucket, key, str(partial_path))
+        except Exception as exc:
+            raise Unavailable(f"storage URI {url}: cannot download {name!r}: {exc}") from exc
+        partial_path.replace(target)
+
+
 def _client(addressing_style: str) -> Any:
     try:
         import boto3
