@@ -8,7 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import AliasChoices, Field
+from pydantic import AliasChoices, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -121,6 +121,11 @@ class Settings(BaseSettings):
 
     replica: str | None = None
     """Name under which this server reports load states. Default: ``<hostname>:<http_port>``."""
+
+    admin_token: SecretStr | None = Field(default=None, min_length=32)
+    """An admin token secret kept outside pitstop (a Kubernetes Secret): servers register its
+    digest at start as the token ``admin-env`` (replacing one from an earlier secret), so the
+    operator holds a working admin token without reading a pod's files."""
 
     storage_uri: str | None = Field(
         default=None, validation_alias=AliasChoices("PITSTOP_STORAGE_URI", "STORAGE_URI")

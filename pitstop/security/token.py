@@ -41,14 +41,15 @@ SharedTokens = Callable[[], Sequence[tuple[str, str, Sequence[str]]]]
 """The registry's tokens as (name, sha256, scopes), read from memory (no I/O)."""
 
 
-def _digest(secret: str) -> str:
+def digest_of(secret: str) -> str:
+    """The sha256 (hex) of a token secret: what the registry stores."""
     return hashlib.sha256(secret.encode("utf-8")).hexdigest()
 
 
 def new_secret() -> tuple[str, str]:
     """A new token secret and its sha256 (the only part anything stores)."""
     secret = "pst_" + secrets.token_urlsafe(32)
-    return secret, _digest(secret)
+    return secret, digest_of(secret)
 
 
 def check_scopes(scopes: Sequence[str]) -> None:
@@ -146,7 +147,7 @@ class Authenticator:
         kind, _, secret = authorization.partition(" ")
         if kind.lower() != "bearer" or not secret.strip():
             raise Unauthenticated("the Authorization header must be 'Bearer <token>'")
-        offered = _digest(secret.strip())
+        offered = digest_of(secret.strip())
         match: Token | None = None
         for token in self._current():  # no early exit: every check costs the same
             if hmac.compare_digest(offered, token.sha256):

@@ -8,6 +8,7 @@ Engine. Every HTTP route and the gRPC servicer receive the started Engine in the
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import signal
 import socket
@@ -27,13 +28,14 @@ from starlette.types import ASGIApp
 
 from pitstop import __version__
 from pitstop.engine import Engine
-from pitstop.errors import Conflict, RegistryUnavailable
+from pitstop.errors import Conflict, NotFound, RegistryUnavailable
 from pitstop.monitoring import logs
 from pitstop.security.token import (
     ADMIN,
     READ,
     Authenticator,
     TokenFile,
+    digest_of,
     new_secret,
     write_private,
 )
@@ -177,17 +179,35 @@ class Host:
             self._server.should_exit = True
 
 
+ENV_TOKEN = "admin-env"
+"""The name under which ``PITSTOP_ADMIN_TOKEN``'s digest is registered."""
+
+
 def first_admin(engine: Engine, tokens: TokenFile) -> Path | None:
     """Create the first admin token in the registry when there is no token anywhere, and
     write its secret to ``admin.token`` (0600). Returns that file, or None. When replicas start
-    together, one of them creates it (the others find it taken)."""
+    together, one of them creates it (the others find it taken). With ``PITSTOP_ADMIN_TOKEN``
+    set, register that secret instead (as ``admin-env``, replacing an earlier one) and write
+    nothing."""
+    actor = f"server:{engine.replica}"
+    configured = engine.settings.admin_token
+    if configured is not None:
+        digest = digest_of(configured.get_secret_value())
+        held = {t.name: t.sha256 for t in engine.registry.tokens.all()}
+        if held.get(ENV_TOKEN) == digest:
+            return None
+        with contextlib.suppress(NotFound):  # another replica may rotate it at the same time
+            if ENV_TOKEN in held:
+                engine.registry.tokens.revoke(ENV_TOKEN, actor=actor)
+        with contextlib.suppress(Conflict):
+            engine.registry.tokens.create(ENV_TOKEN, digest, [ADMIN, READ], actor=actor)
+        log.info("registered PITSTOP_ADMIN_TOKEN as the token %r", ENV_TOKEN)
+        return None
     if tokens.load() or engine.registry.tokens.all():
         return None
     secret, digest = new_secret()
     try:
-        engine.registry.tokens.create(
-            "admin", digest, [ADMIN, READ], actor=f"server:{engine.replica}"
-        )
+        engine.registry.tokens.create("admin", digest, [ADMIN, READ], actor=actor)
     except Conflict:
         return None
     write_private(tokens.admin_path, secret + "\n")
@@ -223,8 +243,10 @@ def serve(settings: Settings) -> None:
                 created = None
             if created is not None:
                 log.info("created an admin token in %s (mode 0600)", created.resolve())
-            else:
+            elif settings.admin_token is None:
                 log.info("management calls need a token: pitstop token create")
+            with contextlib.suppress(RegistryUnavailable):  # the watch loop catches up later
+                await engine.manager.refresh()  # serve with the tokens as they are now
             authenticator = Authenticator(tokens, shared=engine.manager.tokens)
             await Host(engine, settings, authenticator).serve()
 

@@ -41,6 +41,7 @@ from types import FrameType
 from typing import Final
 
 import orjson
+from pydantic import SecretStr
 
 from pitstop.settings import Settings
 from pitstop.transports.listener import shared_socket
@@ -208,6 +209,9 @@ def worker_environment(
     options given on the command line reach the workers) and the worker's own."""
     environment = dict(os.environ)
     for name, value in settings.model_dump(mode="json").items():
+        secret = getattr(settings, name)
+        if isinstance(secret, SecretStr):
+            value = secret.get_secret_value()  # dumped as "**********"
         if value is not None:
             text = value if isinstance(value, str) else orjson.dumps(value).decode()
             environment[f"PITSTOP_{name.upper()}"] = text

@@ -189,3 +189,36 @@ def test_the_dockerfile_passes_hadolint() -> None:
         capture_output=True, text=True, timeout=60,
     )  # fmt: skip
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+@pytest.mark.parametrize("name", ["inferenceservice-raw.yaml", "inferenceservice-serverless.yaml"])
+def test_the_kserve_samples_name_the_runtime_and_a_mode(name: str) -> None:
+    """The samples in deploy/kserve/ against the CRD schema kept here (KServe's minimal one:
+    spec is open) and KServe's ModelSpec fields (a container's fields plus the model's)."""
+    sample = yaml.safe_load((ROOT / "deploy" / "kserve" / name).read_text())
+    schema = strict(
+        json.loads((CRDS / CUSTOM[("serving.kserve.io/v1beta1", "InferenceService")]).read_text())
+    )
+    jsonschema.Draft7Validator(schema).validate(sample)
+    mode = sample["metadata"]["annotations"]["serving.kserve.io/deploymentMode"]
+    assert mode in ("RawDeployment", "Serverless")
+    model = sample["spec"]["predictor"]["model"]
+    assert model["runtime"] == "pitstop"
+    assert model["modelFormat"]["name"] in {"onnx", "sklearn", "xgboost", "lightgbm", "mlflow"}
+    assert set(model) <= {
+        "runtime", "modelFormat", "protocolVersion", "storageUri", "ports", "resources", "env",
+        "args",
+    }  # fmt: skip
+    ports = model.get("ports", [])
+    if mode == "Serverless":
+        assert len(ports) <= 1  # Knative routes one port
+    else:
+        assert {p["name"] for p in ports} == {"http1", "h2c"}
+
+
+def test_an_admin_token_secret_reaches_the_server() -> None:
+    (container,) = one(render({"auth": {"adminTokenSecret": "pitstop-admin"}}), "Deployment")[
+        "spec"
+    ]["template"]["spec"]["containers"]
+    token = next(e for e in container["env"] if e["name"] == "PITSTOP_ADMIN_TOKEN")
+    assert token["valueFrom"]["secretKeyRef"] == {"name": "pitstop-admin", "key": "token"}

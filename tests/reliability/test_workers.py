@@ -30,7 +30,13 @@ pytestmark = pytest.mark.timeout(180)
 ROW = {
     "inputs": [{"name": "input", "datatype": "FP32", "shape": [1, 4], "data": [5.1, 3.5, 1.4, 0.2]}]
 }
-ENV = {"PITSTOP_WORKERS": "2", "PITSTOP_HEARTBEAT_S": "0.3", "PITSTOP_WARMUP_RUNS": "0"}
+TOKEN = "pst_" + "w" * 40
+ENV = {
+    "PITSTOP_WORKERS": "2",
+    "PITSTOP_HEARTBEAT_S": "0.3",
+    "PITSTOP_WARMUP_RUNS": "0",
+    "PITSTOP_ADMIN_TOKEN": TOKEN,  # a secret setting must reach the workers intact
+}
 THREADS = 8
 
 
@@ -95,7 +101,7 @@ def test_two_workers_share_the_ports_survive_a_kill_and_count_every_request(
             assert wait_for(lambda: len(live_workers(registry)) == 2, 30), server.logs()[-3000:]
             workers = live_workers(registry)
             assert len(set(workers.values())) == 2  # two processes, one replica name each
-            token = (home / "admin.token").read_text().strip()
+            token = TOKEN
 
             load = LoadLoop(f"{server.url}/v2/models/iris/infer", ROW, THREADS, 100_000).start()
             assert wait_for(lambda: len(load.snapshot()) >= 300, 30)

@@ -132,3 +132,27 @@ def test_revoked_token_is_refused_without_restart(server: ServerProcess, tmp_pat
     assert httpx.post(url, headers={"Authorization": f"Bearer {secret}"}).status_code == 200
     tokens.revoke("temp")
     assert httpx.post(url, headers={"Authorization": f"Bearer {secret}"}).status_code == 401
+
+
+def test_an_admin_token_from_the_environment_is_registered_and_rotated(tmp_path: Path) -> None:
+    """PITSTOP_ADMIN_TOKEN (a Kubernetes Secret): accepted for admin calls, no admin.token file
+    written; a restart with another secret replaces it; a short one stops the server."""
+    home = tmp_path / "home"
+    first, second = "pst_" + "a" * 40, "pst_" + "b" * 40
+    url = "/v2/repository/models/ghost/load"  # admin scope; 404 once authorised
+    with ServerProcess(home, env={"PITSTOP_ADMIN_TOKEN": first}) as server:
+        bearer = {"Authorization": f"Bearer {first}"}
+        assert httpx.post(server.url + url, headers=bearer).status_code == 404
+    assert not (home / "admin.token").exists()
+    with ServerProcess(home, env={"PITSTOP_ADMIN_TOKEN": second}) as server:
+        for secret, status in ((first, 401), (second, 404)):
+            bearer = {"Authorization": f"Bearer {secret}"}
+            assert httpx.post(server.url + url, headers=bearer).status_code == status
+    with open_registry(home) as registry:
+        names = [t.name for t in registry.tokens.all()]
+        assert names == ["admin-env"]
+        assert [e.action for e in registry.history()][:3] == [
+            "token.create", "token.revoke", "token.create",
+        ]  # fmt: skip
+    with pytest.raises(RuntimeError, match="admin_token"):
+        ServerProcess(tmp_path / "short", env={"PITSTOP_ADMIN_TOKEN": "short"}).start()
