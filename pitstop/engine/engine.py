@@ -101,7 +101,12 @@ class Engine:
         return self._parts[2].draining if self._parts is not None else self._drain_early
 
     def inventory(self) -> Inventory:
-        """What this process serves now, for ``/metrics`` and the drift loop (event loop)."""
+        """What this server serves now, for ``/metrics`` (event loop): with several workers,
+        their gauges and counters summed."""
+        return self.observability.inventory_everywhere(self._own_inventory())
+
+    def _own_inventory(self) -> Inventory:
+        """What this process holds now (the drift loop's view)."""
         manager, dataplane, observability = self.manager, self.dataplane, self.observability
         return build_inventory(
             manager, dataplane.shadows, dataplane.fallbacks, observability.behaviour
@@ -148,7 +153,7 @@ class Engine:
         )
         loops.append(("rollout-windows", publishing))
         loops.append(("heartbeat", self._heartbeat()))
-        for run in observability.loops(self.inventory):
+        for run in observability.loops(self._own_inventory):
             loops.append((run.__name__, run()))
         loop = asyncio.get_running_loop()
         self._tasks = [loop.create_task(coro, name=f"pitstop-{name}") for name, coro in loops]

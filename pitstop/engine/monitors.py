@@ -22,7 +22,7 @@ from pitstop.monitoring.attempt import Observer
 from pitstop.monitoring.behaviour import BehaviourRecorder
 from pitstop.monitoring.cost import CostReport, CostTracker, Usage
 from pitstop.monitoring.drift_monitor import DriftMonitor
-from pitstop.monitoring.inventory import Inventory
+from pitstop.monitoring.inventory import Inventory, forget, publish, summed
 from pitstop.monitoring.logs import RequestLog
 from pitstop.monitoring.requests import RequestRecorder
 from pitstop.monitoring.tally import FileTally, Tally, gather
@@ -33,6 +33,8 @@ from pitstop.settings import Settings
 
 COST_TICK_S: Final = 15.0
 """Granularity of cost windows."""
+SHARE_S: Final = 1.0
+"""How often a worker publishes its in-flight and queue gauges for the others' scrapes."""
 
 
 class RegistryReferences:
@@ -170,4 +172,25 @@ class Observability:
                     cost.tick(self.usage())
 
             found.append(snapshot)
+        if self.everyone is not None:
+
+            async def share() -> None:
+                while True:
+                    await asyncio.sleep(SHARE_S)
+                    self.share(inventory())
+
+            found.append(share)
         return found
+
+    def share(self, own: Inventory) -> None:
+        """Publish this worker's inventory numbers for the other workers' scrapes."""
+        publish(own, self.tally)
+        forget(self.tally, {(v.model, v.version) for v in own.versions})
+
+    def inventory_everywhere(self, own: Inventory) -> Inventory:
+        """``own`` with every worker's gauges and counters (``own`` when this is the only
+        process)."""
+        if self.everyone is None:
+            return own
+        self.share(own)
+        return summed(own, self.everyone())

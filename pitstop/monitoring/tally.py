@@ -11,7 +11,8 @@ scraping worker answers from. This is prometheus_client's multiprocess design (o
 per process, merged at scrape), applied to our own recorders.
 
 Keys are tuples of str/int/None, stored as JSON. Each cell has a kind: ``sum`` (int64 counts),
-``total`` (float64 sums) or ``latest`` (int64, merged by taking the largest, for timestamps).
+``total`` (float64 sums), ``latest`` (int64, merged by taking the largest, for timestamps) or
+``live`` (int64 gauges, zeroed when their worker exits).
 A FileTally has a fixed capacity (:data:`CAPACITY_BYTES`); past it, new cells live in memory
 only (logged once): counted by this worker, missing from the sum, never an error.
 """
@@ -46,6 +47,9 @@ class Kind(enum.Enum):
     """float64 sums (seconds), added across workers."""
     LATEST = "latest"
     """int64 timestamps: the largest across workers."""
+    LIVE = "live"
+    """int64 gauges of what a worker holds now (requests in flight): added across workers;
+    zeroed by :func:`retire` when the worker exits, so a dead worker adds nothing."""
 
     @property
     def dtype(self) -> type[np.generic]:
@@ -157,3 +161,23 @@ def _entry(line: bytes) -> tuple[Key, int, int, Kind] | None:
     if at < 0 or at % 8 or size < 1:
         return None
     return key, at, size, kind
+
+
+def retire(folder: Path, name: str) -> None:
+    """Zero the LIVE cells of the worker ``name`` (it exited): its gauges stop counting, its
+    counters stay. Called by the supervisor; a worker that never wrote is skipped."""
+    keys = folder / (name + KEYS)
+    try:
+        entries = [_entry(line) for line in keys.read_bytes().split(b"\n")]
+        with (folder / (name + CELLS)).open("r+b") as cells:
+            size = os.fstat(cells.fileno()).st_size
+            if size == 0:
+                return
+            with mmap.mmap(cells.fileno(), size) as mapped:
+                for entry in entries:
+                    if entry is not None and entry[3] is Kind.LIVE:
+                        _key, at, count, _kind = entry
+                        if at + count * 8 <= size:
+                            mapped[at : at + count * 8] = bytes(count * 8)
+    except FileNotFoundError:
+        return

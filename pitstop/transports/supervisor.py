@@ -43,6 +43,7 @@ from typing import Final
 import orjson
 from pydantic import SecretStr
 
+from pitstop.monitoring.tally import retire
 from pitstop.settings import Settings
 from pitstop.transports.listener import shared_socket
 
@@ -84,6 +85,7 @@ class Supervisor:
         """The signal being forwarded once a stop was asked for."""
         self._deadline = 0.0
         self._failed = False
+        self._folder = Path()
 
     def run(self) -> int:
         settings = self._settings
@@ -95,7 +97,9 @@ class Supervisor:
         except OSError as exc:
             log.error("cannot listen on %s: %s", settings.host, exc)
             return 1
-        folder = Path(tempfile.mkdtemp(prefix="pitstop-workers-", dir=_memory_folder()))
+        folder = self._folder = Path(
+            tempfile.mkdtemp(prefix="pitstop-workers-", dir=_memory_folder())
+        )
         try:
             (folder / SUPERVISOR_PID).write_text(str(os.getpid()))
             http_port, grpc_port = (sock.getsockname()[1] for sock in holds)
@@ -144,6 +148,7 @@ class Supervisor:
             if code is None:
                 return
             worker.process = None
+            retire(self._folder, str(process.pid))  # its gauges stop counting
             lived = now - worker.started
             if self._stopping is not None:
                 if code != 0:

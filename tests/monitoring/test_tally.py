@@ -11,8 +11,9 @@ import numpy as np
 import pytest
 
 from pitstop.monitoring.histogram import Histogram
+from pitstop.monitoring.inventory import Inventory, VersionView, forget, publish, summed
 from pitstop.monitoring.requests import RequestRecorder
-from pitstop.monitoring.tally import KEYS, FileTally, Kind, Tally, gather
+from pitstop.monitoring.tally import KEYS, FileTally, Kind, Tally, gather, retire
 from pitstop.serving.statistics import Statistics
 
 
@@ -104,3 +105,39 @@ def test_statistics_answer_from_every_worker_when_told_how_to_gather(tmp_path: P
     mine.of("m", 1).success.add(7)
     (row,) = mine.select("m")
     assert row.success.to_json() == {"count": 2, "ns": 12}
+
+
+def test_retire_zeroes_a_dead_workers_gauges_and_keeps_its_counters(tmp_path: Path) -> None:
+    dead = FileTally(tmp_path, "41")
+    dead.cells(("inventory", "m", 1), 2, Kind.LIVE)[:] = [3, 2]
+    dead.cells(("requests",))[0] = 7
+    FileTally(tmp_path, "42").cells(("inventory", "m", 1), 2, Kind.LIVE)[:] = [1, 0]
+    retire(tmp_path, "41")
+    retire(tmp_path, "never-started")
+    merged = gather(tmp_path)
+    assert merged.cells(("inventory", "m", 1), 2, Kind.LIVE).tolist() == [1, 0]
+    assert merged.cells(("requests",))[0] == 7
+
+
+def test_every_workers_inventory_numbers_are_summed(tmp_path: Path) -> None:
+    def inventory(inflight: int, fallbacks: int, held: bool = True) -> Inventory:
+        views = (VersionView("m", 1, "sha256:0", "onnx", "READY", inflight, 1, 0.1),)
+        return Inventory(
+            versions=views if held else (),
+            fallbacks={("m", "error"): fallbacks},
+            shadow_requests={("m", "2"): (fallbacks, 1)},
+            load_failures={"m": 1},
+            registry_failures=2,
+        )
+
+    publish(inventory(inflight=3, fallbacks=5), FileTally(tmp_path, "1"))
+    other = FileTally(tmp_path, "2")
+    publish(inventory(inflight=4, fallbacks=6), other)
+    mine = inventory(inflight=9, fallbacks=0)
+    total = summed(mine, gather(tmp_path))
+    assert [(v.inflight, v.queued) for v in total.versions] == [(7, 2)]
+    assert total.fallbacks == {("m", "error"): 11}
+    assert total.shadow_requests == {("m", "2"): (11, 2)}
+    assert (total.load_failures, total.registry_failures) == ({"m": 2}, 4)
+    forget(other, held=set())  # worker 2 unloaded v1: its gauges stop counting
+    assert [v.inflight for v in summed(mine, gather(tmp_path)).versions] == [3]

@@ -54,16 +54,21 @@ def alive(pid: int) -> bool:
         return stat.read().split(") ", 1)[1][0] != "Z"
 
 
-def answered(server: ServerProcess) -> int:
-    """pitstop_requests_total over every transport and outcome, from one scrape."""
+def total(server: ServerProcess, series: str) -> int:
+    """The sum of one metric's samples for iris, from one scrape."""
     text = httpx.get(f"{server.url}/metrics", timeout=5).text
     return round(
         sum(
             float(line.rsplit(" ", 1)[1])
             for line in text.splitlines()
-            if line.startswith('pitstop_requests_total{model="iris"')
+            if line.startswith(series + '{model="iris"')
         )
     )
+
+
+def answered(server: ServerProcess) -> int:
+    """pitstop_requests_total over every transport and outcome."""
+    return total(server, "pitstop_requests_total")
 
 
 def successes(server: ServerProcess, token: str) -> int:
@@ -134,6 +139,8 @@ def test_two_workers_share_the_ports_survive_a_kill_and_count_every_request(
             assert infer_grpc(server.grpc_target).size == 1
         assert answered(server) == counted_before + 50
         assert successes(server, token) == stats_before + 50
+        # Nothing in flight now, on any worker: the killed one's last gauges were retired.
+        assert wait_for(lambda: total(server, "pitstop_inflight_requests") == 0, 5)
     finally:
         code = server.stop(timeout=60)
     assert code == 0, server.logs()[-3000:]
