@@ -10,6 +10,7 @@ from typing import Any
 import click
 
 from pitstop.cli import (
+    batch,
     catalog,
     delivery,
     embeddings,
@@ -39,7 +40,7 @@ def cli(ctx: click.Context, home: Path | None, registry_url: str | None) -> None
 
 
 # Every command module adds its commands the same way.
-for _module in (server, catalog, tokens, history, delivery, observability, embeddings):
+for _module in (server, catalog, tokens, history, delivery, observability, embeddings, batch):
     _module.register(cli)
 
 

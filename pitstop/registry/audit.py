@@ -34,6 +34,7 @@ ACTIONS: Final = frozenset(
         "rollout.abort",
         "reference.set",
         "token.create",
+        "batch.run",
         "token.revoke",
     }
 )

@@ -40,6 +40,7 @@ from pitstop.registry.records import (
 )
 from pitstop.registry.references import References
 from pitstop.registry.replicas import Replicas
+from pitstop.registry.runs import Runs
 from pitstop.registry.schema import (
     AliasRow,
     ModelRow,
@@ -90,6 +91,8 @@ class Registry:
         """What each replica observed of running rollouts (:mod:`.step_windows`)."""
         self.replicas = Replicas(engine, clock)
         """Servers' heartbeats and applied generations (:mod:`pitstop.registry.replicas`)."""
+        self.runs = Runs(engine, clock)
+        """Batch runs in the audit history (:mod:`pitstop.registry.runs`)."""
 
     @classmethod
     def open(

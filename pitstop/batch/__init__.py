@@ -1,0 +1,1 @@
+"""Batch scoring: registered versions scoring files offline, resumable (``pitstop batch``)."""
