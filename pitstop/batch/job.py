@@ -26,9 +26,10 @@ from pitstop.batch import ledger, scorer
 from pitstop.batch.columns import Source, plan
 from pitstop.batch.ledger import Ledger
 from pitstop.batch.scorer import Scored, Scorer
-from pitstop.batch.table import FORMATS, Input, Part, input_files, write_part
+from pitstop.batch.table import FORMATS, Input, Part, input_files, read_output, write_part
 from pitstop.errors import Conflict, InvalidInput, PitstopError
 from pitstop.registry import Registry, VersionRecord
+from pitstop.settings import Settings
 
 STAMP_VERSION: Final = "pitstop_version"
 STAMP_DIGEST: Final = "pitstop_digest"
@@ -56,6 +57,14 @@ class BatchOptions:
     max_errors: float | None = None
     """Stop past this many failed rows (>= 1), or this fraction of the rows read (< 1)."""
     resume: bool = False
+    engine: str = "local"
+    """``local`` (worker processes here) or ``ray`` (a Ray cluster, Ray Data)."""
+    address: str = "auto"
+    """The Ray cluster (``auto``, ``127.0.0.1:6380``, ``ray://head:10001``)."""
+    concurrency: int = 2
+    """Ray actors, each with its own runtime."""
+    actor_cpus: float = 1.0
+    """CPUs Ray reserves per actor (fractions allowed)."""
 
 
 @dataclass(frozen=True)
@@ -82,6 +91,7 @@ def run(
     *,
     actor: str,
     progress: Callable[[Ledger], None] | None = None,
+    settings: Settings | None = None,
 ) -> BatchResult:
     """Score ``options.input`` into ``options.output`` (see the module docstring). Raises
     TooManyErrors past ``max_errors`` (after recording the run), Conflict for an output that
@@ -109,10 +119,14 @@ def run(
             mapping={s.input.name: list(s.columns) for s in sources}, keep=keep,
             part_rows=options.part_rows, format=options.output_format,
         )  # fmt: skip
+        stamp = {STAMP_VERSION: str(record.number), STAMP_DIGEST: record.digest}
+        if options.engine == "ray":
+            local.close()
+            return _on_ray(registry, options, settings, record, source, sources, keep, stamp,
+                           wanted, actor, began)  # fmt: skip
         state = _prepare(options.output, wanted, options.resume)
         if options.workers > 1:
             local.close()
-        stamp = {STAMP_VERSION: str(record.number), STAMP_DIGEST: record.digest}
         text = frozenset(c for s in sources for c in s.columns)
         parts = source.parts(options.part_rows, state.parts_done, text)
         scored = _engine(options, record, folder, local, sources, parts)
@@ -132,7 +146,7 @@ def run(
             state = Ledger(**{**state.__dict__, "finished": True})
             state.save(options.output)
     finally:
-        if options.workers <= 1:
+        if options.workers <= 1 and options.engine == "local":
             local.close()
     seconds = time.monotonic() - began
     registry.runs.record(
@@ -145,6 +159,56 @@ def run(
     )  # fmt: skip
     if stopped is not None:
         raise TooManyErrors(stopped)
+    return BatchResult(state, seconds)
+
+
+def _on_ray(
+    registry: Registry,
+    options: BatchOptions,
+    settings: Settings | None,
+    record: VersionRecord,
+    source: Input,
+    sources: Sequence[Source],
+    keep: Sequence[str],
+    stamp: dict[str, str],
+    wanted: Ledger,
+    actor: str,
+    began: float,
+) -> BatchResult:
+    """The run on Ray: no parts of ours (Ray retries failed tasks itself), so no ``--resume``;
+    the ledger is written once, finished, with what the output holds."""
+    from pitstop.batch.ray_engine import run_on_ray  # ray is imported only for this engine
+
+    if options.resume:
+        raise InvalidInput("--resume is for --engine local: Ray retries failed tasks itself")
+    if options.output_format == "csv":
+        raise InvalidInput("--engine ray writes Parquet or JSON Lines (--format)")
+    if len(set(source.formats)) != 1:
+        raise InvalidInput("--engine ray reads files of one format")
+    _prepare(options.output, wanted, resume=False)
+    run_on_ray(
+        settings if settings is not None else Settings(), address=options.address,
+        files=source.files, fmt=source.formats[0], output=options.output,
+        output_format=options.output_format, model=record.model, version=record.number,
+        sources=sources, keep=keep, stamp=stamp, batch_rows=options.batch_rows,
+        concurrency=options.concurrency, actor_cpus=options.actor_cpus,
+    )  # fmt: skip
+    scored = read_output(options.output).num_rows
+    errors = sum(
+        1 for path in options.output.glob("errors-ray-*.jsonl") for _line in path.open("rb")
+    )
+    state = Ledger(**{**wanted.__dict__, "rows": scored + errors, "scored": scored,
+                      "errors": errors, "finished": True,
+                      "extra": {"engine": "ray", "address": options.address}})  # fmt: skip
+    state.save(options.output)
+    seconds = time.monotonic() - began
+    registry.runs.record(
+        record.model, record.number,
+        {"digest": record.digest, "input": options.input, "output": str(options.output),
+         "rows": state.rows, "scored": scored, "errors": errors, "seconds": round(seconds, 3),
+         "engine": "ray"},
+        actor=actor,
+    )  # fmt: skip
     return BatchResult(state, seconds)
 
 

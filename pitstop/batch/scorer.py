@@ -18,6 +18,7 @@ import numpy as np
 
 from pitstop.batch.columns import Column, Source, tensors
 from pitstop.errors import PitstopError
+from pitstop.protocol.datatype import numpy_dtype
 from pitstop.protocol.tensor import TensorSpec
 from pitstop.registry import ModelManifest
 from pitstop.runtimes.base import Runtime
@@ -45,6 +46,7 @@ class Scorer:
         )
         self._runtime: Runtime = runtime
         self.inputs: tuple[TensorSpec, ...] = manifest.inputs or metadata.inputs
+        self._outputs: tuple[TensorSpec, ...] = manifest.outputs or metadata.outputs
 
     def close(self) -> None:
         self._runtime.unload()
@@ -65,10 +67,10 @@ class Scorer:
                 errors[row] = reason
                 ok[row] = False
         kept = [r for r in results if r is not None]
-        outputs = {
-            name: np.concatenate([r[name] for r in kept]) if kept else np.empty((0,))
-            for name in (kept[0] if kept else {})
-        }
+        if kept:
+            outputs = {name: np.concatenate([r[name] for r in kept]) for name in kept[0]}
+        else:  # nothing scored in this part: the same columns, empty
+            outputs = {spec.name: _empty(spec) for spec in self._outputs}
         return Scored(outputs, ok, errors)
 
     def _run(
@@ -94,6 +96,12 @@ class Scorer:
         half = rows // 2
         self._run({k: v[:half] for k, v in chunk.items()}, first, results, failed)
         self._run({k: v[half:] for k, v in chunk.items()}, first + half, results, failed)
+
+
+def _empty(spec: TensorSpec) -> np.ndarray:
+    dims = tuple(max(d, 1) for d in spec.shape[1:])
+    dtype = numpy_dtype(spec.datatype) if spec.datatype != "BF16" else np.dtype(np.float32)
+    return np.zeros((0, *dims), dtype=dtype)
 
 
 _SCORER: Scorer | None = None

@@ -156,14 +156,17 @@ class Input:
                 # memory grew with the file (60 → 150 MB over 850k rows here); off, it is flat.
                 yield from pq.ParquetFile(path, pre_buffer=False).iter_batches(batch_size=65_536)
             elif fmt == "csv":
-                types = {name: pa.string() for name in text}
-                options = pa_csv.ConvertOptions(column_types=types)
-                with pa_csv.open_csv(path, convert_options=options) as reader:
+                with pa_csv.open_csv(path, convert_options=csv_options(text)) as reader:
                     yield from reader
             else:
                 yield from _json_lines(path, text)
         except (pa.ArrowInvalid, pa.ArrowTypeError, OSError) as exc:
             raise InvalidInput(f"{path}: cannot be read as {fmt}: {exc}") from exc
+
+
+def csv_options(text: frozenset[str]) -> pa_csv.ConvertOptions:
+    """CSV conversion options reading the ``text`` columns as text (see :meth:`Input.parts`)."""
+    return pa_csv.ConvertOptions(column_types={name: pa.string() for name in text})
 
 
 def _concat(tables: list[pa.Table], path: Path) -> pa.Table:
@@ -234,19 +237,9 @@ def write_part(
     fmt: str,
     stamp: Mapping[str, str],
 ) -> Path:
-    """``part-NNNNN.<fmt>``: for each row scored (``ok``), the kept input columns, every
-    output (a scalar column, or a list column for wider rows) and the ``stamp`` columns (model
-    version and digest; also Parquet file metadata). Written to a temporary name, renamed."""
-    kept = part.batch.select(list(keep)).filter(pa.array(ok)) if keep else None
-    columns: dict[str, pa.Array] = {}
-    if kept is not None:
-        columns.update({name: kept.column(name) for name in keep})
-    for name, array in outputs.items():
-        columns[name] = _output_column(array)
-    rows = int(ok.sum())
-    for name, value in stamp.items():
-        columns[name] = pa.array([value] * rows, type=pa.string())
-    table = pa.table(columns) if columns else pa.table({"_": pa.nulls(rows)})
+    """``part-NNNNN.<fmt>``: :func:`output_table` (and, for Parquet, the stamp as file
+    metadata too), written to a temporary name, then renamed."""
+    table = output_table(part.batch, keep, ok, outputs, stamp)
     path = folder / f"part-{part.index:05d}.{fmt}"
     temporary = folder / f".{path.name}.tmp"
     if fmt == "parquet":
@@ -272,6 +265,27 @@ def write_part(
     return path
 
 
+def output_table(
+    batch: pa.RecordBatch,
+    keep: Sequence[str],
+    ok: np.ndarray,
+    outputs: Mapping[str, np.ndarray],
+    stamp: Mapping[str, str],
+) -> pa.Table:
+    """For each row scored (``ok``): the kept input columns, every output (a scalar column, or
+    a list column for wider rows) and the ``stamp`` columns (model version and digest)."""
+    columns: dict[str, pa.Array] = {}
+    if keep:
+        kept = batch.select(list(keep)).filter(pa.array(ok))
+        columns.update({name: kept.column(name) for name in keep})
+    for name, array in outputs.items():
+        columns[name] = _output_column(array)
+    rows = int(ok.sum())
+    for name, value in stamp.items():
+        columns[name] = pa.array([value] * rows, type=pa.string())
+    return pa.table(columns) if columns else pa.table({"_": pa.nulls(rows)})
+
+
 def _output_column(array: np.ndarray) -> pa.Array:
     if array.ndim == 1 or (array.ndim == 2 and array.shape[1] == 1):
         flat = array.reshape(-1)
@@ -280,7 +294,7 @@ def _output_column(array: np.ndarray) -> pa.Array:
                 [v.decode(errors="replace") if isinstance(v, bytes) else v for v in flat]
             )
         return pa.array(flat)
-    rows = array.reshape(array.shape[0], -1)
+    rows = array.reshape(array.shape[0], int(np.prod(array.shape[1:], dtype=np.int64)))
     width = rows.shape[1]
     if rows.dtype == object:
         return pa.array([[v.decode(errors="replace") if isinstance(v, bytes) else v for v in r]
@@ -294,8 +308,10 @@ def _nested(kind: pa.DataType) -> bool:
 
 
 def read_output(folder: Path) -> pa.Table:
-    """Every part of a finished output, in order (for tests and the benchmark)."""
-    paths = sorted(folder.glob("part-*"))
+    """Every part of a finished output, in order (for tests and the benchmark); also Ray's
+    output files (named by Ray, in its order)."""
+    paths = sorted(p for p in folder.iterdir() if p.suffix.lower() in SUFFIXES
+                   and not p.name.startswith((".", "_", "errors-")))  # fmt: skip
     tables = []
     for path in paths:
         fmt = format_of(path)

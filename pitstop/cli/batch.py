@@ -45,8 +45,15 @@ PLAIN_EVERY_S = 10.0
 @click.option("--max-errors", type=float, help="Stop past this many failed rows (>= 1) or this "
               "fraction of the rows read (< 1). Default: never.")  # fmt: skip
 @click.option("--resume", is_flag=True, help="Continue OUTPUT after the last complete part.")
-@click.option("--engine", type=click.Choice(["local"]), default="local", show_default=True,
-              help="Where scoring runs: this machine's cores.")  # fmt: skip
+@click.option("--engine", type=click.Choice(["local", "ray"]), default="local",
+              show_default=True, help="Where scoring runs: this machine's cores, or a Ray "
+              "cluster (pip install 'pitstop[ray]').")  # fmt: skip
+@click.option("--address", default="auto", show_default=True,
+              help="--engine ray: the cluster (auto, HOST:PORT, ray://HOST:10001).")  # fmt: skip
+@click.option("--concurrency", type=click.IntRange(1, 10_000), default=2, show_default=True,
+              help="--engine ray: actors, each with its own runtime.")  # fmt: skip
+@click.option("--actor-cpus", type=click.FloatRange(0.01, 1024), default=1.0,
+              show_default=True, help="--engine ray: CPUs reserved per actor.")  # fmt: skip
 @json_option
 @pass_context
 def batch(
@@ -64,11 +71,13 @@ def batch(
     max_errors: float | None,
     resume: bool,
     engine: str,
+    address: str,
+    concurrency: int,
+    actor_cpus: float,
     as_json: bool,
 ) -> None:
     """Score INPUT (CSV, JSON Lines or Parquet: a file, a folder or a glob) with the version REF
     (fraud@production, fraud:4) into the folder OUTPUT, part by part, resumable."""
-    del engine  # one engine for now
     try:  # pyarrow is an extra: imported by this command only
         from pitstop.batch.job import BatchOptions, TooManyErrors, run
         from pitstop.batch.table import Input, input_files
@@ -82,12 +91,13 @@ def batch(
         ref=ref, input=input_spec, output=output, output_format=output_format,
         input_format=input_format, columns=_columns(columns), keep=_keep(keep),
         batch_rows=batch_size, part_rows=part_rows, workers=workers or os.cpu_count() or 1,
-        max_errors=max_errors, resume=resume,
+        max_errors=max_errors, resume=resume, engine=engine, address=address,
+        concurrency=concurrency, actor_cpus=actor_cpus,
     )  # fmt: skip
     total = Input(input_files(input_spec), input_format).total_rows()
     with ctx.registry() as registry, _progress(total, quiet=as_json) as report:
         try:
-            result = run(registry, options, actor=ctx.actor, progress=report)
+            result = run(registry, options, actor=ctx.actor, progress=report, settings=ctx.settings)
         except TooManyErrors as exc:
             err.print(f"stopped: {exc}; the parts written stay (fix the input, then --resume)",
                       highlight=False, markup=False)  # fmt: skip

@@ -273,3 +273,18 @@ def test_worker_processes_give_the_single_process_output(home: Path, tmp_path: P
     pitstop(home, "batch", "iris", str(path), str(one), *common, "--workers", "1")
     pitstop(home, "batch", "iris", str(path), str(two), *common, "--workers", "2")
     assert read_output(one).equals(read_output(two))
+
+
+def test_a_part_where_every_row_fails_keeps_the_output_columns(home: Path, tmp_path: Path) -> None:
+    frame = iris_table(300).to_pylist()
+    for row in frame[:100]:
+        row["a"] = "bad"
+    path = tmp_path / "in.jsonl"
+    path.write_text("".join(json.dumps(row) + "\n" for row in frame))
+    out = tmp_path / "out"
+    pitstop(home, "batch", "iris", str(path), str(out), "--keep", "id,ts", "--part-rows", "100",
+            "--workers", "1")  # fmt: skip
+    first = pq.read_table(out / "part-00000.parquet")
+    assert first.num_rows == 0
+    assert first.schema.names == pq.read_table(out / "part-00001.parquet").schema.names
+    assert read_output(out).column("id").to_pylist() == list(range(100, 300))

@@ -1,0 +1,134 @@
+"""``pitstop batch --engine ray``: the same scoring on a Ray cluster, with Ray Data (the only
+module that imports ray; ``pip install 'pitstop[ray]'``).
+
+Ray's own readers (Parquet, CSV) read the input, ``map_batches`` hands record batches to a pool
+of actors, each holding the version's runtime (:class:`~pitstop.batch.scorer.Scorer`: it
+fetches the version through the registry and verifies it on its own node, as a server does),
+and Ray's writers write the scored rows — the same columns, rows and order as the local engine
+(``preserve_order``). Failed rows go to ``errors-ray-<actor>.jsonl`` files with the reason and
+the kept columns (Ray's blocks carry no global row number). Actors restart and their tasks are
+retried when a worker dies (``max_restarts``/``max_task_retries`` unbounded). Local paths must
+be visible to every node (a shared file system), as for any Ray job.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from pitstop.batch.columns import Source
+from pitstop.batch.scorer import Scorer
+from pitstop.batch.table import Part, csv_options, output_table
+from pitstop.errors import InvalidInput
+from pitstop.registry import Registry
+from pitstop.settings import Settings
+
+
+class _Actor:
+    """One Ray actor: a runtime of the version, scoring Arrow batches."""
+
+    def __init__(
+        self,
+        settings: dict[str, Any],
+        model: str,
+        version: int,
+        sources: Sequence[Source],
+        keep: Sequence[str],
+        stamp: dict[str, str],
+        batch_rows: int,
+        output: str,
+    ) -> None:
+        with Registry.from_settings(Settings(**settings)) as registry:
+            record = registry.version(model, version)
+            folder = registry.fetch(record)
+        self._scorer = Scorer(folder, record.manifest, trust_pickle=record.trust_pickle,
+                              trust_code=record.trust_code)  # fmt: skip
+        self._sources, self._keep, self._stamp = list(sources), list(keep), stamp
+        self._batch_rows = batch_rows
+        self._errors = Path(output) / f"errors-ray-{uuid.uuid4().hex[:12]}.jsonl"
+
+    def __call__(self, table: Any) -> Any:
+        batches = table.combine_chunks().to_batches()
+        if not batches:
+            return table
+        part = Part(0, 0, batches[0])
+        names = [c for s in self._sources for c in s.columns]
+        scored = self._scorer.score(self._sources, part.columns(names), part.rows, self._batch_rows)
+        if scored.errors:
+            kept = part.batch.select(self._keep).to_pylist() if self._keep else None
+            with self._errors.open("ab") as out:
+                for offset in sorted(scored.errors):
+                    line = {"error": scored.errors[offset],
+                            **({"row": kept[offset]} if kept is not None else {})}  # fmt: skip
+                    out.write(orjson.dumps(line, default=str) + b"\n")
+        return output_table(part.batch, self._keep, scored.ok, scored.outputs, self._stamp)
+
+
+def run_on_ray(
+    settings: Settings,
+    *,
+    address: str,
+    files: Sequence[Path],
+    fmt: str,
+    output: Path,
+    output_format: str,
+    model: str,
+    version: int,
+    sources: Sequence[Source],
+    keep: Sequence[str],
+    stamp: dict[str, str],
+    batch_rows: int,
+    concurrency: int,
+    actor_cpus: float,
+) -> None:
+    """Score ``files`` into ``output`` on the cluster at ``address`` (see the module docstring)."""
+    import ray
+
+    if fmt not in ("parquet", "csv"):
+        raise InvalidInput("--engine ray reads Parquet or CSV (JSON Lines: use --engine local)")
+    shared = settings.model_dump(mode="json", exclude={"admin_token"})
+    shared["home"] = str(settings.home.resolve())  # actors may start elsewhere
+    os.environ.setdefault("RAY_DEDUP_LOGS", "0")
+    ray.init(address=address, log_to_driver=False, configure_logging=False,
+             ignore_reinit_error=True)  # fmt: skip
+    try:
+        ray.data.DataContext.get_current().execution_options.preserve_order = True
+        paths = [str(path.resolve()) for path in files]
+        text = frozenset(c for s in sources for c in s.columns)
+        dataset = (
+            ray.data.read_parquet(paths) if fmt == "parquet"
+            else ray.data.read_csv(paths, convert_options=csv_options(text))
+        )  # fmt: skip
+        scored = dataset.map_batches(
+            _Actor,
+            fn_constructor_args=(
+                shared,
+                model,
+                version,
+                list(sources),
+                list(keep),
+                stamp,
+                batch_rows,
+                str(output.resolve()),
+            ),
+            batch_format="pyarrow",
+            batch_size=max(batch_rows, 1024),
+            compute=ray.data.ActorPoolStrategy(size=concurrency),
+            num_cpus=actor_cpus,
+            max_restarts=-1,
+            max_task_retries=-1,
+        )
+        target = str(output.resolve())
+        if output_format == "parquet":
+            scored.write_parquet(target)
+        elif output_format == "csv":
+            scored.write_csv(target)
+        else:
+            scored.write_json(target)
+    finally:
+        ray.shutdown()
