@@ -114,42 +114,50 @@ def _convert(
     spec = source.input
     dtype = numpy_dtype(spec.datatype)
     row_shape = tuple(spec.shape[1:])
-    bad: dict[int, str] = {}
-    parts: list[np.ndarray] = []
+    bad: dict[int, str] = {}  # the first reason of each row, in column order
+    if len(source.columns) == 1 and _is_tensor(row_shape):
+        # A tensor column, decided by the input's shape, not by its first value: lists, or
+        # JSON arrays as text (CSV, JSON Lines); anything else fails its row.
+        name = source.columns[0]
+        values, valid = columns[name]
+        if values.dtype != object:
+            raise InvalidInput(
+                f"input {spec.name!r} wants rows shaped {list(row_shape)}: column {name!r} "
+                "holds one value per row (map several columns, or a list column)"
+            )
+        _empty_rows(name, valid, bad)
+        arrays = _parse_arrays(name, values, valid, bad)
+        return _stack(name, arrays, row_shape, dtype, bad, rows), bad
+    parts = []
     for name in source.columns:
         values, valid = columns[name]
-        for row in np.flatnonzero(~valid).tolist():
-            bad.setdefault(row, f"column {name!r} is empty")
-        if _json_arrays(values, valid) and dtype.kind != "O":
-            values = _parse_arrays(name, values, valid, bad)
+        _empty_rows(name, valid, bad)
         parts.append(_as_dtype(name, values, valid, dtype, bad))
-    if len(parts) == 1:
-        array = parts[0]
-        if array.dtype == object:  # a tensor column: one array per row
-            array = _stack(source.columns[0], array, row_shape, dtype, bad, rows)
-    else:
-        array = np.stack(parts, axis=1)
-    expected = tuple(d for d in row_shape)
-    if array.shape[1:] != expected:
-        if int(np.prod(array.shape[1:], dtype=np.int64)) == int(np.prod(expected, dtype=np.int64)) \
-                and all(d >= 0 for d in expected):  # fmt: skip
-            array = array.reshape((rows, *expected))
-        elif any(d < 0 for d in expected) and len(array.shape[1:]) == len(expected):
-            pass  # variable dimensions: the runtime checks the rest
-        else:
-            raise InvalidInput(
-                f"input {spec.name!r} wants rows shaped {list(expected)}, columns "
-                f"{', '.join(source.columns)} give {list(array.shape[1:])}"
-            )
-    return array, bad
+    array = parts[0].reshape(rows, 1) if len(parts) == 1 else np.stack(parts, axis=1)
+    width = int(np.prod(row_shape, dtype=np.int64)) if row_shape else 1
+    if array.shape[1] != width:
+        raise InvalidInput(
+            f"input {spec.name!r} wants rows shaped {list(row_shape)}, columns "
+            f"{', '.join(source.columns)} give {array.shape[1]} values"
+        )
+    return array.reshape((rows, *row_shape)), bad
+
+
+def _empty_rows(name: str, valid: np.ndarray, bad: dict[int, str]) -> None:
+    for row in np.flatnonzero(~valid).tolist():
+        bad.setdefault(row, f"column {name!r} is empty")
+
+
+def _is_tensor(row_shape: tuple[int, ...]) -> bool:
+    """Whether a row of this shape needs several values (or a variable number of them)."""
+    return len(row_shape) > 1 or (len(row_shape) == 1 and row_shape[0] != 1)
 
 
 def _as_dtype(
     name: str, values: np.ndarray, valid: np.ndarray, dtype: np.dtype[Any], bad: dict[int, str]
 ) -> np.ndarray:
-    """``values`` as ``dtype``; rows that do not convert are recorded in ``bad`` (and zeroed)."""
-    if values.dtype == object and _holds_arrays(values, valid):
-        return values  # a tensor column, stacked later
+    """``values`` as ``dtype``; rows that do not convert (or do not fit) are recorded in
+    ``bad`` (and zeroed)."""
     if dtype.kind == "O":  # BYTES
         out = np.empty(len(values), dtype=object)
         for row, value in enumerate(values.tolist()):
@@ -160,6 +168,12 @@ def _as_dtype(
         filled = values.copy()
         filled[~valid] = 0 if values.dtype != object else None
     vectorised = values.dtype != object and values.dtype.kind in "biuf"
+    if vectorised and dtype.kind in "iu" and values.dtype.kind in "iu":
+        info = np.iinfo(dtype)  # integers to integers: out-of-range rows fail, never wrap
+        outside = valid & ((filled < info.min) | (filled > info.max))
+        for row in np.flatnonzero(outside).tolist():
+            bad.setdefault(row, f"column {name!r}: {values[row]} does not fit {dtype.name}")
+        return np.where(outside, 0, filled).astype(dtype)
     if vectorised and not (dtype.kind in "iu" and values.dtype.kind == "f"):
         return filled.astype(dtype)  # numbers to numbers (floats to integers: row by row)
     if values.dtype == object and dtype.kind == "f" and valid.all():
@@ -195,36 +209,29 @@ def _scalar(value: Any, dtype: np.dtype[Any]) -> Any:
     return dtype.type(value)
 
 
-def _json_arrays(values: np.ndarray, valid: np.ndarray) -> bool:
-    """A text column of JSON arrays (a tensor column read from CSV or JSON Lines)."""
-    if values.dtype != object:
-        return False
-    first = next((v for v, ok in zip(values.tolist(), valid.tolist(), strict=True) if ok), None)
-    return isinstance(first, str) and first.lstrip().startswith("[")
-
-
 def _parse_arrays(
     name: str, values: np.ndarray, valid: np.ndarray, bad: dict[int, str]
 ) -> np.ndarray:
+    """A tensor column's rows as lists: lists as they are, JSON arrays in text parsed; a row
+    that is neither fails."""
     out = np.empty(len(values), dtype=object)
     for row, value in enumerate(values.tolist()):
-        if not valid[row]:
-            out[row] = []
-            continue
-        try:
-            parsed = orjson.loads(value)
-        except (orjson.JSONDecodeError, TypeError):
-            parsed = None
-        if not isinstance(parsed, list):
-            bad.setdefault(row, f"column {name!r}: {str(value)[:40]!r} is not a JSON array")
-            parsed = []
+        parsed: Any = []
+        if valid[row]:
+            if isinstance(value, list | tuple | np.ndarray):
+                parsed = value
+            elif isinstance(value, str | bytes):
+                try:
+                    parsed = orjson.loads(value)
+                except orjson.JSONDecodeError:
+                    parsed = None
+            else:
+                parsed = None
+            if not isinstance(parsed, list | tuple | np.ndarray):
+                bad.setdefault(row, f"column {name!r}: {str(value)[:40]!r} is not an array")
+                parsed = []
         out[row] = parsed
     return out
-
-
-def _holds_arrays(values: np.ndarray, valid: np.ndarray) -> bool:
-    first = next((v for v, ok in zip(values.tolist(), valid.tolist(), strict=True) if ok), None)
-    return isinstance(first, list | tuple | np.ndarray)
 
 
 def _stack(

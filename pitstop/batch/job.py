@@ -111,6 +111,13 @@ def run(
     local = Scorer(folder, record.manifest, trust_pickle=record.trust_pickle,
                    trust_code=record.trust_code)  # fmt: skip
     try:
+        produced = {spec.name for spec in local.outputs} | {STAMP_VERSION, STAMP_DIGEST}
+        clash = [name for name in keep if name in produced]
+        if clash:
+            raise InvalidInput(
+                f"--keep {clash[0]}: the output has a column of that name (a model output or "
+                "the version stamp); leave it out of --keep, or rename it in the input"
+            )
         kept_for_plan = keep if options.keep is not None else ()
         sources = plan(local.inputs, names, options.columns, kept_for_plan)
         wanted = Ledger(

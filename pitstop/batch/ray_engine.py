@@ -53,10 +53,9 @@ class _Actor:
         self._errors = Path(output) / f"errors-ray-{uuid.uuid4().hex[:12]}.jsonl"
 
     def __call__(self, table: Any) -> Any:
-        batches = table.combine_chunks().to_batches()
-        if not batches:
+        if table.num_rows == 0:
             return table
-        part = Part(0, 0, batches[0])
+        part = Part(0, 0, table.combine_chunks())
         names = [c for s in self._sources for c in s.columns]
         scored = self._scorer.score(self._sources, part.columns(names), part.rows, self._batch_rows)
         if scored.errors:

@@ -46,7 +46,7 @@ class Scorer:
         )
         self._runtime: Runtime = runtime
         self.inputs: tuple[TensorSpec, ...] = manifest.inputs or metadata.inputs
-        self._outputs: tuple[TensorSpec, ...] = manifest.outputs or metadata.outputs
+        self.outputs: tuple[TensorSpec, ...] = manifest.outputs or metadata.outputs
 
     def close(self) -> None:
         self._runtime.unload()
@@ -70,7 +70,7 @@ class Scorer:
         if kept:
             outputs = {name: np.concatenate([r[name] for r in kept]) for name in kept[0]}
         else:  # nothing scored in this part: the same columns, empty
-            outputs = {spec.name: _empty(spec) for spec in self._outputs}
+            outputs = {spec.name: _empty(spec) for spec in self.outputs}
         return Scored(outputs, ok, errors)
 
     def _run(

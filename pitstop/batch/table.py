@@ -64,11 +64,12 @@ def format_of(path: Path, given: str | None = None) -> str:
 
 @dataclass
 class Part:
-    """Rows ``[first, first + rows)`` of the input: the record batch they arrived in."""
+    """Rows ``[first, first + rows)`` of the input, as one table (its columns may hold several
+    chunks: a binary or string column past 2 GiB cannot be one)."""
 
     index: int
     first: int
-    batch: pa.RecordBatch
+    batch: pa.Table
 
     @property
     def rows(self) -> int:
@@ -85,8 +86,9 @@ class Part:
                     pa.types.is_large_list(array.type):  # fmt: skip
                 values = np.empty(len(array), dtype=object)
                 values[:] = array.to_pylist()
-            elif pa.types.is_integer(array.type) or pa.types.is_floating(array.type) or \
-                    pa.types.is_boolean(array.type):  # fmt: skip
+            elif pa.types.is_boolean(array.type):
+                values = array.fill_null(False).to_numpy(zero_copy_only=False)
+            elif pa.types.is_integer(array.type) or pa.types.is_floating(array.type):
                 values = array.fill_null(0).to_numpy(zero_copy_only=False)
             else:
                 values = np.asarray(array.to_pylist(), dtype=object)
@@ -141,11 +143,11 @@ class Input:
                     table = _concat(pending, path)
                     head, rest = table.slice(0, part_rows), table.slice(part_rows)
                     if index >= skip:
-                        yield Part(index, first, _one_batch(head))
+                        yield Part(index, first, head.combine_chunks())
                     index, first = index + 1, first + part_rows
                     pending, held = [rest], rest.num_rows
         if held and index >= skip:
-            yield Part(index, first, _one_batch(_concat(pending, self.files[-1])))
+            yield Part(index, first, _concat(pending, self.files[-1]).combine_chunks())
 
     def _batches(
         self, path: Path, fmt: str, text: frozenset[str] = frozenset()
@@ -215,17 +217,12 @@ def _json_column(values: list[Any], as_text: bool) -> pa.Array:
     if not as_text:
         try:
             return pa.array(values)
-        except (pa.ArrowInvalid, pa.ArrowTypeError):
+        except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError):
             pass
     return pa.array(
         [v if v is None or isinstance(v, str) else orjson.dumps(v).decode() for v in values],
         type=pa.string(),
     )
-
-
-def _one_batch(table: pa.Table) -> pa.RecordBatch:
-    combined = table.combine_chunks().to_batches()
-    return combined[0] if combined else pa.RecordBatch.from_pylist([], schema=table.schema)
 
 
 def write_part(
@@ -258,7 +255,8 @@ def write_part(
     else:
         with temporary.open("wb") as out:
             for row in table.to_pylist():
-                out.write(orjson.dumps(row, option=orjson.OPT_SERIALIZE_NUMPY) + b"\n")
+                out.write(orjson.dumps(row, option=orjson.OPT_SERIALIZE_NUMPY, default=_jsonable)
+                          + b"\n")  # fmt: skip
     with temporary.open("rb+") as synced:
         os.fsync(synced.fileno())
     temporary.replace(path)
@@ -266,7 +264,7 @@ def write_part(
 
 
 def output_table(
-    batch: pa.RecordBatch,
+    batch: pa.Table,
     keep: Sequence[str],
     ok: np.ndarray,
     outputs: Mapping[str, np.ndarray],
@@ -284,6 +282,14 @@ def output_table(
     for name, value in stamp.items():
         columns[name] = pa.array([value] * rows, type=pa.string())
     return pa.table(columns) if columns else pa.table({"_": pa.nulls(rows)})
+
+
+def _jsonable(value: Any) -> Any:
+    """Kept values JSON has no type for: bytes as text (invalid UTF-8 replaced), the rest
+    (decimals, times) as their string form."""
+    if isinstance(value, bytes):
+        return value.decode(errors="replace")
+    return str(value)
 
 
 def _output_column(array: np.ndarray) -> pa.Array:
@@ -320,5 +326,7 @@ def read_output(folder: Path) -> pa.Table:
         elif fmt == "csv":
             tables.append(pa_csv.read_csv(path))
         else:
-            tables.append(pa.Table.from_batches(list(_json_lines(path))))
-    return pa.concat_tables(tables) if tables else pa.table({})
+            batches = list(_json_lines(path))
+            if batches:  # a part where no row was scored is an empty file
+                tables.append(pa.Table.from_batches(batches))
+    return pa.concat_tables(tables, promote_options="permissive") if tables else pa.table({})

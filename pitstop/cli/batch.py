@@ -90,7 +90,7 @@ def batch(
     options = BatchOptions(
         ref=ref, input=input_spec, output=output, output_format=output_format,
         input_format=input_format, columns=_columns(columns), keep=_keep(keep),
-        batch_rows=batch_size, part_rows=part_rows, workers=workers or os.cpu_count() or 1,
+        batch_rows=batch_size, part_rows=part_rows, workers=workers or _cores(),
         max_errors=max_errors, resume=resume, engine=engine, address=address,
         concurrency=concurrency, actor_cpus=actor_cpus,
     )  # fmt: skip
@@ -99,7 +99,8 @@ def batch(
         try:
             result = run(registry, options, actor=ctx.actor, progress=report, settings=ctx.settings)
         except TooManyErrors as exc:
-            err.print(f"stopped: {exc}; the parts written stay (fix the input, then --resume)",
+            err.print(f"stopped: {exc}; the parts written stay: --resume with a higher "
+                      "--max-errors continues after them (the errors so far count)",
                       highlight=False, markup=False)  # fmt: skip
             raise SystemExit(1) from exc
     state = result.ledger
@@ -114,6 +115,14 @@ def batch(
         + (f" (errors-*.jsonl in {output})" if state.errors else ""),
         highlight=False, markup=False,
     )  # fmt: skip
+
+
+def _cores() -> int:
+    """The cores this process may run on (its CPU affinity, e.g. a container's cpuset)."""
+    try:
+        return len(os.sched_getaffinity(0)) or 1
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
 
 
 def _columns(values: tuple[str, ...]) -> dict[str, list[str]]:

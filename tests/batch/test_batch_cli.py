@@ -288,3 +288,12 @@ def test_a_part_where_every_row_fails_keeps_the_output_columns(home: Path, tmp_p
     assert first.num_rows == 0
     assert first.schema.names == pq.read_table(out / "part-00001.parquet").schema.names
     assert read_output(out).column("id").to_pylist() == list(range(100, 300))
+
+
+def test_a_kept_column_named_like_an_output_is_refused(home: Path, tmp_path: Path) -> None:
+    table = iris_table(50).append_column("label", pa.array([0] * 50))
+    path = write(table, tmp_path / "in.parquet")
+    result = pitstop(home, "batch", "iris", str(path), str(tmp_path / "out"),
+                     "--column", "input=a,b,c,d", "--keep", "id,label", check=False)  # fmt: skip
+    assert result.returncode == 1
+    assert "--keep label: the output has a column of that name" in result.stderr

@@ -93,7 +93,24 @@ def test_a_tensor_column_of_lists_or_json_text() -> None:
     text = column(["[1, 2, 3, 4]", "[nope", "[5, 6, 7, 8]"])
     arrays, ok, errors = tensors(sources, {"f": text}, 3)
     assert ok.tolist() == [True, False, True]
-    assert "not a JSON array" in errors[1]
+    assert errors[1] == "column 'f': '[nope' is not an array"
+
+
+def test_a_tensor_column_whose_first_value_is_bad_fails_only_that_row() -> None:
+    sources = [Source(X4, ("f",))]
+    arrays, ok, errors = tensors(sources, {"f": column(["", "[1, 2, 3, 4]", 7])}, 3)
+    assert ok.tolist() == [False, True, False]
+    assert errors == {0: "column 'f': '' is not an array", 2: "column 'f': '7' is not an array"}
+    assert arrays["x"].tolist() == [[1, 2, 3, 4]]
+
+
+def test_integers_never_wrap_around() -> None:
+    small = TensorSpec("small", "INT8", (-1,))
+    values = (np.array([5, 300, -129, -5], dtype=np.int64), np.ones(4, dtype=bool))
+    arrays, ok, errors = tensors([Source(small, ("v",))], {"v": values}, 4)
+    assert ok.tolist() == [True, False, False, True]
+    assert errors[1] == "column 'v': 300 does not fit int8"
+    assert arrays["small"].tolist() == [5, -5]
 
 
 def test_integers_refuse_fractions_and_accept_whole_floats() -> None:
