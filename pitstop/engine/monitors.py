@@ -25,7 +25,7 @@ from pitstop.monitoring.drift_monitor import DriftMonitor
 from pitstop.monitoring.inventory import Inventory, forget, publish, summed
 from pitstop.monitoring.logs import RequestLog
 from pitstop.monitoring.requests import RequestRecorder
-from pitstop.monitoring.tally import FileTally, Tally, gather
+from pitstop.monitoring.tally import FileTally, Tally, file_name, gather
 from pitstop.monitoring.tracing import Tracing
 from pitstop.registry import Registry
 from pitstop.serving.window import Windows
@@ -89,7 +89,7 @@ class Observability:
         everyone: Callable[[], Tally] | None = None
         if settings.worker_dir is not None:
             folder = settings.worker_dir
-            tally = FileTally(folder, str(os.getpid()))
+            tally = FileTally(folder, file_name(os.getpid()))
             everyone = partial(gather, folder)
         requests = RequestRecorder(tally) if settings.metrics_enabled else None
         drift = None

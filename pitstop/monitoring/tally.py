@@ -23,6 +23,7 @@ import enum
 import logging
 import mmap
 import os
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Final
@@ -163,9 +164,20 @@ def _entry(line: bytes) -> tuple[Key, int, int, Kind] | None:
     return key, at, size, kind
 
 
-def retire(folder: Path, name: str) -> None:
-    """Zero the LIVE cells of the worker ``name`` (it exited): its gauges stop counting, its
+def file_name(pid: int) -> str:
+    """A worker's file name: its pid and a random part, so a reused pid never reopens (and
+    truncates) the counts of the dead worker that had it."""
+    return f"{pid}-{uuid.uuid4().hex[:8]}"
+
+
+def retire(folder: Path, pid: int) -> None:
+    """Zero the LIVE cells of the worker ``pid`` (it exited): its gauges stop counting, its
     counters stay. Called by the supervisor; a worker that never wrote is skipped."""
+    for keys in folder.glob(f"{pid}-*{KEYS}"):
+        _retire(folder, keys.name[: -len(KEYS)])
+
+
+def _retire(folder: Path, name: str) -> None:
     keys = folder / (name + KEYS)
     try:
         entries = [_entry(line) for line in keys.read_bytes().split(b"\n")]

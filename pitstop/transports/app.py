@@ -61,6 +61,9 @@ BACKLOG_DRAIN_S = 0.1
 SWITCH_INTERVAL_S = 0.0005
 """How long a thread holding the GIL keeps it while another waits (Python's default: 5 ms)."""
 
+READY_POLL_S = 0.05
+"""How often a starting worker checks whether it is ready to listen."""
+
 LATE_REQUEST_WINDOW_S = 0.25
 """After the listener closes, how long requests on already-open connections may still arrive."""
 
@@ -162,6 +165,9 @@ class Host:
         )
         self._server = Server(config, self.engine, settings.shutdown_grace_s)
         worker = settings.worker_dir is not None  # one of several sharing the ports
+        if worker and not await self._until_ready():
+            self.codecs.close()
+            return
         grpc_server = GrpcServer(self.grpc, settings.grpc_max_message_bytes, share_port=worker)
         try:
             port = await grpc_server.start(settings.host, settings.grpc_port)
@@ -172,6 +178,29 @@ class Host:
             self.engine.begin_drain()
             await grpc_server.stop(settings.drain_timeout_s)
             self.codecs.close()
+
+    async def _until_ready(self) -> bool:
+        """A worker listens once what it must serve is loaded: on a shared port the kernel
+        would hand it new connections (and probes) while it still loads, answering 503 for a
+        server whose other workers are ready. Bounded by the load timeout (then it listens,
+        not ready, as a single server would). False when SIGTERM/SIGINT came meanwhile."""
+        loop = asyncio.get_running_loop()
+        stop = asyncio.Event()
+        signals = (signal.SIGTERM, signal.SIGINT)
+        for sig in signals:
+            loop.add_signal_handler(sig, stop.set)
+        settings = self._settings
+        deadline = loop.time() + settings.load_timeout_s * (settings.load_retries + 1) + 30
+        try:
+            while not self.engine.dataplane.ready() and loop.time() < deadline:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), READY_POLL_S)
+                if stop.is_set():
+                    return False
+        finally:
+            for sig in signals:
+                loop.remove_signal_handler(sig)
+        return True
 
     def exit(self) -> None:
         """Ask :meth:`serve` to stop (from any thread): as SIGINT does."""

@@ -148,7 +148,7 @@ class Supervisor:
             if code is None:
                 return
             worker.process = None
-            retire(self._folder, str(process.pid))  # its gauges stop counting
+            retire(self._folder, process.pid)  # its gauges stop counting
             lived = now - worker.started
             if self._stopping is not None:
                 if code != 0:
@@ -179,6 +179,8 @@ class Supervisor:
             worker.process = subprocess.Popen(self._command, env=env, start_new_session=True)
             worker.started = now
             log.info("worker %d started (pid %d)", worker.index, worker.process.pid)
+            if self._stopping is not None:  # a signal came while it was being started
+                worker.process.send_signal(self._stopping)
 
     # -- stopping ------------------------------------------------------------------------------
 

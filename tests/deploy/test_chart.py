@@ -121,6 +121,14 @@ def test_the_defaults_roll_updates_without_dropping_requests() -> None:
     assert job["spec"]["template"]["spec"]["containers"][0]["args"] == ["migrate"]
     service = one(objects, "Service")
     assert {p["name"] for p in service["spec"]["ports"]} == {"http", "grpc", "metrics"}
+    # The Service and the PDB select the server pods, never the migration job's pod.
+    job_labels = job["spec"]["template"]["metadata"]["labels"]
+    for selector in (
+        service["spec"]["selector"],
+        one(objects, "PodDisruptionBudget")["spec"]["selector"]["matchLabels"],
+    ):
+        assert selector.items() <= spec["template"]["metadata"]["labels"].items()
+        assert not selector.items() <= job_labels.items()
 
 
 def test_autoscaling_on_queue_depth_or_cpu_never_both() -> None:

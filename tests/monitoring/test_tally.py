@@ -13,7 +13,7 @@ import pytest
 from pitstop.monitoring.histogram import Histogram
 from pitstop.monitoring.inventory import Inventory, VersionView, forget, publish, summed
 from pitstop.monitoring.requests import RequestRecorder
-from pitstop.monitoring.tally import KEYS, FileTally, Kind, Tally, gather, retire
+from pitstop.monitoring.tally import KEYS, FileTally, Kind, Tally, file_name, gather, retire
 from pitstop.serving.statistics import Statistics
 
 
@@ -108,14 +108,15 @@ def test_statistics_answer_from_every_worker_when_told_how_to_gather(tmp_path: P
 
 
 def test_retire_zeroes_a_dead_workers_gauges_and_keeps_its_counters(tmp_path: Path) -> None:
-    dead = FileTally(tmp_path, "41")
+    dead = FileTally(tmp_path, file_name(41))
     dead.cells(("inventory", "m", 1), 2, Kind.LIVE)[:] = [3, 2]
     dead.cells(("requests",))[0] = 7
-    FileTally(tmp_path, "42").cells(("inventory", "m", 1), 2, Kind.LIVE)[:] = [1, 0]
-    retire(tmp_path, "41")
-    retire(tmp_path, "never-started")
+    FileTally(tmp_path, file_name(42)).cells(("inventory", "m", 1), 2, Kind.LIVE)[:] = [1, 0]
+    FileTally(tmp_path, file_name(411)).cells(("inventory", "m", 1), 2, Kind.LIVE)[:] = [5, 0]
+    retire(tmp_path, 41)
+    retire(tmp_path, 999)  # never started
     merged = gather(tmp_path)
-    assert merged.cells(("inventory", "m", 1), 2, Kind.LIVE).tolist() == [1, 0]
+    assert merged.cells(("inventory", "m", 1), 2, Kind.LIVE).tolist() == [6, 0]
     assert merged.cells(("requests",))[0] == 7
 
 

@@ -15,6 +15,12 @@ app.kubernetes.io/name: {{ include "pitstop.name" . }}
 app.kubernetes.io/instance: {{ .Release.Name }}
 {{- end -}}
 
+{{/* The server pods (not the migration job's): what Services, PDBs and policies select. */}}
+{{- define "pitstop.serverLabels" -}}
+{{ include "pitstop.selectorLabels" . }}
+app.kubernetes.io/component: server
+{{- end -}}
+
 {{- define "pitstop.labels" -}}
 {{ include "pitstop.selectorLabels" . }}
 app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
