@@ -12,6 +12,7 @@ Memory is bounded by the parts in flight, not by the input.
 from __future__ import annotations
 
 import multiprocessing
+import os
 import time
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
@@ -289,6 +290,8 @@ def _write_errors(output: Path, part: Part, result: Scored) -> None:
         for offset in sorted(result.errors):
             line = {"row": part.first + offset, "error": result.errors[offset]}
             out.write(orjson.dumps(line) + b"\n")
+        out.flush()
+        os.fsync(out.fileno())
     temporary.replace(path)
 
 
