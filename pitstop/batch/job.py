@@ -30,6 +30,7 @@ from pitstop.batch.scorer import Scored, Scorer
 from pitstop.batch.table import FORMATS, Input, Part, input_files, read_output, write_part
 from pitstop.errors import Conflict, InvalidInput, PitstopError
 from pitstop.registry import Registry, VersionRecord
+from pitstop.registry.names import parse_version_ref
 from pitstop.settings import Settings
 
 STAMP_VERSION: Final = "pitstop_version"
@@ -75,17 +76,6 @@ class BatchResult:
     stopped: str | None = None
 
 
-def parse_ref(text: str) -> tuple[str, str]:
-    """``model@alias|N``, ``model:N`` or ``model`` as (model, version ref)."""
-    if ":" in text:
-        model, _, ref = text.partition(":")
-    else:
-        model, _, ref = text.partition("@")
-    if not model or (("@" in text or ":" in text) and not ref):
-        raise InvalidInput(f"{text!r}: expected MODEL, MODEL@ALIAS, MODEL@VERSION or MODEL:VERSION")
-    return model, ref or "production"
-
-
 def run(
     registry: Registry,
     options: BatchOptions,
@@ -100,7 +90,7 @@ def run(
     began = time.monotonic()
     if options.output_format not in FORMATS:
         raise InvalidInput(f"--format {options.output_format!r}: one of {', '.join(FORMATS)}")
-    model, ref = parse_ref(options.ref)
+    model, ref = parse_version_ref(options.ref)
     record = registry.version(model, ref)
     folder = registry.fetch(record)
     source = Input(input_files(options.input), options.input_format)

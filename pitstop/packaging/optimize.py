@@ -31,6 +31,7 @@ from pitstop.packaging.evaluation import agreement_report, cosine_report, throug
 from pitstop.packaging.export import EVALUATION_FILE
 from pitstop.protocol.json_codec import decode_request, encode_output
 from pitstop.registry import ModelManifest, PushResult, Registry, VersionRecord, read_manifest
+from pitstop.registry.names import parse_version_ref
 from pitstop.runtimes.base import Runtime, SessionFeeds
 from pitstop.runtimes.embeddings import EMBEDDING_OUTPUT
 from pitstop.runtimes.quantize import outlier_ranking, quantize_onnx
@@ -57,11 +58,8 @@ class OptimizeResult:
 
 
 def parse_reference(text: str) -> tuple[str, str]:
-    """``name@alias``, ``name@3`` or ``name`` (→ ``production``) as (model, version ref)."""
-    model, sep, ref = text.partition("@")
-    if not model or (sep and not ref):
-        raise InvalidInput(f"{text!r}: expected MODEL, MODEL@ALIAS or MODEL@VERSION")
-    return model, ref or "production"
+    """``name@alias``, ``name@3``, ``name:3`` or ``name`` (→ ``production``)."""
+    return parse_version_ref(text)
 
 
 def optimize(

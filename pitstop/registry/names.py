@@ -45,3 +45,12 @@ def check_meta(meta: Mapping[str, str]) -> dict[str, str]:
 def check_actor(actor: object) -> None:
     if not isinstance(actor, str) or not actor.strip() or len(actor) > 256:
         raise InvalidInput(f"actor: a non-empty name of at most 256 characters, got {actor!r}")
+
+
+def parse_version_ref(text: str) -> tuple[str, str]:
+    """``model@alias``, ``model@3``, ``model:3`` or ``model`` (→ ``production``) as
+    (model, version ref), for commands that name one version."""
+    model, sep, ref = text.partition(":") if ":" in text else text.partition("@")
+    if not model or (sep and not ref):
+        raise InvalidInput(f"{text!r}: expected MODEL, MODEL@ALIAS, MODEL@VERSION or MODEL:VERSION")
+    return model, ref or "production"
