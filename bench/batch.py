@@ -10,6 +10,7 @@ in-process predict, in one run on the same cores.
    ``--workers 1`` and ``--workers 2``, in steady state: each configuration runs on N and 5N
    rows and the rate is 4N / (difference in wall time), so process start-up, imports and the
    model load cancel out; the ratio to (1) is per worker;
+   With ``--ray``: the MLP on a two-node Ray cluster on this machine against the local engine;
 3. memory: the tiny model on an input 10x larger than the rows in flight
    (``--part-rows`` x (workers + 1)): peak RSS of the largest process, which should stay flat.
 """
@@ -76,14 +77,22 @@ WRAPPER = (
 
 
 def run_batch(
-    home: Path, model: str, source: Path, out: Path, workers: int, batch: int, part_rows: int
+    home: Path,
+    model: str,
+    source: Path,
+    out: Path,
+    workers: int,
+    batch: int,
+    part_rows: int,
+    engine: tuple[str, ...] = (),
 ) -> tuple[float, float]:
-    """(wall seconds, peak RSS MiB of the largest process) of one ``pitstop batch`` run."""
+    """(wall seconds, peak RSS MiB of the largest process) of one ``pitstop batch`` run;
+    ``engine`` adds options (``--engine ray ...``)."""
     started = time.perf_counter()
     result = subprocess.run(
         [sys.executable, "-c", WRAPPER, sys.executable, "-m", "pitstop", "batch", model,
          str(source), str(out), "--keep", "id", "--workers", str(workers), "--batch-size",
-         str(batch), "--part-rows", str(part_rows), "--json"],
+         str(batch), "--part-rows", str(part_rows), "--json", *engine],
         env={**os.environ, "PITSTOP_HOME": str(home)}, check=True, capture_output=True,
         text=True,
     )  # fmt: skip
@@ -97,6 +106,7 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=20_000, help="N for the MLP (x20 tiny)")
     parser.add_argument("--batch-size", type=int, default=1024)
     parser.add_argument("--part-rows", type=int, default=10_000)
+    parser.add_argument("--ray", action="store_true", help="also: --engine ray vs local, MLP")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="pitstop-batch-bench-"))
     packages = {
@@ -127,6 +137,8 @@ def main() -> None:
                 f" | --workers {workers} {rate:>10,.0f} ({rate / limit / workers:.2f} per worker)"
             )
         print(line, flush=True)
+    if args.ray:
+        ray_rows(work, home, args)
     in_flight = args.part_rows * 2
     n = in_flight * 10
     print(f"# 3. peak RSS, tiny, --workers 1, {in_flight:,} rows in flight")
@@ -135,6 +147,33 @@ def main() -> None:
         _, peak = run_batch(home, "tiny", source, work / f"mem-{rows}", 1, args.batch_size,
                             args.part_rows)  # fmt: skip
         print(f"  {rows:>10,} rows: {peak:,.0f} MiB", flush=True)
+
+
+def ray_rows(work: Path, home: Path, args: argparse.Namespace) -> None:
+    """The MLP on a two-node Ray cluster on this machine (2 actors, half a CPU each) against
+    the local engine with 2 workers, in steady state (N and 5N rows)."""
+    from tests.ray_cluster import ENV, ray_cluster
+
+    os.environ.update({k: v for k, v in ENV.items() if k.startswith("RAY_")})
+    n = args.rows
+    small, large = parquet(work / "ray-n.parquet", n), parquet(work / "ray-5n.parquet", 5 * n)
+    rates = {}
+    with ray_cluster(work / "ray") as address:
+        engines = {
+            "local, 2 workers": ("--engine", "local"),
+            "ray, 2 actors": ("--engine", "ray", "--address", address, "--concurrency", "2",
+                              "--actor-cpus", "0.5"),
+        }  # fmt: skip
+        for label, engine in engines.items():
+            t1, _ = run_batch(home, "mlp", small, work / f"r-{len(rates)}-1", 2, args.batch_size,
+                              args.part_rows, engine)  # fmt: skip
+            t5, _ = run_batch(home, "mlp", large, work / f"r-{len(rates)}-5", 2, args.batch_size,
+                              args.part_rows, engine)  # fmt: skip
+            rates[label] = 4 * n / (t5 - t1)
+            print(f"  mlp {label:16s} {rates[label]:>8,.0f} rows/s ({t1:.1f} s for {n:,} rows, "
+                  f"{t5:.1f} s for {5 * n:,})", flush=True)  # fmt: skip
+    ours, theirs = rates["local, 2 workers"], rates["ray, 2 actors"]
+    print(f"  ray / local in steady state: {theirs / ours:.2f}")
 
 
 if __name__ == "__main__":

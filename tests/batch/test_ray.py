@@ -1,14 +1,11 @@
 """``pitstop batch --engine ray`` on a real two-node Ray cluster on 127.0.0.1: results equal the
 local engine's, and an actor killed mid-run is restarted by Ray with the result still complete.
 
-The cluster: ``ray start --head --block`` and ``ray start --address ... --block`` as child
-processes (each stops the Ray processes it started when terminated), on free ports (Redis
-holds 6379), with ``RAY_AUTH_MODE=disabled`` and 2 logical CPUs per node; actors take half a
-CPU each (on 2 cores whole CPUs leave the job waiting for resources)."""
+The cluster is tests/ray_cluster.py's; actors take half a CPU each (on 2 cores whole CPUs leave
+the job waiting for resources)."""
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import signal
@@ -26,57 +23,16 @@ import pytest
 from pitstop.batch.table import read_output
 from tests import model_factory as mf
 from tests.batch.test_batch_cli import SLOW_HANDLER, pitstop
-from tests.server import free_port, open_registry, wait_for
+from tests.ray_cluster import ENV, ray_cluster
+from tests.server import open_registry
 
 pytestmark = pytest.mark.timeout(300)
-
-RAY = Path(sys.executable).parent / "ray"
-ENV = {**os.environ, "RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0"}
 
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    temp = tmp_path_factory.mktemp("ray")
-    port = free_port()
-    address = f"127.0.0.1:{port}"
-    common = ["--node-ip-address", "127.0.0.1", "--num-cpus", "2", "--disable-usage-stats",
-              "--block"]  # fmt: skip
-    head = subprocess.Popen(
-        [str(RAY), "start", "--head", "--port", str(port), "--include-dashboard", "false",
-         "--temp-dir", str(temp), "--ray-client-server-port", str(free_port()), *common],
-        env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
-    )  # fmt: skip
-    nodes = [head]
-    try:
-        assert wait_for(lambda: _nodes(address) >= 1, 60), "the Ray head did not start"
-        worker = subprocess.Popen(
-            [str(RAY), "start", "--address", address, *common],
-            env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-            start_new_session=True,
-        )  # fmt: skip
-        nodes.append(worker)
-        assert wait_for(lambda: _nodes(address) >= 2, 60), "the second Ray node did not join"
+    with ray_cluster(tmp_path_factory.mktemp("ray")) as address:
         yield address
-    finally:
-        # Each node runs in its own process group: SIGTERM lets `ray start --block` stop what
-        # it started; whatever is left of the group after a few seconds is killed.
-        for process in reversed(nodes):
-            process.send_signal(signal.SIGTERM)
-        for process in reversed(nodes):
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                process.wait(timeout=5)
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(process.pid, signal.SIGKILL)
-            process.wait(timeout=30)
-
-
-def _nodes(address: str) -> int:
-    script = (f"import ray; ray.init(address={address!r}, log_to_driver=False); "
-              "print(sum(n['Alive'] for n in ray.nodes()))")  # fmt: skip
-    result = subprocess.run([sys.executable, "-c", script], env=ENV, capture_output=True,
-                            text=True, timeout=60)  # fmt: skip
-    lines = result.stdout.strip().splitlines()
-    return int(lines[-1]) if result.returncode == 0 and lines else 0
 
 
 @pytest.fixture(scope="module")
