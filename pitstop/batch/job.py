@@ -18,6 +18,7 @@ from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Final
 
@@ -31,6 +32,7 @@ from pitstop.batch.table import FORMATS, Input, Part, input_files, read_output, 
 from pitstop.errors import Conflict, InvalidInput, PitstopError
 from pitstop.registry import Registry, VersionRecord
 from pitstop.registry.names import parse_version_ref
+from pitstop.registry.s3_store import connection_options
 from pitstop.settings import Settings
 
 STAMP_VERSION: Final = "pitstop_version"
@@ -93,7 +95,9 @@ def run(
     model, ref = parse_version_ref(options.ref)
     record = registry.version(model, ref)
     folder = registry.fetch(record)
-    source = Input(input_files(options.input), options.input_format)
+    settings = settings if settings is not None else Settings()
+    s3 = partial(connection_options, settings.s3_addressing_style)
+    source = input_files(options.input, s3).with_format(options.input_format)
     names = source.column_names()
     keep = tuple(names) if options.keep is None else options.keep
     missing = [name for name in keep if name not in names]
@@ -113,7 +117,7 @@ def run(
         sources = plan(local.inputs, names, options.columns, kept_for_plan)
         wanted = Ledger(
             model=model, version=record.number, digest=record.digest,
-            inputs=tuple(str(p) for p in source.files), input_fingerprint=source.fingerprint(),
+            inputs=tuple(source.uris), input_fingerprint=source.fingerprint(),
             mapping={s.input.name: list(s.columns) for s in sources}, keep=keep,
             part_rows=options.part_rows, format=options.output_format,
         )  # fmt: skip
@@ -186,7 +190,7 @@ def _on_ray(
     _prepare(options.output, wanted, resume=False)
     run_on_ray(
         settings if settings is not None else Settings(), address=options.address,
-        files=source.files, fmt=source.formats[0], output=options.output,
+        source=source, fmt=source.formats[0], output=options.output,
         output_format=options.output_format, model=record.model, version=record.number,
         sources=sources, keep=keep, stamp=stamp, batch_rows=options.batch_rows,
         concurrency=options.concurrency, actor_cpus=options.actor_cpus,

@@ -23,7 +23,7 @@ import orjson
 
 from pitstop.batch.columns import Source
 from pitstop.batch.scorer import Scorer
-from pitstop.batch.table import Part, csv_options, output_table
+from pitstop.batch.table import Input, Part, csv_options, output_table
 from pitstop.errors import InvalidInput
 from pitstop.registry import Registry
 from pitstop.settings import Settings
@@ -72,7 +72,7 @@ def run_on_ray(
     settings: Settings,
     *,
     address: str,
-    files: Sequence[Path],
+    source: Input,
     fmt: str,
     output: Path,
     output_format: str,
@@ -97,11 +97,13 @@ def run_on_ray(
              ignore_reinit_error=True)  # fmt: skip
     try:
         ray.data.DataContext.get_current().execution_options.preserve_order = True
-        paths = [str(path.resolve()) for path in files]
+        local = source.filesystem is None
+        paths = [str(Path(p).resolve()) for p in source.files] if local else source.files
         text = frozenset(c for s in sources for c in s.columns)
         dataset = (
-            ray.data.read_parquet(paths) if fmt == "parquet"
-            else ray.data.read_csv(paths, convert_options=csv_options(text))
+            ray.data.read_parquet(paths, filesystem=source.filesystem) if fmt == "parquet"
+            else ray.data.read_csv(paths, filesystem=source.filesystem,
+                                   convert_options=csv_options(text))
         )  # fmt: skip
         scored = dataset.map_batches(
             _Actor,

@@ -10,10 +10,11 @@ one part's outputs beside the kept input columns, atomically (a temporary name, 
 
 from __future__ import annotations
 
+import fnmatch
 import glob
 import hashlib
 import os
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
@@ -22,6 +23,7 @@ import numpy as np
 import orjson
 import pyarrow as pa
 import pyarrow.csv as pa_csv
+import pyarrow.fs as pa_fs
 import pyarrow.parquet as pq
 
 from pitstop.batch.columns import Column
@@ -33,17 +35,46 @@ SUFFIXES: Final = {".parquet": "parquet", ".pq": "parquet", ".csv": "csv", ".jso
 JSON_LINES_PER_BATCH: Final = 4096
 
 
-def input_files(spec: str) -> list[Path]:
-    """The files ``spec`` names: a file, a folder (its data files, not hidden ones) or a glob;
+def input_files(spec: str, s3: Callable[[], dict[str, Any]] | None = None) -> Input:
+    """The input ``spec`` names: a file, a folder (its data files, not hidden ones) or a glob,
+    local or ``s3://bucket/key|prefix/|glob`` (``s3`` gives pyarrow's S3 file system options:
+    the SDK's credential chain and endpoint, see ``registry.s3_store.connection_options``);
     sorted by path. Raises InvalidInput when it names nothing."""
+    if spec.startswith("s3://"):
+        if s3 is None:
+            raise InvalidInput(f"input {spec}: S3 is not configured here")
+        filesystem = pa_fs.S3FileSystem(**s3())
+        return Input(_s3_files(filesystem, spec), filesystem=filesystem)
     path = Path(spec)
     if path.is_file():
-        return [path]
+        return Input([str(path)])
     if path.is_dir():
         found = [p for p in path.iterdir() if p.is_file() and p.suffix in SUFFIXES
                  and not p.name.startswith((".", "_"))]  # fmt: skip
     else:
         found = [Path(p) for p in glob.glob(spec) if Path(p).is_file()]
+    if not found:
+        raise InvalidInput(f"input {spec}: no CSV, JSON Lines or Parquet files")
+    return Input([str(p) for p in sorted(found)])
+
+
+def _s3_files(filesystem: Any, spec: str) -> list[str]:
+    location = spec[len("s3://") :]
+    try:
+        if any(c in location for c in "*?["):
+            folder = location.rsplit("/", 1)[0]
+            listed = filesystem.get_file_info(pa_fs.FileSelector(folder))
+            found = [i.path for i in listed if i.is_file and fnmatch.fnmatch(i.path, location)]
+        else:
+            info = filesystem.get_file_info(location.rstrip("/"))
+            if info.is_file:
+                return [info.path]
+            listed = filesystem.get_file_info(pa_fs.FileSelector(location.rstrip("/"),
+                                                                 allow_not_found=True))  # fmt: skip
+            found = [i.path for i in listed if i.is_file and Path(i.path).suffix in SUFFIXES
+                     and not i.base_name.startswith((".", "_"))]  # fmt: skip
+    except OSError as exc:
+        raise InvalidInput(f"input {spec}: {exc}") from exc
     if not found:
         raise InvalidInput(f"input {spec}: no CSV, JSON Lines or Parquet files")
     return sorted(found)
@@ -97,26 +128,57 @@ class Part:
 
 
 class Input:
-    """The files of a batch input, read as parts of ``part_rows`` rows in order."""
+    """The files of a batch input (local paths, or keys of ``filesystem``), read as parts of
+    ``part_rows`` rows in order."""
 
-    def __init__(self, files: Sequence[Path], fmt: str | None = None) -> None:
+    def __init__(
+        self, files: Sequence[str], fmt: str | None = None, filesystem: Any = None
+    ) -> None:
         self.files = list(files)
-        self.formats = [format_of(path, fmt) for path in self.files]
+        self.filesystem = filesystem
+        self.formats = [format_of(Path(path), fmt) for path in self.files]
+
+    def with_format(self, fmt: str | None) -> Input:
+        return Input(self.files, fmt, self.filesystem)
+
+    @property
+    def uris(self) -> list[str]:
+        """The files as URLs (``s3://bucket/key``) or absolute paths."""
+        if self.filesystem is not None:
+            return [f"s3://{path}" for path in self.files]
+        return [str(Path(path).resolve()) for path in self.files]
 
     def fingerprint(self) -> str:
         """What the input is, for refusing a resume over other data: each file's path, size
         and modification time (not its bytes: a terabyte is not read twice)."""
         hasher = hashlib.sha256()
-        for path in self.files:
-            stat = path.stat()
-            hasher.update(f"{path.resolve()}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
+        if self.filesystem is not None:
+            for info in self.filesystem.get_file_info(self.files):
+                hasher.update(f"s3://{info.path}\0{info.size}\0{info.mtime_ns}\n".encode())
+        else:
+            for path in self.files:
+                stat = Path(path).stat()
+                hasher.update(
+                    f"{Path(path).resolve()}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode()
+                )
         return "sha256:" + hasher.hexdigest()
 
     def total_rows(self) -> int | None:
         """Rows in the input when the files say so without being read (Parquet), else None."""
         if any(fmt != "parquet" for fmt in self.formats):
             return None
-        return sum(int(pq.ParquetFile(path).metadata.num_rows) for path in self.files)
+        return sum(int(self._parquet(path).metadata.num_rows) for path in self.files)
+
+    def _parquet(self, path: str) -> pq.ParquetFile:
+        # pre_buffer keeps every column chunk it read ahead for the file's lifetime: memory
+        # grew with the file (60 → 150 MB over 850k rows here); off, it is flat.
+        source = self.filesystem.open_input_file(path) if self.filesystem is not None else path
+        return pq.ParquetFile(source, pre_buffer=False)
+
+    def _stream(self, path: str) -> Any:
+        if self.filesystem is not None:
+            return self.filesystem.open_input_stream(path)
+        return Path(path).open("rb")
 
     def column_names(self) -> list[str]:
         """The columns of the first file (every file must have them)."""
@@ -140,28 +202,30 @@ class Input:
                 pending.append(pa.Table.from_batches([batch]))
                 held += batch.num_rows
                 while held >= part_rows:
-                    table = _concat(pending, path)
+                    table = _concat(pending, Path(path))
                     head, rest = table.slice(0, part_rows), table.slice(part_rows)
                     if index >= skip:
                         yield Part(index, first, head.combine_chunks())
                     index, first = index + 1, first + part_rows
                     pending, held = [rest], rest.num_rows
         if held and index >= skip:
-            yield Part(index, first, _concat(pending, self.files[-1]).combine_chunks())
+            yield Part(index, first, _concat(pending, Path(self.files[-1])).combine_chunks())
 
     def _batches(
-        self, path: Path, fmt: str, text: frozenset[str] = frozenset()
+        self, path: str, fmt: str, text: frozenset[str] = frozenset()
     ) -> Iterator[pa.RecordBatch]:
         try:
             if fmt == "parquet":
-                # pre_buffer keeps every column chunk it read ahead for the file's lifetime:
-                # memory grew with the file (60 → 150 MB over 850k rows here); off, it is flat.
-                yield from pq.ParquetFile(path, pre_buffer=False).iter_batches(batch_size=65_536)
+                yield from self._parquet(path).iter_batches(batch_size=65_536)
             elif fmt == "csv":
-                with pa_csv.open_csv(path, convert_options=csv_options(text)) as reader:
+                with (
+                    self._stream(path) as stream,
+                    pa_csv.open_csv(stream, convert_options=csv_options(text)) as reader,
+                ):
                     yield from reader
             else:
-                yield from _json_lines(path, text)
+                with self._stream(path) as stream:
+                    yield from _json_lines(stream, text)
         except (pa.ArrowInvalid, pa.ArrowTypeError, OSError) as exc:
             raise InvalidInput(f"{path}: cannot be read as {fmt}: {exc}") from exc
 
@@ -178,29 +242,39 @@ def _concat(tables: list[pa.Table], path: Path) -> pa.Table:
         raise InvalidInput(f"{path}: a column changes type between rows: {exc}") from exc
 
 
-def _json_lines(path: Path, text: frozenset[str] = frozenset()) -> Iterator[pa.RecordBatch]:
+def _lines(stream: Any, chunk_bytes: int = 1 << 20) -> Iterator[bytes]:
+    """The lines of a binary stream read in chunks (Arrow's streams have no ``readline``)."""
+    rest = b""
+    while chunk := stream.read(chunk_bytes):
+        lines = (rest + bytes(chunk)).split(b"\n")
+        rest = lines.pop()
+        yield from lines
+    if rest:
+        yield rest
+
+
+def _json_lines(stream: Any, text: frozenset[str] = frozenset()) -> Iterator[pa.RecordBatch]:
     """JSON Lines, one object per line, in batches; a line that is not an object is a row with
     every column empty (it fails as a row, not the job). ``text`` columns are kept as JSON
     text (``1.5``, ``[1, 2]``, or the string itself)."""
     rows: list[dict[str, Any]] = []
-    with path.open("rb") as stream:
-        for line in stream:
-            if not line.strip():
-                continue
-            try:
-                row = orjson.loads(line)
-            except orjson.JSONDecodeError:
-                row = None
-            if not isinstance(row, dict):
-                row = {}
-            for name in text:
-                value = row.get(name)
-                if value is not None and not isinstance(value, str):
-                    row[name] = orjson.dumps(value).decode()
-            rows.append(row)
-            if len(rows) >= JSON_LINES_PER_BATCH:
-                yield _from_rows(rows, text)
-                rows = []
+    for line in _lines(stream):
+        if not line.strip():
+            continue
+        try:
+            row = orjson.loads(line)
+        except orjson.JSONDecodeError:
+            row = None
+        if not isinstance(row, dict):
+            row = {}
+        for name in text:
+            value = row.get(name)
+            if value is not None and not isinstance(value, str):
+                row[name] = orjson.dumps(value).decode()
+        rows.append(row)
+        if len(rows) >= JSON_LINES_PER_BATCH:
+            yield _from_rows(rows, text)
+            rows = []
     if rows:
         yield _from_rows(rows, text)
 
@@ -326,7 +400,8 @@ def read_output(folder: Path) -> pa.Table:
         elif fmt == "csv":
             tables.append(pa_csv.read_csv(path))
         else:
-            batches = list(_json_lines(path))
+            with path.open("rb") as stream:
+                batches = list(_json_lines(stream))
             if batches:  # a part where no row was scored is an empty file
                 tables.append(pa.Table.from_batches(batches))
     return pa.concat_tables(tables, promote_options="permissive") if tables else pa.table({})

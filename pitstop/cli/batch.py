@@ -6,6 +6,7 @@ import os
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -80,7 +81,8 @@ def batch(
     (fraud@production, fraud:4) into the folder OUTPUT, part by part, resumable."""
     try:  # pyarrow is an extra: imported by this command only
         from pitstop.batch.job import BatchOptions, TooManyErrors, run
-        from pitstop.batch.table import Input, input_files
+        from pitstop.batch.table import input_files
+        from pitstop.registry.s3_store import connection_options
     except ImportError as exc:
         raise click.ClickException(
             f"pitstop batch needs pyarrow: pip install 'pitstop[batch]' ({exc})"
@@ -94,7 +96,8 @@ def batch(
         max_errors=max_errors, resume=resume, engine=engine, address=address,
         concurrency=concurrency, actor_cpus=actor_cpus,
     )  # fmt: skip
-    total = Input(input_files(input_spec), input_format).total_rows()
+    s3 = partial(connection_options, ctx.settings.s3_addressing_style)
+    total = input_files(input_spec, s3).with_format(input_format).total_rows()
     with ctx.registry() as registry, _progress(total, quiet=as_json) as report:
         try:
             result = run(registry, options, actor=ctx.actor, progress=report, settings=ctx.settings)

@@ -243,6 +243,35 @@ class S3ArtifactStore:
         return Unavailable(f"artifact store {self.url} unreachable ({action} {name!r}): {exc}")
 
 
+def connection_options(addressing_style: str = "auto") -> dict[str, Any]:
+    """How to reach S3 as the SDK resolves it (credential chain, ``AWS_*`` variables, endpoint,
+    region), for a reader that is not boto3 (pyarrow's S3 file system, for ``pitstop batch``):
+    keyword arguments of ``pyarrow.fs.S3FileSystem``. Credentials are a snapshot (temporary
+    ones expire with it)."""
+    try:
+        import boto3
+    except ImportError as exc:  # pragma: no cover - depends on the install
+        raise Unavailable("s3:// needs the S3 extra: pip install 'pitstop[s3]'") from exc
+    session = boto3.session.Session()
+    s3 = _client(addressing_style, session)
+    credentials = session.get_credentials()
+    options: dict[str, Any] = {"region": s3.meta.region_name or "us-east-1"}
+    if credentials is not None:
+        frozen = credentials.get_frozen_credentials()
+        options.update(access_key=frozen.access_key, secret_key=frozen.secret_key)
+        if frozen.token:
+            options["session_token"] = frozen.token
+    else:
+        options["anonymous"] = True
+    endpoint = s3.meta.endpoint_url or ""
+    scheme, _, host = endpoint.partition("://")
+    if host and not host.rstrip("/").endswith("amazonaws.com"):
+        options.update(endpoint_override=host.rstrip("/"), scheme=scheme or "https")
+    if addressing_style == "virtual":
+        options["force_virtual_addressing"] = True
+    return options
+
+
 MAX_FOLDER_OBJECTS: Final = 10_000
 """Most objects :func:`download_folder` copies (a model folder, not a bucket)."""
 
@@ -285,7 +314,7 @@ def download_folder(
         partial_path.replace(target)
 
 
-def _client(addressing_style: str) -> Any:
+def _client(addressing_style: str, session: Any = None) -> Any:
     try:
         import boto3
         from botocore.config import Config
@@ -301,7 +330,7 @@ def _client(addressing_style: str) -> Any:
         connect_timeout=5,
         read_timeout=60,
     )
-    return boto3.session.Session().client("s3", config=config)
+    return (session or boto3.session.Session()).client("s3", config=config)
 
 
 def _sha256(path: Path) -> str:
