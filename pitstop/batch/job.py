@@ -12,7 +12,6 @@ Memory is bounded by the parts in flight, not by the input.
 from __future__ import annotations
 
 import multiprocessing
-import os
 import time
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
@@ -28,11 +27,19 @@ from pitstop.batch import ledger, scorer
 from pitstop.batch.columns import Source, plan
 from pitstop.batch.ledger import Ledger
 from pitstop.batch.scorer import Scored, Scorer
-from pitstop.batch.table import FORMATS, Input, Part, input_files, read_output, write_part
+from pitstop.batch.table import (
+    FORMATS,
+    Folder,
+    Input,
+    Part,
+    input_files,
+    read_output,
+    write_part,
+)
 from pitstop.errors import Conflict, InvalidInput, PitstopError
 from pitstop.registry import Registry, VersionRecord
 from pitstop.registry.names import parse_version_ref
-from pitstop.registry.s3_store import connection_options
+from pitstop.registry.s3_store import Prefix, connection_options
 from pitstop.settings import Settings
 
 STAMP_VERSION: Final = "pitstop_version"
@@ -48,7 +55,8 @@ class BatchOptions:
     ref: str
     """``model@alias``, ``model@N``, ``model:N`` or ``model`` (production)."""
     input: str
-    output: Path
+    output: str
+    """A folder, local or ``s3://bucket/prefix``."""
     output_format: str = "parquet"
     input_format: str | None = None
     columns: dict[str, list[str]] = field(default_factory=dict)
@@ -97,6 +105,7 @@ def run(
     folder = registry.fetch(record)
     settings = settings if settings is not None else Settings()
     s3 = partial(connection_options, settings.s3_addressing_style)
+    objects = partial(Prefix, addressing_style=settings.s3_addressing_style)
     source = input_files(options.input, s3).with_format(options.input_format)
     names = source.column_names()
     keep = tuple(names) if options.keep is None else options.keep
@@ -124,9 +133,10 @@ def run(
         stamp = {STAMP_VERSION: str(record.number), STAMP_DIGEST: record.digest}
         if options.engine == "ray":
             local.close()
-            return _on_ray(registry, options, settings, record, source, sources, keep, stamp,
-                           wanted, actor, began)  # fmt: skip
-        state = _prepare(options.output, wanted, options.resume)
+            return _on_ray(registry, options, settings, Folder(options.output, s3, objects), source,
+                           record, sources, keep, stamp, wanted, actor, began)  # fmt: skip
+        out = Folder(options.output, s3, objects)
+        state = _prepare(out, wanted, options.resume)
         if options.workers > 1:
             local.close()
         text = frozenset(c for s in sources for c in s.columns)
@@ -134,11 +144,10 @@ def run(
         scored = _engine(options, record, folder, local, sources, parts)
         stopped = None
         for part, result in scored:
-            write_part(options.output, part, keep, result.ok, result.outputs,
-                       options.output_format, stamp)  # fmt: skip
-            _write_errors(options.output, part, result)
+            write_part(out, part, keep, result.ok, result.outputs, options.output_format, stamp)
+            _write_errors(out, part, result)
             state = state.after_part(part.rows, len(result.errors))
-            state.save(options.output)
+            state.save(out)
             if progress is not None:
                 progress(state)
             stopped = _over(options.max_errors, state)
@@ -146,14 +155,14 @@ def run(
                 break
         if stopped is None:
             state = Ledger(**{**state.__dict__, "finished": True})
-            state.save(options.output)
+            state.save(out)
     finally:
         if options.workers <= 1 and options.engine == "local":
             local.close()
     seconds = time.monotonic() - began
     registry.runs.record(
         model, record.number,
-        {"digest": record.digest, "input": options.input, "output": str(options.output),
+        {"digest": record.digest, "input": options.input, "output": options.output,
          "rows": state.rows, "scored": state.scored, "errors": state.errors,
          "seconds": round(seconds, 3), "resumed": options.resume,
          **({"stopped": stopped} if stopped else {})},
@@ -167,9 +176,10 @@ def run(
 def _on_ray(
     registry: Registry,
     options: BatchOptions,
-    settings: Settings | None,
-    record: VersionRecord,
+    settings: Settings,
+    out: Folder,
     source: Input,
+    record: VersionRecord,
     sources: Sequence[Source],
     keep: Sequence[str],
     stamp: dict[str, str],
@@ -187,26 +197,27 @@ def _on_ray(
         raise InvalidInput("--engine ray writes Parquet or JSON Lines (--format)")
     if len(set(source.formats)) != 1:
         raise InvalidInput("--engine ray reads files of one format")
-    _prepare(options.output, wanted, resume=False)
+    _prepare(out, wanted, resume=False)
     run_on_ray(
-        settings if settings is not None else Settings(), address=options.address,
-        source=source, fmt=source.formats[0], output=options.output,
+        settings, address=options.address, source=source, fmt=source.formats[0], output=out,
         output_format=options.output_format, model=record.model, version=record.number,
         sources=sources, keep=keep, stamp=stamp, batch_rows=options.batch_rows,
         concurrency=options.concurrency, actor_cpus=options.actor_cpus,
     )  # fmt: skip
-    scored = read_output(options.output).num_rows
+    scored = read_output(out).num_rows
     errors = sum(
-        1 for path in options.output.glob("errors-ray-*.jsonl") for _line in path.open("rb")
+        (out.read(name) or b"").count(b"\n")
+        for name in out.names()
+        if name.startswith("errors-ray-")
     )
     state = Ledger(**{**wanted.__dict__, "rows": scored + errors, "scored": scored,
                       "errors": errors, "finished": True,
                       "extra": {"engine": "ray", "address": options.address}})  # fmt: skip
-    state.save(options.output)
+    state.save(out)
     seconds = time.monotonic() - began
     registry.runs.record(
         record.model, record.number,
-        {"digest": record.digest, "input": options.input, "output": str(options.output),
+        {"digest": record.digest, "input": options.input, "output": options.output,
          "rows": state.rows, "scored": scored, "errors": errors, "seconds": round(seconds, 3),
          "engine": "ray"},
         actor=actor,
@@ -214,24 +225,24 @@ def _on_ray(
     return BatchResult(state, seconds)
 
 
-def _prepare(output: Path, wanted: Ledger, resume: bool) -> Ledger:
+def _prepare(out: Folder, wanted: Ledger, resume: bool) -> Ledger:
     """The ledger to continue from: a new one in an empty or new folder, or the folder's own
     when resuming (parts it does not count, half-written ones included, are removed)."""
-    existing = ledger.load(output) if output.is_dir() else None
+    names = out.names()
+    existing = ledger.load(out) if names else None
     if resume:
         if existing is None:
-            raise Conflict(f"--resume: {output} holds no pitstop batch output to resume")
+            raise Conflict(f"--resume: {out.uri} holds no pitstop batch output to resume")
         existing.check_resume(wanted)
-        for path in output.iterdir():
-            index = _part_index(path.name)
-            if path.name.startswith(".") or (index is not None and index >= existing.parts_done):
-                path.unlink()
+        for name in names:
+            index = _part_index(name)
+            if name.startswith(".") or (index is not None and index >= existing.parts_done):
+                out.remove(name)
         return Ledger(**{**existing.__dict__, "finished": False})
-    if output.exists() and any(output.iterdir()):
-        raise Conflict(f"{output} exists and is not empty: --resume to continue it, or choose "
+    if names:
+        raise Conflict(f"{out.uri} exists and is not empty: --resume to continue it, or choose "
                        "another output folder")  # fmt: skip
-    output.mkdir(parents=True, exist_ok=True)
-    wanted.save(output)
+    wanted.save(out)
     return wanted
 
 
@@ -274,19 +285,16 @@ def _engine(
             yield done, future.result()
 
 
-def _write_errors(output: Path, part: Part, result: Scored) -> None:
-    """``errors-NNNNN.jsonl``: one line per failed row (its input row number, the reason)."""
+def _write_errors(out: Folder, part: Part, result: Scored) -> None:
+    """``errors-NNNNN.jsonl``: one line per failed row (its input row number, the reason),
+    written whole before the ledger counts the part."""
     if not result.errors:
         return
-    path = output / f"errors-{part.index:05d}.jsonl"
-    temporary = output / f".{path.name}.tmp"
-    with temporary.open("wb") as out:
-        for offset in sorted(result.errors):
-            line = {"row": part.first + offset, "error": result.errors[offset]}
-            out.write(orjson.dumps(line) + b"\n")
-        out.flush()
-        os.fsync(out.fileno())
-    temporary.replace(path)
+    lines = (
+        orjson.dumps({"row": part.first + offset, "error": result.errors[offset]}) + b"\n"
+        for offset in sorted(result.errors)
+    )
+    out.write(f"errors-{part.index:05d}.jsonl", b"".join(lines))
 
 
 def _over(limit: float | None, state: Ledger) -> str | None:

@@ -10,13 +10,12 @@ version, input, mapping, part size or format differ is refused, naming what chan
 
 from __future__ import annotations
 
-import os
 from dataclasses import asdict, dataclass, field, replace
-from pathlib import Path
 from typing import Any, Final
 
 import orjson
 
+from pitstop.batch.table import Folder
 from pitstop.errors import Conflict, InvalidInput
 
 NAME: Final = "_pitstop_batch.json"
@@ -48,14 +47,9 @@ class Ledger:
         return replace(self, parts_done=self.parts_done + 1, rows=self.rows + rows,
                        scored=self.scored + rows - errors, errors=self.errors + errors)  # fmt: skip
 
-    def save(self, folder: Path) -> None:
-        temporary = folder / f".{NAME}.tmp"
-        body = asdict(self)
-        with temporary.open("wb") as out:
-            out.write(orjson.dumps(body, option=orjson.OPT_INDENT_2))
-            out.flush()
-            os.fsync(out.fileno())
-        temporary.replace(folder / NAME)
+    def save(self, folder: Folder) -> None:
+        """Write the ledger whole (see :class:`~pitstop.batch.table.Folder`)."""
+        folder.write(NAME, orjson.dumps(asdict(self), option=orjson.OPT_INDENT_2))
 
     def check_resume(self, wanted: Ledger) -> None:
         """Raise Conflict naming the first of :data:`FIXED` that differs from ``wanted``."""
@@ -68,16 +62,16 @@ class Ledger:
                 )
 
 
-def load(folder: Path) -> Ledger | None:
+def load(folder: Folder) -> Ledger | None:
     """The ledger in ``folder``, or None when there is none."""
-    path = folder / NAME
-    if not path.exists():
+    data = folder.read(NAME)
+    if data is None:
         return None
     try:
-        body = orjson.loads(path.read_bytes())
+        body = orjson.loads(data)
         return Ledger(**{**body, "inputs": tuple(body["inputs"]), "keep": tuple(body["keep"])})
     except (orjson.JSONDecodeError, TypeError, KeyError) as exc:
-        raise InvalidInput(f"{path}: not a pitstop batch manifest ({exc})") from exc
+        raise InvalidInput(f"{folder.uri}/{NAME}: not a pitstop batch manifest ({exc})") from exc
 
 
 def _show(value: Any) -> str:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import Sequence
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -23,9 +24,10 @@ import orjson
 
 from pitstop.batch.columns import Source
 from pitstop.batch.scorer import Scorer
-from pitstop.batch.table import Input, Part, csv_options, output_table
+from pitstop.batch.table import Folder, Input, Part, csv_options, output_table
 from pitstop.errors import InvalidInput
 from pitstop.registry import Registry
+from pitstop.registry.s3_store import Prefix, connection_options
 from pitstop.settings import Settings
 
 
@@ -43,14 +45,19 @@ class _Actor:
         batch_rows: int,
         output: str,
     ) -> None:
-        with Registry.from_settings(Settings(**settings)) as registry:
+        configured = Settings(**settings)
+        with Registry.from_settings(configured) as registry:
             record = registry.version(model, version)
             folder = registry.fetch(record)
         self._scorer = Scorer(folder, record.manifest, trust_pickle=record.trust_pickle,
                               trust_code=record.trust_code)  # fmt: skip
         self._sources, self._keep, self._stamp = list(sources), list(keep), stamp
         self._batch_rows = batch_rows
-        self._errors = Path(output) / f"errors-ray-{uuid.uuid4().hex[:12]}.jsonl"
+        style = configured.s3_addressing_style
+        self._out = Folder(output, partial(connection_options, style),
+                           partial(Prefix, addressing_style=style))  # fmt: skip
+        self._name = f"errors-ray-{uuid.uuid4().hex[:12]}"
+        self._calls = 0
 
     def __call__(self, table: Any) -> Any:
         if table.num_rows == 0:
@@ -58,13 +65,16 @@ class _Actor:
         part = Part(0, 0, table.combine_chunks())
         names = [c for s in self._sources for c in s.columns]
         scored = self._scorer.score(self._sources, part.columns(names), part.rows, self._batch_rows)
-        if scored.errors:
+        if scored.errors:  # one file per call: S3 cannot append
             kept = part.batch.select(self._keep).to_pylist() if self._keep else None
-            with self._errors.open("ab") as out:
-                for offset in sorted(scored.errors):
-                    line = {"error": scored.errors[offset],
-                            **({"row": kept[offset]} if kept is not None else {})}  # fmt: skip
-                    out.write(orjson.dumps(line, default=str) + b"\n")
+            lines = (
+                orjson.dumps({"error": scored.errors[offset],
+                              **({"row": kept[offset]} if kept is not None else {})},
+                             default=str) + b"\n"
+                for offset in sorted(scored.errors)
+            )  # fmt: skip
+            self._calls += 1
+            self._out.write(f"{self._name}-{self._calls:06d}.jsonl", b"".join(lines))
         return output_table(part.batch, self._keep, scored.ok, scored.outputs, self._stamp)
 
 
@@ -74,7 +84,7 @@ def run_on_ray(
     address: str,
     source: Input,
     fmt: str,
-    output: Path,
+    output: Folder,
     output_format: str,
     model: str,
     version: int,
@@ -97,14 +107,15 @@ def run_on_ray(
              ignore_reinit_error=True)  # fmt: skip
     try:
         ray.data.DataContext.get_current().execution_options.preserve_order = True
-        local = source.filesystem is None
-        paths = [str(Path(p).resolve()) for p in source.files] if local else source.files
+        on_disk = source.filesystem is None
+        paths = [str(Path(p).resolve()) for p in source.files] if on_disk else source.files
         text = frozenset(c for s in sources for c in s.columns)
         dataset = (
             ray.data.read_parquet(paths, filesystem=source.filesystem) if fmt == "parquet"
             else ray.data.read_csv(paths, filesystem=source.filesystem,
                                    convert_options=csv_options(text))
         )  # fmt: skip
+        place = output.local()
         scored = dataset.map_batches(
             _Actor,
             fn_constructor_args=(
@@ -115,7 +126,7 @@ def run_on_ray(
                 list(keep),
                 stamp,
                 batch_rows,
-                str(output.resolve()),
+                str(place.resolve()) if place is not None else output.uri,
             ),
             batch_format="pyarrow",
             batch_size=max(batch_rows, 1024),
@@ -124,12 +135,10 @@ def run_on_ray(
             max_restarts=-1,
             max_task_retries=-1,
         )
-        target = str(output.resolve())
+        target = str(place.resolve()) if place is not None else output.path
         if output_format == "parquet":
-            scored.write_parquet(target)
-        elif output_format == "csv":
-            scored.write_csv(target)
+            scored.write_parquet(target, filesystem=output.filesystem)
         else:
-            scored.write_json(target)
+            scored.write_json(target, filesystem=output.filesystem)
     finally:
         ray.shutdown()

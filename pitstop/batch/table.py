@@ -299,42 +299,105 @@ def _json_column(values: list[Any], as_text: bool) -> pa.Array:
     )
 
 
+class Folder:
+    """Where a run writes: a local folder, or an S3 prefix (``s3://bucket/prefix``). Each file
+    is written whole — locally to a temporary name, fsynced, renamed; in S3 as one PUT, which
+    S3 makes visible whole or not at all — so a crash never leaves half a file under its name.
+    """
+
+    def __init__(
+        self,
+        spec: str,
+        s3: Callable[[], dict[str, Any]] | None = None,
+        objects: Callable[[str], Any] | None = None,
+    ) -> None:
+        """``s3`` gives pyarrow's S3 options (for Ray's writers), ``objects`` the object store
+        adapter for a URL (``registry.s3_store.Prefix``: list, get, put, delete)."""
+        self.uri = spec
+        self.filesystem: Any = None
+        self._objects: Any = None
+        if spec.startswith("s3://"):
+            if s3 is None or objects is None:
+                raise InvalidInput(f"output {spec}: S3 is not configured here")
+            self.filesystem = pa_fs.S3FileSystem(**s3())
+            self._objects = objects(spec)
+            self.path = spec[len("s3://") :].rstrip("/")
+        else:
+            self.path = str(Path(spec))
+
+    def names(self) -> list[str]:
+        """The files in the folder, sorted (none when it does not exist)."""
+        if self.filesystem is None:
+            folder = Path(self.path)
+            return sorted(p.name for p in folder.iterdir()) if folder.is_dir() else []
+        return list(self._objects.names())
+
+    def read(self, name: str) -> bytes | None:
+        if self.filesystem is None:
+            path = Path(self.path) / name
+            return path.read_bytes() if path.exists() else None
+        data: bytes | None = self._objects.read(name)
+        return data
+
+    def write(self, name: str, data: bytes) -> None:
+        if self._objects is not None:
+            self._objects.write(name, data)
+            return
+        folder = Path(self.path)
+        folder.mkdir(parents=True, exist_ok=True)
+        temporary = folder / f".{name}.tmp"
+        with temporary.open("wb") as out:
+            out.write(data)
+            out.flush()
+            os.fsync(out.fileno())
+        temporary.replace(folder / name)
+
+    def remove(self, name: str) -> None:
+        if self._objects is None:
+            (Path(self.path) / name).unlink(missing_ok=True)
+        else:
+            self._objects.remove(name)
+
+    def local(self) -> Path | None:
+        return Path(self.path) if self.filesystem is None else None
+
+
 def write_part(
-    folder: Path,
+    folder: Folder,
     part: Part,
     keep: Sequence[str],
     ok: np.ndarray,
     outputs: Mapping[str, np.ndarray],
     fmt: str,
     stamp: Mapping[str, str],
-) -> Path:
+) -> str:
     """``part-NNNNN.<fmt>``: :func:`output_table` (and, for Parquet, the stamp as file
-    metadata too), written to a temporary name, then renamed."""
+    metadata too), written whole (see :class:`Folder`). Returns its name."""
     table = output_table(part.batch, keep, ok, outputs, stamp)
-    path = folder / f"part-{part.index:05d}.{fmt}"
-    temporary = folder / f".{path.name}.tmp"
+    name = f"part-{part.index:05d}.{fmt}"
+    sink = pa.BufferOutputStream()
     if fmt == "parquet":
         metadata = {f"pitstop.{k}": v for k, v in stamp.items()}
         table = table.replace_schema_metadata({**(table.schema.metadata or {}), **metadata})
-        pq.write_table(table, temporary)
+        pq.write_table(table, sink)
+        data = sink.getvalue().to_pybytes()
     elif fmt == "csv":
         flat = table.select(
             [n for n in table.column_names if not _nested(table.schema.field(n).type)]
         )
         nested = [n for n in table.column_names if _nested(table.schema.field(n).type)]
-        for name in nested:  # CSV has no lists: a JSON array per cell
-            text = [orjson.dumps(v).decode() for v in table.column(name).to_pylist()]
-            flat = flat.append_column(name, pa.array(text, type=pa.string()))
-        pa_csv.write_csv(flat.select(table.column_names), temporary)
+        for column in nested:  # CSV has no lists: a JSON array per cell
+            text = [orjson.dumps(v).decode() for v in table.column(column).to_pylist()]
+            flat = flat.append_column(column, pa.array(text, type=pa.string()))
+        pa_csv.write_csv(flat.select(table.column_names), sink)
+        data = sink.getvalue().to_pybytes()
     else:
-        with temporary.open("wb") as out:
-            for row in table.to_pylist():
-                out.write(orjson.dumps(row, option=orjson.OPT_SERIALIZE_NUMPY, default=_jsonable)
-                          + b"\n")  # fmt: skip
-    with temporary.open("rb+") as synced:
-        os.fsync(synced.fileno())
-    temporary.replace(path)
-    return path
+        data = b"".join(
+            orjson.dumps(row, option=orjson.OPT_SERIALIZE_NUMPY, default=_jsonable) + b"\n"
+            for row in table.to_pylist()
+        )
+    folder.write(name, data)
+    return name
 
 
 def output_table(
@@ -387,21 +450,23 @@ def _nested(kind: pa.DataType) -> bool:
                 pa.types.is_large_list(kind) or pa.types.is_struct(kind))  # fmt: skip
 
 
-def read_output(folder: Path) -> pa.Table:
-    """Every part of a finished output, in order (for tests and the benchmark); also Ray's
-    output files (named by Ray, in its order)."""
-    paths = sorted(p for p in folder.iterdir() if p.suffix.lower() in SUFFIXES
-                   and not p.name.startswith((".", "_", "errors-")))  # fmt: skip
+def read_output(folder: Path | Folder) -> pa.Table:
+    """Every part of a finished output, in order (for tests, the benchmark and the Ray
+    engine's counts); also Ray's output files (named by Ray, in its order)."""
+    if isinstance(folder, Path):
+        folder = Folder(str(folder))
+    names = [n for n in folder.names() if Path(n).suffix.lower() in SUFFIXES
+             and not n.startswith((".", "_", "errors-"))]  # fmt: skip
     tables = []
-    for path in paths:
-        fmt = format_of(path)
+    for name in names:
+        data = folder.read(name) or b""
+        fmt = format_of(Path(name))
         if fmt == "parquet":
-            tables.append(pq.read_table(path))
+            tables.append(pq.read_table(pa.BufferReader(data)))
         elif fmt == "csv":
-            tables.append(pa_csv.read_csv(path))
+            tables.append(pa_csv.read_csv(pa.BufferReader(data)))
         else:
-            with path.open("rb") as stream:
-                batches = list(_json_lines(stream))
+            batches = list(_json_lines(pa.BufferReader(data)))
             if batches:  # a part where no row was scored is an empty file
                 tables.append(pa.Table.from_batches(batches))
     return pa.concat_tables(tables, promote_options="permissive") if tables else pa.table({})

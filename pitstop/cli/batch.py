@@ -7,7 +7,6 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from functools import partial
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 import click
@@ -26,7 +25,7 @@ PLAIN_EVERY_S = 10.0
 @click.command()
 @click.argument("ref")
 @click.argument("input_spec", metavar="INPUT")
-@click.argument("output", type=click.Path(file_okay=False, path_type=Path))
+@click.argument("output")
 @click.option("--format", "output_format", type=click.Choice(FORMATS), default="parquet",
               show_default=True, help="Format of the output parts.")  # fmt: skip
 @click.option("--input-format", type=click.Choice(FORMATS),
@@ -61,7 +60,7 @@ def batch(
     ctx: Context,
     ref: str,
     input_spec: str,
-    output: Path,
+    output: str,
     output_format: str,
     input_format: str | None,
     columns: tuple[str, ...],
@@ -77,8 +76,9 @@ def batch(
     actor_cpus: float,
     as_json: bool,
 ) -> None:
-    """Score INPUT (CSV, JSON Lines or Parquet: a file, a folder or a glob) with the version REF
-    (fraud@production, fraud:4) into the folder OUTPUT, part by part, resumable."""
+    """Score INPUT (CSV, JSON Lines or Parquet: a file, a folder or a glob, local or s3://) with
+    the version REF (fraud@production, fraud:4) into the folder OUTPUT (local or
+    s3://bucket/prefix), part by part, resumable."""
     try:  # pyarrow is an extra: imported by this command only
         from pitstop.batch.job import BatchOptions, TooManyErrors, run
         from pitstop.batch.table import input_files

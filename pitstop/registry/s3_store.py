@@ -272,6 +272,55 @@ def connection_options(addressing_style: str = "auto") -> dict[str, Any]:
     return options
 
 
+class Prefix:
+    """Objects directly under ``s3://bucket/prefix``, read and written whole (one PUT each:
+    visible complete or not at all). For ``pitstop batch`` outputs."""
+
+    def __init__(self, url: str, addressing_style: str = "auto", client: Any = None) -> None:
+        bucket, _, prefix = url[len("s3://") :].partition("/")
+        if not url.startswith("s3://") or not bucket:
+            raise InvalidInput(f"{url!r}: expected s3://bucket[/prefix]")
+        self.bucket, self.prefix = bucket, prefix.strip("/")
+        self._s3 = client if client is not None else _client(addressing_style)
+
+    def _key(self, name: str) -> str:
+        return f"{self.prefix}/{name}" if self.prefix else name
+
+    def names(self) -> list[str]:
+        start = self._key("")
+        found: list[str] = []
+        try:
+            pages = self._s3.get_paginator("list_objects_v2").paginate(
+                Bucket=self.bucket, Prefix=start, Delimiter="/"
+            )
+            for page in pages:
+                found += [item["Key"][len(start) :] for item in page.get("Contents", ())]
+        except Exception as exc:
+            raise Unavailable(f"s3://{self.bucket}/{start} unreachable: {exc}") from exc
+        return sorted(found)
+
+    def read(self, name: str) -> bytes | None:
+        try:
+            body = self._s3.get_object(Bucket=self.bucket, Key=self._key(name))["Body"]
+            return bytes(body.read())
+        except self._s3.exceptions.NoSuchKey:
+            return None
+        except Exception as exc:
+            raise Unavailable(f"s3://{self.bucket}/{self._key(name)}: {exc}") from exc
+
+    def write(self, name: str, data: bytes) -> None:
+        try:
+            self._s3.put_object(Bucket=self.bucket, Key=self._key(name), Body=data)
+        except Exception as exc:
+            raise Unavailable(f"s3://{self.bucket}/{self._key(name)}: {exc}") from exc
+
+    def remove(self, name: str) -> None:
+        try:
+            self._s3.delete_object(Bucket=self.bucket, Key=self._key(name))
+        except Exception as exc:
+            raise Unavailable(f"s3://{self.bucket}/{self._key(name)}: {exc}") from exc
+
+
 MAX_FOLDER_OBJECTS: Final = 10_000
 """Most objects :func:`download_folder` copies (a model folder, not a bucket)."""
 

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from pitstop.batch.ledger import FIXED, Ledger, load
+from pitstop.batch.table import Folder
 from pitstop.errors import Conflict
 
 BASE = Ledger(
@@ -31,6 +32,6 @@ def test_progress_is_not_fixed_and_round_trips(tmp_path: Path) -> None:
     done = BASE.after_part(10, 2).after_part(5, 0)
     assert (done.parts_done, done.rows, done.scored, done.errors) == (2, 15, 13, 2)
     BASE.check_resume(done)
-    done.save(tmp_path)
-    assert load(tmp_path) == done
-    assert load(tmp_path / "missing") is None
+    done.save(Folder(str(tmp_path)))
+    assert load(Folder(str(tmp_path))) == done
+    assert load(Folder(str(tmp_path / "missing"))) is None
