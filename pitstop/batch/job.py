@@ -157,8 +157,7 @@ def run(
             state = Ledger(**{**state.__dict__, "finished": True})
             state.save(out)
     finally:
-        if options.workers <= 1 and options.engine == "local":
-            local.close()
+        local.close()
     seconds = time.monotonic() - began
     registry.runs.record(
         model, record.number,

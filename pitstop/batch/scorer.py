@@ -45,11 +45,15 @@ class Scorer:
             path, manifest, trust_pickle=trust_pickle, trust_code=trust_code, threads=1, runs=0
         )
         self._runtime: Runtime = runtime
+        self._closed = False
         self.inputs: tuple[TensorSpec, ...] = manifest.inputs or metadata.inputs
         self.outputs: tuple[TensorSpec, ...] = manifest.outputs or metadata.outputs
 
     def close(self) -> None:
-        self._runtime.unload()
+        """Unload the runtime (once; later calls do nothing)."""
+        if not self._closed:
+            self._closed = True
+            self._runtime.unload()
 
     def score(
         self, sources: Sequence[Source], columns: Mapping[str, Column], rows: int, batch_rows: int
