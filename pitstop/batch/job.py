@@ -188,7 +188,7 @@ def _on_ray(
 ) -> BatchResult:
     """The run on Ray: no parts of ours (Ray retries failed tasks itself), so no ``--resume``;
     the ledger is written once, finished, with what the output holds."""
-    from pitstop.batch.ray_engine import run_on_ray  # ray is imported only for this engine
+    from pitstop.batch.ray_engine import Work, run_on_ray  # ray is imported by this engine only
 
     if options.resume:
         raise InvalidInput("--resume is for --engine local: Ray retries failed tasks itself")
@@ -197,11 +197,12 @@ def _on_ray(
     if len(set(source.formats)) != 1:
         raise InvalidInput("--engine ray reads files of one format")
     _prepare(out, wanted, resume=False)
+    work = Work(record.model, record.number, tuple(sources), tuple(keep), stamp,
+                options.batch_rows)  # fmt: skip
     run_on_ray(
-        settings, address=options.address, source=source, fmt=source.formats[0], output=out,
-        output_format=options.output_format, model=record.model, version=record.number,
-        sources=sources, keep=keep, stamp=stamp, batch_rows=options.batch_rows,
-        concurrency=options.concurrency, actor_cpus=options.actor_cpus,
+        settings, work, address=options.address, source=source, output=out,
+        output_format=options.output_format, concurrency=options.concurrency,
+        actor_cpus=options.actor_cpus,
     )  # fmt: skip
     scored = read_output(out).num_rows
     errors = sum(

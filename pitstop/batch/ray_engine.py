@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import os
 import uuid
-from collections.abc import Sequence
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -31,28 +31,30 @@ from pitstop.registry.s3_store import Prefix, connection_options
 from pitstop.settings import Settings
 
 
+@dataclass(frozen=True)
+class Work:
+    """What every actor does: score with ``model`` v``version``, the columns ``sources`` name,
+    ``batch_rows`` rows per runtime call, keeping ``keep`` and adding ``stamp``."""
+
+    model: str
+    version: int
+    sources: tuple[Source, ...]
+    keep: tuple[str, ...]
+    stamp: dict[str, str]
+    batch_rows: int
+
+
 class _Actor:
     """One Ray actor: a runtime of the version, scoring Arrow batches."""
 
-    def __init__(
-        self,
-        settings: dict[str, Any],
-        model: str,
-        version: int,
-        sources: Sequence[Source],
-        keep: Sequence[str],
-        stamp: dict[str, str],
-        batch_rows: int,
-        output: str,
-    ) -> None:
+    def __init__(self, settings: dict[str, Any], work: Work, output: str) -> None:
         configured = Settings(**settings)
         with Registry.from_settings(configured) as registry:
-            record = registry.version(model, version)
+            record = registry.version(work.model, work.version)
             folder = registry.fetch(record)
         self._scorer = Scorer(folder, record.manifest, trust_pickle=record.trust_pickle,
                               trust_code=record.trust_code)  # fmt: skip
-        self._sources, self._keep, self._stamp = list(sources), list(keep), stamp
-        self._batch_rows = batch_rows
+        self._work = work
         style = configured.s3_addressing_style
         self._out = Folder(output, partial(connection_options, style),
                            partial(Prefix, addressing_style=style))  # fmt: skip
@@ -62,11 +64,12 @@ class _Actor:
     def __call__(self, table: Any) -> Any:
         if table.num_rows == 0:
             return table
+        work = self._work
         part = Part(0, 0, table.combine_chunks())
-        names = [c for s in self._sources for c in s.columns]
-        scored = self._scorer.score(self._sources, part.columns(names), part.rows, self._batch_rows)
+        names = [c for s in work.sources for c in s.columns]
+        scored = self._scorer.score(work.sources, part.columns(names), part.rows, work.batch_rows)
         if scored.errors:  # one file per call: S3 cannot append
-            kept = part.batch.select(self._keep).to_pylist() if self._keep else None
+            kept = part.batch.select(list(work.keep)).to_pylist() if work.keep else None
             lines = (
                 orjson.dumps({"error": scored.errors[offset],
                               **({"row": kept[offset]} if kept is not None else {})},
@@ -75,29 +78,25 @@ class _Actor:
             )  # fmt: skip
             self._calls += 1
             self._out.write(f"{self._name}-{self._calls:06d}.jsonl", b"".join(lines))
-        return output_table(part.batch, self._keep, scored.ok, scored.outputs, self._stamp)
+        return output_table(part.batch, work.keep, scored.ok, scored.outputs, work.stamp)
 
 
 def run_on_ray(
     settings: Settings,
+    work: Work,
     *,
     address: str,
     source: Input,
-    fmt: str,
     output: Folder,
     output_format: str,
-    model: str,
-    version: int,
-    sources: Sequence[Source],
-    keep: Sequence[str],
-    stamp: dict[str, str],
-    batch_rows: int,
     concurrency: int,
     actor_cpus: float,
 ) -> None:
-    """Score ``files`` into ``output`` on the cluster at ``address`` (see the module docstring)."""
+    """Do ``work`` on ``source`` (files of one format) into ``output`` on the cluster at
+    ``address`` (see the module docstring)."""
     import ray
 
+    fmt = source.formats[0]
     if fmt not in ("parquet", "csv"):
         raise InvalidInput("--engine ray reads Parquet or CSV (JSON Lines: use --engine local)")
     shared = settings.model_dump(mode="json", exclude={"admin_token"})
@@ -109,7 +108,7 @@ def run_on_ray(
         ray.data.DataContext.get_current().execution_options.preserve_order = True
         on_disk = source.filesystem is None
         paths = [str(Path(p).resolve()) for p in source.files] if on_disk else source.files
-        text = frozenset(c for s in sources for c in s.columns)
+        text = frozenset(c for s in work.sources for c in s.columns)
         dataset = (
             ray.data.read_parquet(paths, filesystem=source.filesystem) if fmt == "parquet"
             else ray.data.read_csv(paths, filesystem=source.filesystem,
@@ -120,16 +119,11 @@ def run_on_ray(
             _Actor,
             fn_constructor_args=(
                 shared,
-                model,
-                version,
-                list(sources),
-                list(keep),
-                stamp,
-                batch_rows,
+                work,
                 str(place.resolve()) if place is not None else output.uri,
             ),
             batch_format="pyarrow",
-            batch_size=max(batch_rows, 1024),
+            batch_size=max(work.batch_rows, 1024),
             compute=ray.data.ActorPoolStrategy(size=concurrency),
             num_cpus=actor_cpus,
             max_restarts=-1,

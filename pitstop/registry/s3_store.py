@@ -38,7 +38,7 @@ from typing import Any, Final
 from pitstop.errors import ArtifactIntegrityError, InvalidInput, Unavailable
 from pitstop.registry.artifact_cache import ArtifactCache, remove_tree
 from pitstop.registry.digest import CHUNK_BYTES, FileEntry, digest_hex, digest_of
-from pitstop.registry.store import copy_checked
+from pitstop.registry.store import checked_entries, copy_checked
 
 MARKER: Final = "artifact.json"
 MULTIPART_BYTES: Final = 64 * 1024 * 1024
@@ -88,9 +88,7 @@ class S3ArtifactStore:
         entries: Iterable[FileEntry],
         progress: Callable[[int], None] | None = None,
     ) -> None:
-        entries = tuple(entries)
-        if digest_of(entries) != digest:
-            raise InvalidInput(f"the file list does not make digest {digest}")
+        entries = checked_entries(digest, entries)
         if self.has(digest):
             return
         # Copy into the local cache while hashing (the source may change under us), upload

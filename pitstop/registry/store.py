@@ -91,6 +91,15 @@ class ArtifactStore(Protocol):
         ...
 
 
+def checked_entries(digest: str, entries: Iterable[FileEntry]) -> tuple[FileEntry, ...]:
+    """``entries`` as a tuple, when they make ``digest`` (what every store's ``put`` checks
+    first); InvalidInput otherwise."""
+    listed = tuple(entries)
+    if digest_of(listed) != digest:
+        raise InvalidInput(f"the file list does not make digest {digest}")
+    return listed
+
+
 class LocalArtifactStore:
     """An :class:`ArtifactStore` on a local (or shared POSIX) file system.
 
@@ -115,9 +124,7 @@ class LocalArtifactStore:
         entries: Iterable[FileEntry],
         progress: Callable[[int], None] | None = None,
     ) -> None:
-        entries = tuple(entries)
-        if digest_of(entries) != digest:
-            raise InvalidInput(f"the file list does not make digest {digest}")
+        entries = checked_entries(digest, entries)
         final = self._final(digest)
         if final.is_dir():
             return
