@@ -8,8 +8,76 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import AliasChoices, Field, SecretStr
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class StreamSettings(BaseModel):
+    """One stream a server (or ``pitstop stream``) consumes: messages from ``from``, answers to
+    ``to``, failures to ``dead_letter`` (docs/streaming.md)."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True, frozen=True)
+
+    model: str = Field(min_length=1, max_length=200)
+    """The model that scores the messages."""
+
+    source: str = Field(alias="from", min_length=1)
+    """``nats://HOST:PORT/SUBJECT`` (a JetStream stream must store the subject) or
+    ``redis://HOST:PORT/STREAM`` (``?db=N``)."""
+
+    to: str = Field(min_length=1)
+    """Where answers go, on the same server: a subject some JetStream stream stores, or a Redis
+    stream."""
+
+    dead_letter: str | None = None
+    """Where failed messages go (the original payload, the error, the delivery count). Default:
+    the ``to`` subject or stream with ``.dead`` appended."""
+
+    version: str | None = None
+    """A version number or an alias to pin; default: the model's traffic policy (production,
+    canary, A/B), as an HTTP request without a version."""
+
+    group: str | None = None
+    """The durable consumer (NATS) or consumer group (Redis) every consumer of this stream
+    shares. Default: ``pitstop-<model>``."""
+
+    format: Literal["auto", "v2", "record"] = "auto"
+    """``v2``: a V2 inference request per message; ``record``: one flat JSON object per message,
+    one row, mapped to the inputs as ``pitstop batch`` maps columns; ``auto``: V2 when the
+    message has an ``inputs`` list."""
+
+    columns: dict[str, list[str]] = Field(default_factory=dict)
+    """Records: ``{INPUT: [FIELD, ...]}`` where the names differ."""
+
+    keep: list[str] = Field(default_factory=list)
+    """Records: fields copied to the answer (keys, timestamps)."""
+
+    batch_size: int = Field(default=64, ge=1, le=4096)
+    """Most messages scored in one model call."""
+
+    max_wait_ms: float = Field(default=5.0, ge=0, le=10_000)
+    """Longest a batch waits to fill once its first message arrived."""
+
+    in_flight: int = Field(default=4, ge=1, le=256)
+    """Batches being scored or published at once; fetching stops while all are busy."""
+
+    max_deliver: int = Field(default=5, ge=1, le=1000)
+    """Deliveries a message gets before a runtime error dead-letters it."""
+
+    ack_wait_s: float = Field(default=30.0, gt=0, le=3600)
+    """A message not acknowledged this long after delivery goes to another consumer."""
+
+    backoff_s: float = Field(default=1.0, ge=0, le=3600)
+    """Delay before the first retry of a message whose model call failed; doubles per delivery
+    up to ``backoff_max_s``."""
+
+    backoff_max_s: float = Field(default=60.0, ge=0, le=3600)
+
+    max_message_bytes: int = Field(default=1024 * 1024, gt=0, le=64 * 1024 * 1024)
+    """Larger messages are dead-lettered unread."""
+
+    lag_interval_s: float = Field(default=5.0, gt=0)
+    """How often the broker is asked for the consumer's lag (``pitstop_stream_pending``)."""
 
 
 class Settings(BaseSettings):
@@ -147,6 +215,12 @@ class Settings(BaseSettings):
 
     replica_timeout_s: float = Field(default=15.0, gt=0)
     """A replica whose heartbeat is older than this is not live (``pitstop status``)."""
+
+    streams: list[StreamSettings] = Field(default_factory=list)
+    """Streams the server consumes beside HTTP and gRPC (same Engine, same metrics), as JSON:
+    ``PITSTOP_STREAMS='[{"model": "fraud", "from": "nats://127.0.0.1:4222/tx", "to":
+    "nats://127.0.0.1:4222/scores"}]'``. Each worker of ``--workers`` consumes them too (one
+    group: messages are shared, never duplicated)."""
 
     # -- observability (docs/observability.md) ---------------------------------------------------
 

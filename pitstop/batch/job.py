@@ -24,7 +24,6 @@ from typing import Final
 import orjson
 
 from pitstop.batch import ledger, scorer
-from pitstop.batch.columns import Source, plan
 from pitstop.batch.ledger import Ledger
 from pitstop.batch.scorer import Scored, Scorer
 from pitstop.batch.table import (
@@ -37,6 +36,7 @@ from pitstop.batch.table import (
     write_part,
 )
 from pitstop.errors import Conflict, InvalidInput, PitstopError
+from pitstop.protocol.columns import Source, plan
 from pitstop.registry import Registry, VersionRecord
 from pitstop.registry.names import parse_version_ref
 from pitstop.registry.s3_store import Prefix, connection_options

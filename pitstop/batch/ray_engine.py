@@ -22,10 +22,10 @@ from typing import Any
 
 import orjson
 
-from pitstop.batch.columns import Source
 from pitstop.batch.scorer import Scorer
 from pitstop.batch.table import Folder, Input, Part, csv_options, output_table
 from pitstop.errors import InvalidInput
+from pitstop.protocol.columns import Source
 from pitstop.registry import Registry
 from pitstop.registry.s3_store import Prefix, connection_options
 from pitstop.settings import Settings

@@ -16,8 +16,8 @@ from typing import Any
 
 import numpy as np
 
-from pitstop.batch.columns import Column, Source, tensors
 from pitstop.errors import PitstopError
+from pitstop.protocol.columns import Column, Source, tensors
 from pitstop.protocol.datatype import numpy_dtype
 from pitstop.protocol.tensor import TensorSpec
 from pitstop.registry import ModelManifest

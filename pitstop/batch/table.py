@@ -26,8 +26,8 @@ import pyarrow.csv as pa_csv
 import pyarrow.fs as pa_fs
 import pyarrow.parquet as pq
 
-from pitstop.batch.columns import Column
 from pitstop.errors import InvalidInput
+from pitstop.protocol.columns import Column
 
 FORMATS: Final = ("parquet", "csv", "jsonl")
 SUFFIXES: Final = {".parquet": "parquet", ".pq": "parquet", ".csv": "csv", ".jsonl": "jsonl",

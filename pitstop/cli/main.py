@@ -17,6 +17,7 @@ from pitstop.cli import (
     history,
     observability,
     server,
+    stream,
     tokens,
 )
 from pitstop.cli.context import Context, err
@@ -40,7 +41,17 @@ def cli(ctx: click.Context, home: Path | None, registry_url: str | None) -> None
 
 
 # Every command module adds its commands the same way.
-for _module in (server, catalog, tokens, history, delivery, observability, embeddings, batch):
+for _module in (
+    server,
+    catalog,
+    tokens,
+    history,
+    delivery,
+    observability,
+    embeddings,
+    batch,
+    stream,
+):
     _module.register(cli)
 
 

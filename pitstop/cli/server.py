@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shutil
 from contextlib import ExitStack
+from functools import partial
 from pathlib import Path
 from tempfile import TemporaryDirectory
 
@@ -11,11 +12,14 @@ import click
 import yaml
 
 from pitstop.cli.context import Context, err, pass_context
+from pitstop.engine import Engine
 from pitstop.errors import PitstopError
 from pitstop.registry import read_manifest
 from pitstop.registry.layout import FORMATS, manifest_of
 from pitstop.registry.s3_store import download_folder
 from pitstop.serving.warmup import load_and_validate
+from pitstop.settings import Settings
+from pitstop.stream.host import StreamHost
 from pitstop.transports.app import serve as run_server
 
 
@@ -69,7 +73,12 @@ def serve(
         raise click.UsageError(
             "--model-name, --model-format, --trust-pickle and --trust-code need --model-dir"
         )
-    run_server(settings)
+    run_server(settings, [partial(hosted_streams, settings)] if settings.streams else [])
+
+
+def hosted_streams(settings: Settings, engine: Engine) -> StreamHost:
+    """The consumers of ``PITSTOP_STREAMS`` over the server's Engine."""
+    return StreamHost(engine.dataplane, engine.observability.streams, settings.streams)
 
 
 def adopt(

@@ -25,6 +25,7 @@ from pitstop.monitoring.drift_monitor import DriftMonitor
 from pitstop.monitoring.inventory import Inventory, forget, publish, summed
 from pitstop.monitoring.logs import RequestLog
 from pitstop.monitoring.requests import RequestRecorder
+from pitstop.monitoring.streams import StreamRecorder
 from pitstop.monitoring.tally import FileTally, Tally, file_name, gather
 from pitstop.monitoring.tracing import Tracing
 from pitstop.registry import Registry
@@ -75,6 +76,8 @@ class Observability:
     worker's file when the server runs several workers."""
     everyone: Callable[[], Tally] | None
     """Every worker's counters summed (None when this process is the only one)."""
+    streams: StreamRecorder
+    """What the stream consumers hosted over this Engine did (pitstop/stream)."""
 
     @classmethod
     def build(
@@ -115,7 +118,7 @@ class Observability:
             cost = CostTracker(settings.cost_per_hour, settings.replicas)
         return cls(
             settings, requests, drift, tracing, request_log, cost, Windows(), BehaviourRecorder(),
-            tally, everyone,
+            tally, everyone, StreamRecorder(tally),
         )  # fmt: skip
 
     def observers(self) -> list[Observer]:
@@ -131,6 +134,12 @@ class Observability:
         if self.requests is None or self.everyone is None:
             return self.requests
         return RequestRecorder.over(self.everyone())
+
+    def streams_everywhere(self) -> StreamRecorder:
+        """The stream series of every worker of this server (this process's when alone)."""
+        if self.everyone is None:
+            return self.streams
+        return StreamRecorder.over(self.everyone(), lag_from=self.streams)
 
     def usage(self) -> dict[tuple[str, int], Usage]:
         requests = self.requests_everywhere()

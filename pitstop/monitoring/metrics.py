@@ -30,6 +30,7 @@ from pitstop.monitoring.drift_monitor import DriftMonitor
 from pitstop.monitoring.histogram import Histogram
 from pitstop.monitoring.inventory import Inventory
 from pitstop.monitoring.requests import RequestRecorder, VersionSeries
+from pitstop.monitoring.streams import StreamRecorder
 
 CONTENT_TYPE: Final = CONTENT_TYPE_LATEST
 STATES: Final = ("LOADING", "READY", "DRAINING", "UNLOADED", "FAILED")
@@ -64,6 +65,9 @@ class _Collector(Collector):
             yield from _drift_families(exporter.drift)
         if exporter.cost is not None:
             yield from _cost_families(exporter.cost())
+        streams = exporter.streams() if exporter.streams is not None else None
+        if streams is not None and len(streams):
+            yield from _stream_families(streams)
 
 
 class MetricsExporter:
@@ -78,12 +82,14 @@ class MetricsExporter:
         requests: Callable[[], RequestRecorder | None] | None = None,
         drift: DriftMonitor | None = None,
         cost: Callable[[], CostReport] | None = None,
+        streams: Callable[[], StreamRecorder] | None = None,
     ) -> None:
         self.server_version = server_version
         self.inventory = inventory
         self.requests = requests
         self.drift = drift
         self.cost = cost
+        self.streams = streams
         self._registry = CollectorRegistry(auto_describe=False)
         self._registry.register(_Collector(self))
         ProcessCollector(registry=self._registry)
@@ -279,3 +285,43 @@ def _cost_families(report: CostReport) -> Iterator[Metric]:
         if row.cost_per_1k is not None:
             per_1k.add_metric([row.model, str(row.version)], row.cost_per_1k)
     yield from (per_hour, per_1k)
+
+
+def _stream_families(recorder: StreamRecorder) -> Iterator[Metric]:
+    sm = ["stream", "model"]
+    messages = CounterMetricFamily(
+        "pitstop_stream_messages",
+        "Stream messages by outcome: consumed (deliveries fetched), answered, dead_lettered, "
+        "redelivered, retried, publish_failed.",
+        labels=[*sm, "outcome"],
+    )
+    processing = HistogramMetricFamily(
+        "pitstop_stream_processing_seconds",
+        "From a delivery's fetch to its acknowledgement.", labels=sm,
+    )  # fmt: skip
+    age = HistogramMetricFamily(
+        "pitstop_stream_age_seconds",
+        "From the broker storing a message to its acknowledgement (end to end).", labels=sm,
+    )  # fmt: skip
+    batch = HistogramMetricFamily(
+        "pitstop_stream_batch_size", "Messages per fetched batch.", labels=sm
+    )
+    pending = GaugeMetricFamily(
+        "pitstop_stream_pending",
+        "Messages of the source no consumer of the group has received yet (the lag).",
+        labels=sm,
+    )
+    unacked = GaugeMetricFamily(
+        "pitstop_stream_unacked", "Messages delivered and not acknowledged yet.", labels=sm
+    )
+    for series in recorder:
+        labels = [series.stream, series.model]
+        for outcome, count in series.counts().items():
+            messages.add_metric([*labels, outcome.value], count)
+        processing.add_metric(labels, _buckets(series.processing), series.processing.total)
+        age.add_metric(labels, _buckets(series.age), series.age.total)
+        batch.add_metric(labels, _buckets(series.batch), series.batch.total)
+        if series.pending is not None and series.unacked is not None:
+            pending.add_metric(labels, series.pending)
+            unacked.add_metric(labels, series.unacked)
+    yield from (messages, processing, age, batch, pending, unacked)

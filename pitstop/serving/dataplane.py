@@ -153,6 +153,14 @@ class DataPlane:
             ),
         )  # fmt: skip
 
+    def sticky_header(self, model: str) -> str | None:
+        """The request header whose value keeps a caller on one arm of ``model``'s traffic
+        policy, or None (a stream groups messages by it before they become one request)."""
+        policy = self._manager.policy(model)
+        if policy is DEFAULT_POLICY or policy.is_default:
+            return None
+        return policy.sticky_header or None
+
     async def infer(
         self,
         model: str,

@@ -14,7 +14,7 @@ import signal
 import socket
 import sys
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import FrameType
 
@@ -243,9 +243,16 @@ def first_admin(engine: Engine, tokens: TokenFile) -> Path | None:
     return tokens.admin_path
 
 
-def serve(settings: Settings) -> None:
+Companion = Callable[[Engine], contextlib.AbstractAsyncContextManager[object]]
+"""Another host over the same started Engine, run beside HTTP and gRPC (the stream consumers):
+entered once the Engine started, left after the listeners drained, before the Engine stops.
+It watches ``engine.draining`` (SIGTERM) to stop taking work."""
+
+
+def serve(settings: Settings, companions: Sequence[Companion] = ()) -> None:
     """Run the server until SIGINT/SIGTERM: this process, or a supervisor of
-    ``settings.workers`` worker processes sharing the ports."""
+    ``settings.workers`` worker processes sharing the ports (each worker runs the
+    ``companions`` too)."""
     if settings.workers > 1 and settings.worker_dir is None:
         stop_logging = logs.configure(settings.log_format, settings.log_level)
         try:
@@ -277,7 +284,10 @@ def serve(settings: Settings) -> None:
             with contextlib.suppress(RegistryUnavailable):  # the watch loop catches up later
                 await engine.manager.refresh()  # serve with the tokens as they are now
             authenticator = Authenticator(tokens, shared=engine.manager.tokens)
-            await Host(engine, settings, authenticator).serve()
+            async with contextlib.AsyncExitStack() as stack:
+                for companion in companions:
+                    await stack.enter_async_context(companion(engine))
+                await Host(engine, settings, authenticator).serve()
 
     try:
         with asyncio.Runner(loop_factory=_loop_factory()) as runner:

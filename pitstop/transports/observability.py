@@ -39,6 +39,7 @@ class ObservabilityApi:
             requests=observability.requests_everywhere,
             drift=observability.drift,
             cost=observability.cost_report if observability.cost is not None else None,
+            streams=observability.streams_everywhere,
         )
         self._parts = (dataplane, observability, exporter)
 

@@ -7,8 +7,8 @@ from typing import Any
 import numpy as np
 import pytest
 
-from pitstop.batch.columns import Source, plan, tensors
 from pitstop.errors import InvalidInput
+from pitstop.protocol.columns import Source, plan, tensors
 from pitstop.protocol.tensor import TensorSpec
 
 X4 = TensorSpec("x", "FP32", (-1, 4))

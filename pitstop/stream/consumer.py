@@ -1,0 +1,335 @@
+"""One stream consumed: fetch a batch, score it through the DataPlane, answer, acknowledge.
+
+::
+
+    fetch ≤ batch_size deliveries (waiting ≤ max_wait_ms for the batch to fill)
+      └ up to in_flight batches at once; fetching waits while all are busy (backpressure)
+    each batch: parse every message (bad bytes: dead letter) → group compatible messages
+      → one DataPlane.infer per group (the traffic policy, canaries and metrics as on HTTP)
+      → a group that fails is split in halves until the failing messages stand alone
+      → disposition of each message (answer, dead letter, retry, hold: disposition.py)
+      → Broker.complete: answers and dead letters published durably, then acknowledged
+
+The version a message is scored by is resolved at its model call, as for an HTTP request: an
+alias that moves mid-stream serves the next batch; a batch in flight finishes on the version
+it leased. :meth:`Consumer.stop` stops fetching; :meth:`Consumer.run` returns once every batch
+in flight is answered and acknowledged (or given back).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from pitstop.errors import InvalidInput, PitstopError
+from pitstop.monitoring.streams import Outcome, StreamSeries
+from pitstop.protocol.reference import parse_ref
+from pitstop.protocol.tensor import InferRequest, TensorSpec
+from pitstop.serving.dataplane import DataPlane, Served
+from pitstop.settings import StreamSettings
+from pitstop.stream import message as messages
+from pitstop.stream.broker import Broker, BrokerError, Delivery, Publication
+from pitstop.stream.disposition import Action, backoff, disposition, exhausted
+from pitstop.stream.message import Answerer, Message
+
+log = logging.getLogger(__name__)
+
+IDLE_FETCH_S = 0.5
+"""Longest one fetch waits when nothing comes (how soon a stop is noticed while idle)."""
+BROKER_RETRY_S = 1.0
+"""Pause after the broker failed a fetch."""
+HOLD_FIRST_S = 0.05
+HOLD_MAX_S = 2.0
+"""Waits between tries of a held batch (model loading, queues full)."""
+MAX_METADATA = 32
+"""Headers of a message passed to the DataPlane as request metadata (trace context, sticky
+routing key)."""
+
+
+@dataclass(frozen=True)
+class Result:
+    """How one message's model call ended."""
+
+    message: Message
+    outputs: dict[str, np.ndarray] | None = None
+    served: Served | None = None
+    error: BaseException | None = None
+
+
+class Consumer:
+    def __init__(
+        self,
+        spec: StreamSettings,
+        dataplane: DataPlane,
+        broker: Broker,
+        series: StreamSeries,
+    ) -> None:
+        self._spec = spec
+        self._dataplane = dataplane
+        self._broker = broker
+        self._series = series
+        self._version = parse_ref(spec.version) if spec.version else None
+        self._stopping = asyncio.Event()
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def stop(self) -> None:
+        """Stop fetching; :meth:`run` returns once the batches in flight are settled."""
+        self._stopping.set()
+
+    @property
+    def stopping(self) -> bool:
+        return self._stopping.is_set()
+
+    async def run(self) -> None:
+        """Consume until :meth:`stop` (or the DataPlane drains), then finish what is in flight."""
+        slots = asyncio.Semaphore(self._spec.in_flight)
+        lag = asyncio.create_task(self._watch_lag(), name="stream-lag")
+        try:
+            await self._until_servable()
+            while not self.stopping and not self._dataplane.draining:
+                await slots.acquire()
+                try:
+                    batch = await self._gather()
+                except BrokerError as exc:
+                    slots.release()
+                    log.warning("%s", exc)
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._stopping.wait(), BROKER_RETRY_S)
+                    continue
+                if not batch:
+                    slots.release()
+                    continue
+                task = asyncio.create_task(self._handle(batch), name="stream-batch")
+                self._tasks.add(task)
+                task.add_done_callback(self._tasks.discard)
+                task.add_done_callback(lambda _t: slots.release())
+        finally:
+            if self._tasks:
+                await asyncio.gather(*self._tasks, return_exceptions=True)
+            lag.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await lag
+
+    async def _until_servable(self) -> None:
+        """Fetch nothing before the model can serve (it may still be loading): messages wait
+        in the broker rather than held here. NotFound for a model the registry lacks."""
+        said = False
+        while not (self.stopping or self._dataplane.draining or self._servable()):
+            if not said:
+                said = True
+                log.info("%s: waiting for the model to serve before fetching", self._spec.model)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), HOLD_FIRST_S)
+
+    def _servable(self) -> bool:
+        try:
+            return self._dataplane.model_ready(self._spec.model, self._version)
+        except PitstopError:  # an alias not set yet, a model not registered yet
+            return False
+
+    async def _gather(self) -> list[Delivery]:
+        """A batch: what one fetch brings, topped up for ``max_wait_ms`` while not full."""
+        size = self._spec.batch_size
+        batch = await self._broker.fetch(size, IDLE_FETCH_S)
+        if not batch or len(batch) >= size or self._spec.max_wait_ms <= 0:
+            return batch
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._spec.max_wait_ms / 1000
+        while len(batch) < size and (remaining := deadline - loop.time()) > 0:
+            more = await self._broker.fetch(size - len(batch), remaining)
+            if not more:
+                break
+            batch += more
+        return batch
+
+    async def _handle(self, batch: list[Delivery]) -> None:
+        fetched = time.monotonic()
+        spec, series = self._spec, self._series
+        series.count(Outcome.CONSUMED, len(batch))
+        series.count(Outcome.REDELIVERED, sum(1 for d in batch if d.deliveries > 1))
+        series.batch.observe(len(batch))
+        dead: list[Publication] = []
+        parsed: list[Message] = []
+        for delivery in batch:
+            if exhausted(delivery.deliveries, spec.max_deliver):
+                reason = (f"delivered {delivery.deliveries} times without an answer: its "
+                          "consumers stopped or stalled past ack_wait each time")  # fmt: skip
+                dead.append(self._dead(delivery, reason, "undeliverable"))
+                continue
+            try:
+                parsed.append(messages.parse(delivery, spec.format, spec.max_message_bytes))
+            except PitstopError as exc:
+                dead.append(self._dead(delivery, exc))
+        try:
+            results = await self._score_all(parsed)
+        except Exception:  # a defect here must not lose the batch: give it back
+            log.exception("scoring a batch of %s failed", spec.model)
+            await self._broker.retry(batch, backoff(1, spec.backoff_s, spec.backoff_max_s))
+            return
+        await self._settle(results, dead, fetched)
+
+    async def _score_all(self, parsed: list[Message]) -> list[Result]:
+        sticky = self._dataplane.sticky_header(self._spec.model)
+        groups: dict[tuple[Any, ...], list[Message]] = defaultdict(list)
+        for message in parsed:
+            groups[messages.group_key(message, sticky)].append(message)
+        scored = await asyncio.gather(*(self._score(group) for group in groups.values()))
+        return [result for results in scored for result in results]
+
+    async def _settle(self, results: list[Result], dead: list[Publication], fetched: float) -> None:
+        spec, series = self._spec, self._series
+        publications = list(dead)
+        retry: dict[float, list[Delivery]] = defaultdict(list)
+        for result in results:
+            delivery = result.message.delivery
+            action = disposition(result.error, delivery.deliveries, spec.max_deliver)
+            if action is Action.ANSWER:
+                try:
+                    publications.append(self._answer(result))
+                except PitstopError as exc:  # an output JSON cannot carry
+                    publications.append(self._dead(delivery, exc))
+            elif action is Action.DEAD:
+                assert result.error is not None
+                publications.append(self._dead(delivery, _as_error(result.error)))
+            elif action is Action.RETRY:
+                delay = backoff(delivery.deliveries, spec.backoff_s, spec.backoff_max_s)
+                log.warning("%s: message %s failed on delivery %d (%s); again in %.1f s",
+                            spec.model, delivery.id, delivery.deliveries, result.error,
+                            delay)  # fmt: skip
+                retry[delay].append(delivery)
+            else:  # HOLD, given up because the consumer stops: deliver again at once
+                retry[0.0].append(delivery)
+        failed = await self._broker.complete(publications) if publications else []
+        for delay, deliveries in retry.items():
+            await self._broker.retry(deliveries, delay)
+            series.count(Outcome.RETRIED, len(deliveries))
+        if failed:
+            series.count(Outcome.PUBLISH_FAILED, len(failed))
+            await self._broker.retry(failed, BROKER_RETRY_S)
+        lost = {id(d) for d in failed}
+        done = [p for p in publications if id(p.delivery) not in lost]
+        answered = sum(1 for p in done if not p.dead)
+        series.count(Outcome.ANSWERED, answered)
+        series.count(Outcome.DEAD_LETTERED, len(done) - answered)
+        now, wall = time.monotonic(), time.time_ns()
+        series.settled(
+            np.full(len(done), now - fetched),
+            np.array([(wall - p.delivery.published_ns) / 1e9 for p in done
+                      if p.delivery.published_ns], dtype=np.float64),
+        )  # fmt: skip
+
+    async def _score(self, group: Sequence[Message]) -> list[Result]:
+        """One model call for the group, held while the server cannot serve (and the consumer
+        runs), split in halves when it fails."""
+        wait = HOLD_FIRST_S
+        extended = time.monotonic()
+        while True:
+            results = await self._call(group)
+            held = [r for r in results if disposition(r.error, 1, 2) is Action.HOLD]
+            if not held or self.stopping:
+                return results
+            if len(held) < len(results):  # some answered, some held: hold only those
+                keep = {id(r) for r in held}
+                done = [r for r in results if id(r) not in keep]
+                return done + await self._score([r.message for r in held])
+            log.info("%s: %s; holding %d messages", self._spec.model, held[0].error, len(group))
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), wait)
+            wait = min(wait * 2, HOLD_MAX_S)
+            if time.monotonic() - extended > self._spec.ack_wait_s / 3:
+                extended = time.monotonic()
+                await self._broker.extend([m.delivery for m in group])
+
+    async def _call(self, group: Sequence[Message]) -> list[Result]:
+        spec = self._spec
+        try:
+            request, rows, failed = self._request(group)
+        except PitstopError as exc:  # fields that feed no input; a model not served now
+            return [Result(m, error=exc) for m in group]
+        if not rows:
+            return failed
+        scoring = [m for m in group if all(f.message is not m for f in failed)]
+        headers = scoring[0].delivery.headers
+        metadata = {k.lower(): v for k, v in list(headers.items())[:MAX_METADATA]}
+        try:
+            served = await self._dataplane.infer(
+                spec.model, self._version, request, metadata=metadata, transport="stream"
+            )
+        except PitstopError as exc:
+            if len(scoring) == 1 or disposition(exc, 1, 2) is Action.HOLD:
+                return failed + [Result(m, error=exc) for m in scoring]
+            half = len(scoring) // 2
+            first, second = await asyncio.gather(
+                self._call(scoring[:half]), self._call(scoring[half:])
+            )
+            return failed + first + second
+        outputs = served.response.outputs
+        if len(scoring) > 1 and any(
+            a.ndim == 0 or a.shape[0] != sum(rows) for a in outputs.values()
+        ):  # outputs not one row per input row: score the messages one by one
+            alone = await asyncio.gather(*(self._call([m]) for m in scoring))
+            return failed + [r for results in alone for r in results]
+        results = list(failed)
+        start = 0
+        for message, count in zip(scoring, rows, strict=True):
+            part = dict(outputs)
+            if len(scoring) > 1:
+                part = {name: array[start : start + count] for name, array in outputs.items()}
+            results.append(Result(message, part, served))
+            start += count
+        return results
+
+    def _request(self, group: Sequence[Message]) -> tuple[InferRequest, list[int], list[Result]]:
+        """The group's request, each scored message's row count, and the messages that failed
+        before the call (records whose fields do not convert)."""
+        if group[0].request is not None:
+            return messages.v2_request(group), [m.rows for m in group], []
+        spec = self._spec
+        signature = self._signature()
+        records = [m.record or {} for m in group]
+        inputs, ok, errors = messages.record_inputs(records, signature, spec.columns, spec.keep)
+        failed = [Result(group[row], error=InvalidInput(reason)) for row, reason in errors.items()]
+        rows = [1] * int(ok.sum())
+        return InferRequest(inputs=inputs), rows, failed
+
+    def _signature(self) -> tuple[TensorSpec, ...]:
+        metadata = self._dataplane.model_metadata(self._spec.model, self._version)
+        return tuple(metadata.inputs)
+
+    def _answer(self, result: Result) -> Publication:
+        served = result.served
+        assert served is not None
+        assert result.outputs is not None
+        by = Answerer(self._spec.model, served.version, served.digest)
+        body, headers = messages.answer(
+            result.message, result.outputs, by, served.response.parameters, self._spec.keep
+        )
+        return Publication(result.message.delivery, body, headers)
+
+    def _dead(
+        self, delivery: Delivery, error: PitstopError | str, kind: str | None = None
+    ) -> Publication:
+        body, headers = messages.dead_letter(delivery, self._spec.model, error, kind)
+        return Publication(delivery, body, headers, dead=True)
+
+    async def _watch_lag(self) -> None:
+        while True:
+            try:
+                lag = await self._broker.lag()
+            except BrokerError as exc:
+                log.debug("%s", exc)
+            else:
+                self._series.pending, self._series.unacked = lag.pending, lag.unacked
+            await asyncio.sleep(self._spec.lag_interval_s)
+
+
+def _as_error(error: BaseException) -> PitstopError | str:
+    return error if isinstance(error, PitstopError) else f"{type(error).__name__}: {error}"
