@@ -44,6 +44,8 @@ log = logging.getLogger(__name__)
 
 IDLE_FETCH_S = 0.5
 """Longest one fetch waits when nothing comes (how soon a stop is noticed while idle)."""
+BUFFER_POLL_S = 0.002
+"""While the fetched-ahead buffer is full, how often the fetcher looks for room."""
 BROKER_RETRY_S = 1.0
 """Pause after the broker failed a fetch."""
 HOLD_FIRST_S = 0.05
@@ -89,34 +91,96 @@ class Consumer:
         return self._stopping.is_set()
 
     async def run(self) -> None:
-        """Consume until :meth:`stop` (or the DataPlane drains), then finish what is in flight."""
-        slots = asyncio.Semaphore(self._spec.in_flight)
+        """Consume until :meth:`stop` (or the DataPlane drains), then finish what is in flight:
+        what was fetched is scored, answered and acknowledged before this returns."""
         lag = asyncio.create_task(self._watch_lag(), name="stream-lag")
+        slots = asyncio.Semaphore(self._spec.in_flight)
+        # Fetched, not yet in a batch: bounded, so fetching waits while every slot is busy.
+        buffer: asyncio.Queue[Delivery] = asyncio.Queue(self._buffer_size())
+        fetcher: asyncio.Task[None] | None = None
         try:
             await self._until_servable()
-            while not self.stopping and not self._dataplane.draining:
+            fetcher = asyncio.create_task(self._fetch_into(buffer), name="stream-fetch")
+            while True:
                 await slots.acquire()
-                try:
-                    batch = await self._gather()
-                except BrokerError as exc:
-                    slots.release()
-                    log.warning("%s", exc)
-                    with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(self._stopping.wait(), BROKER_RETRY_S)
-                    continue
+                batch = await self._assemble(buffer, fetcher)
                 if not batch:
                     slots.release()
-                    continue
+                    break
                 task = asyncio.create_task(self._handle(batch), name="stream-batch")
                 self._tasks.add(task)
                 task.add_done_callback(self._tasks.discard)
                 task.add_done_callback(lambda _t: slots.release())
         finally:
+            if fetcher is not None:
+                self._stopping.set()
+                await asyncio.gather(fetcher, return_exceptions=True)
             if self._tasks:
                 await asyncio.gather(*self._tasks, return_exceptions=True)
+            left = [buffer.get_nowait() for _ in range(buffer.qsize())]
+            if left:  # only when cancelled: give them back rather than hold them to ack_wait
+                await self._broker.retry(left, 0.0)
             lag.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await lag
+
+    def _buffer_size(self) -> int:
+        """Deliveries fetched ahead: a batch's worth, or one per in-flight call when batches
+        are smaller than that (batching off: one message per call, many calls at once)."""
+        return max(self._spec.batch_size, self._spec.in_flight)
+
+    async def _fetch_into(self, buffer: asyncio.Queue[Delivery]) -> None:
+        """Fetch while the consumer runs; waits while the buffer is full (backpressure)."""
+        while not self.stopping and not self._dataplane.draining:
+            room = buffer.maxsize - buffer.qsize()
+            if room <= 0:
+                await asyncio.sleep(BUFFER_POLL_S)
+                continue
+            try:
+                fetched = await self._broker.fetch(room, IDLE_FETCH_S)
+            except BrokerError as exc:
+                log.warning("%s", exc)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._stopping.wait(), BROKER_RETRY_S)
+                continue
+            for delivery in fetched:
+                buffer.put_nowait(delivery)  # room was checked: this task alone puts
+
+    async def _assemble(
+        self, buffer: asyncio.Queue[Delivery], fetcher: asyncio.Task[None]
+    ) -> list[Delivery]:
+        """The next batch: the first delivery, then what comes within ``max_wait_ms``, up to
+        ``batch_size``. [] once the fetcher stopped and the buffer is empty."""
+        size = self._spec.batch_size
+        if buffer.empty():
+            getting = asyncio.create_task(buffer.get())
+            await asyncio.wait({getting, fetcher}, return_when=asyncio.FIRST_COMPLETED)
+            if not getting.done():
+                getting.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await getting
+            if not getting.cancelled():
+                batch = [getting.result()]
+            elif buffer.empty():
+                return []
+            else:  # the fetcher's last fetch
+                batch = [buffer.get_nowait()]
+        else:
+            batch = [buffer.get_nowait()]
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._spec.max_wait_ms / 1000
+        while len(batch) < size:
+            if not buffer.empty():
+                batch.append(buffer.get_nowait())
+                continue
+            remaining = deadline - loop.time()
+            if remaining <= 0 or fetcher.done():
+                break
+            try:
+                batch.append(await asyncio.wait_for(buffer.get(), remaining))
+            except TimeoutError:
+                break
+        return batch
 
     async def _until_servable(self) -> None:
         """Fetch nothing before the model can serve (it may still be loading): messages wait
@@ -134,21 +198,6 @@ class Consumer:
             return self._dataplane.model_ready(self._spec.model, self._version)
         except PitstopError:  # an alias not set yet, a model not registered yet
             return False
-
-    async def _gather(self) -> list[Delivery]:
-        """A batch: what one fetch brings, topped up for ``max_wait_ms`` while not full."""
-        size = self._spec.batch_size
-        batch = await self._broker.fetch(size, IDLE_FETCH_S)
-        if not batch or len(batch) >= size or self._spec.max_wait_ms <= 0:
-            return batch
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + self._spec.max_wait_ms / 1000
-        while len(batch) < size and (remaining := deadline - loop.time()) > 0:
-            more = await self._broker.fetch(size - len(batch), remaining)
-            if not more:
-                break
-            batch += more
-        return batch
 
     async def _handle(self, batch: list[Delivery]) -> None:
         fetched = time.monotonic()

@@ -58,6 +58,10 @@ class Streams:
     def unacked(self, group: str) -> int:
         raise NotImplementedError
 
+    def count(self) -> int:
+        """Answers and dead letters stored so far (one cheap call)."""
+        raise NotImplementedError
+
     def delivered(self, group: str) -> int:
         """Messages the group has received (each once, however often delivered)."""
         raise NotImplementedError
@@ -152,6 +156,15 @@ class NatsStreams(Streams):
     def unacked(self, group: str) -> int:
         return int(self._consumer(group).num_ack_pending or 0)
 
+    def count(self) -> int:
+        async def info() -> int:
+            client = await nats.connect(NATS_URL)
+            found = await client.jetstream().stream_info(f"{self.tag}_OUT")
+            await client.close()
+            return int(found.state.messages)
+
+        return self._run(info())  # type: ignore[no-any-return]
+
     def delivered(self, group: str) -> int:
         info = self._consumer(group)
         return int(info.delivered.stream_seq if info.delivered else 0)
@@ -214,6 +227,9 @@ class RedisStreams(Streams):
 
     def unacked(self, group: str) -> int:
         return int(self._group(group)["pending"])  # type: ignore[call-overload]
+
+    def count(self) -> int:
+        return int(self.client.xlen(self.to)) + int(self.client.xlen(self.dead_key))
 
     def delivered(self, group: str) -> int:
         return int(self._group(group)["entries-read"] or 0)  # type: ignore[call-overload]
