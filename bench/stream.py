@@ -168,9 +168,9 @@ def main() -> None:
             url = f"{server.url}/v2/models/{MODEL}/infer"
             wrk(url, body, 64, 2)  # warm-up
             http = wrk(url, body, 64, args.duration)
+            path = f"/v2/models/{MODEL}/infer"
             opened = asyncio.run(
-                open_loop(server.port, f"/v2/models/{MODEL}/infer", body.read_bytes(),
-                          args.rate, args.duration)  # fmt: skip
+                open_loop(server.port, path, body.read_bytes(), args.rate, args.duration)
             )
         print(f"HTTP JSON c64: {http.rps:,.0f} req/s; open loop {args.rate:.0f}/s: "
               f"p50 {opened.p(50):.2f} ms, p99 {opened.p(99):.2f} ms")  # fmt: skip
