@@ -8,8 +8,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import AliasChoices, BaseModel, ConfigDict, Field, SecretStr
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+ANSWER_FIELDS = frozenset({"message_id", "model_name", "model_version", "model_digest", "outputs"})
+"""The keys of a stream's answer to a record that are pitstop's (pitstop.stream.message): no
+kept field may take one of these names."""
 
 
 class StreamSettings(BaseModel):
@@ -50,7 +54,16 @@ class StreamSettings(BaseModel):
     """Records: ``{INPUT: [FIELD, ...]}`` where the names differ."""
 
     keep: list[str] = Field(default_factory=list)
-    """Records: fields copied to the answer (keys, timestamps)."""
+    """Records: fields copied to the answer (keys, timestamps); not ``message_id``,
+    ``model_name``, ``model_version``, ``model_digest`` or ``outputs`` (the answer's own)."""
+
+    @field_validator("keep")
+    @classmethod
+    def _keep_is_not_the_answers(cls, keep: list[str]) -> list[str]:
+        taken = sorted(set(keep) & ANSWER_FIELDS)
+        if taken:
+            raise ValueError(f"{taken[0]!r} is a field of the answer itself; keep another name")
+        return keep
 
     batch_size: int = Field(default=64, ge=1, le=4096)
     """Most messages scored in one model call."""

@@ -11,8 +11,9 @@ Answers:
 - to a V2 request, a V2 response (``model_name``, ``model_version``, ``id`` — the request's, else
   the message id — and ``outputs``), with ``parameters.message_id`` and
   ``parameters.model_digest``;
-- to a record, ``{"id", "model_name", "model_version", "model_digest", <kept fields>,
-  "outputs": {name: value}}`` (a row's value: a number, a string or a list).
+- to a record, ``{"message_id", "model_name", "model_version", "model_digest", <kept fields>,
+  "outputs": {name: value}}`` (a row's value: a number, a string or a list); a kept field may
+  not take one of those names (``settings.ANSWER_FIELDS``).
 
 Both carry the message's headers on, and ``Pitstop-Message-Id``, ``Pitstop-Model``,
 ``Pitstop-Model-Version``, ``Pitstop-Model-Digest``. A dead letter is the original payload with
@@ -183,7 +184,7 @@ def answer(
     else:
         record = message.record or {}
         body = {
-            "id": delivery.id,
+            "message_id": delivery.id,
             "model_name": by.model,
             "model_version": str(by.version),
             "model_digest": by.digest,

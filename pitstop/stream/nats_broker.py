@@ -8,7 +8,8 @@ kills its consumer every time still ends in the dead letters instead of being dr
 by the server.
 
 Answers and dead letters are JetStream publishes (each awaits its publish acknowledgement, the
-stream's storage of it) with ``Nats-Msg-Id`` set to the message's id: the destination stream
+stream's storage of it) with ``Nats-Msg-Id`` set to ``<message id>:answer`` (or ``:dead``): the
+destination stream
 drops a second answer to the same message within its duplicate window (2 minutes by default),
 so a redelivery after a crash publishes nothing new. Only then is the message acknowledged.
 """
@@ -126,7 +127,9 @@ class NatsBroker:
         async def publish(item: Publication) -> None:
             headers = dict(item.headers)
             key = item.delivery.id
-            headers[MSG_ID] = f"{key}:dead" if item.dead else key
+            # Not the message's own id: the answers may live in the source's stream, whose
+            # duplicate window holds that id already (the answer would be dropped).
+            headers[MSG_ID] = f"{key}:dead" if item.dead else f"{key}:answer"
             await js.publish(
                 dead if item.dead else to, item.body, timeout=API_TIMEOUT_S, headers=headers
             )

@@ -122,7 +122,7 @@ def test_every_message_gets_one_answer_or_one_dead_letter_through_a_kill(
             assert body["id"] == f"req-{index}"
             assert body["parameters"]["message_id"] == keys[index]
         else:
-            assert body["id"] == keys[index]
+            assert body["message_id"] == keys[index]
             assert body["outputs"]["label"] in (0, 1, 2)
 
 
