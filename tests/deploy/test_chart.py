@@ -163,6 +163,11 @@ def test_alert_rules_and_dashboard_are_the_ones_in_deploy() -> None:
         ({"artifacts": {"url": "gs://bucket"}}, "artifacts.url"),
         ({"autoscaling": {"keda": {"prometheusServer": "prometheus:9090"}}}, "prometheusServer"),
         ({"kserve": {"inferenceService": {"modelFormat": "pytorch"}}}, "modelFormat"),
+        (
+            {"streams": [{"model": "m", "from": "kafka://k:9092/t", "to": "nats://n:4222/o"}]},
+            "from",
+        ),
+        ({"streams": [{"model": "m", "from": "nats://n:4222/t"}]}, "to"),
     ],
 )
 def test_values_outside_the_schema_are_refused_naming_the_field(
@@ -230,3 +235,25 @@ def test_an_admin_token_secret_reaches_the_server() -> None:
     ]["template"]["spec"]["containers"]
     token = next(e for e in container["env"] if e["name"] == "PITSTOP_ADMIN_TOKEN")
     assert token["valueFrom"]["secretKeyRef"] == {"name": "pitstop-admin", "key": "token"}
+
+
+def test_streams_reach_every_server_as_settings_it_reads(monkeypatch: pytest.MonkeyPatch) -> None:
+    from pitstop.settings import Settings
+
+    streams = [
+        {"model": "fraud", "from": "nats://nats:4222/tx", "to": "nats://nats:4222/scores",
+         "batch_size": 32, "keep": ["id"]},
+        {"model": "churn", "from": "redis://redis:6379/events", "to": "redis://redis:6379/out"},
+    ]  # fmt: skip
+    (container,) = one(render({"streams": streams}), "Deployment")["spec"]["template"]["spec"][
+        "containers"
+    ]
+    env = next(e for e in container["env"] if e["name"] == "PITSTOP_STREAMS")
+    monkeypatch.setenv("PITSTOP_STREAMS", env["value"])  # as the server reads it
+    read = Settings().streams
+    assert [(s.model, s.source, s.batch_size, s.keep) for s in read] == [
+        ("fraud", "nats://nats:4222/tx", 32, ["id"]),
+        ("churn", "redis://redis:6379/events", 64, []),
+    ]
+    (plain,) = one(render(), "Deployment")["spec"]["template"]["spec"]["containers"]
+    assert "PITSTOP_STREAMS" not in {e["name"] for e in plain["env"]}
