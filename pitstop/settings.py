@@ -41,9 +41,10 @@ class StreamSettings(BaseModel):
     """A version number or an alias to pin; default: the model's traffic policy (production,
     canary, A/B), as an HTTP request without a version."""
 
-    group: str | None = None
+    group: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_-]{1,200}$")
     """The durable consumer (NATS) or consumer group (Redis) every consumer of this stream
-    shares. Default: ``pitstop-<model>``."""
+    shares: letters, digits, ``_`` and ``-``. Default: ``pitstop-<model>`` (other characters of
+    the model name as ``-``)."""
 
     format: Literal["auto", "v2", "record"] = "auto"
     """``v2``: a V2 inference request per message; ``record``: one flat JSON object per message,

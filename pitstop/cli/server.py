@@ -78,7 +78,12 @@ def serve(
 
 def hosted_streams(settings: Settings, engine: Engine) -> StreamHost:
     """The consumers of ``PITSTOP_STREAMS`` over the server's Engine."""
-    return StreamHost(engine.dataplane, engine.observability.streams, settings.streams)
+    return StreamHost(
+        engine.dataplane,
+        engine.observability.streams,
+        settings.streams,
+        drain_timeout_s=settings.drain_timeout_s,
+    )
 
 
 def adopt(

@@ -51,6 +51,8 @@ log = logging.getLogger(__name__)
 @click.option("--in-flight", type=int, help="Batches in flight at once (default 4).")
 @click.option("--max-deliver", type=int, help="Deliveries before a failing message is "
               "dead-lettered (default 5).")  # fmt: skip
+@click.option("--backoff", "backoff_s", type=float, help="Seconds before the first retry of "
+              "a message whose model call failed; doubles per delivery (default 1).")  # fmt: skip
 @click.option("--ack-wait", "ack_wait_s", type=float, help="Seconds before an unacknowledged "
               "message goes to another consumer (default 30).")  # fmt: skip
 @click.option("--listen", is_flag=True, help="Also serve HTTP and gRPC (metrics, health, "
@@ -116,6 +118,8 @@ async def consume(settings: Settings) -> None:
         stopping.cancel()
         engine.begin_drain()
         await host.close()
+        if not host.drained:
+            raise SystemExit(1)
         log.info("stopped: every message in flight was answered and acknowledged")
 
 

@@ -252,7 +252,7 @@ def _stack(
         if row not in bad:
             try:
                 converted = np.asarray(value, dtype=dtype)
-            except (ValueError, TypeError):
+            except (ValueError, TypeError, OverflowError):
                 bad[row] = f"column {name!r}: not an array of {dtype.name}"
         if converted is not None:
             if shape is None:

@@ -20,6 +20,7 @@ The delivery contract every adapter keeps, which the consumer's guarantees rest 
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -107,11 +108,24 @@ ANSWER_HEADERS = ("Pitstop-Message-Id", "Pitstop-Model", "Pitstop-Model-Version"
 """Headers (NATS) or fields (Redis) every answer carries, with ``Pitstop-Model-Digest``."""
 
 
+MAX_CARRIED = 64
+"""Headers of a message carried to its answer, at most."""
+MAX_CARRIED_CHARS = 4096
+"""Longest header value carried (longer ones are left out)."""
+_TOKEN = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]{1,256}$")
+
+
 def carried(headers: Mapping[str, str]) -> dict[str, str]:
     """The message's headers that go on with its answer: not the broker's own (``Nats-*``) nor
-    the ones pitstop sets."""
-    return {
-        name: value
-        for name, value in headers.items()
-        if not name.lower().startswith(("nats-", "pitstop-"))
-    }
+    the ones pitstop sets; only names that are HTTP tokens and one-line values (what every
+    broker client publishes), at most :data:`MAX_CARRIED` of them."""
+    kept: dict[str, str] = {}
+    for name, value in headers.items():
+        if len(kept) >= MAX_CARRIED:
+            break
+        if name.lower().startswith(("nats-", "pitstop-")) or not _TOKEN.match(name):
+            continue
+        if len(value) > MAX_CARRIED_CHARS or "\r" in value or "\n" in value:
+            continue
+        kept[name] = value
+    return kept

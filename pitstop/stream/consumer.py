@@ -23,13 +23,13 @@ import contextlib
 import logging
 import time
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from pitstop.errors import InvalidInput, PitstopError
+from pitstop.errors import InternalError, InvalidInput, PitstopError
 from pitstop.monitoring.streams import Outcome, StreamSeries
 from pitstop.protocol.reference import parse_ref
 from pitstop.protocol.tensor import InferRequest, TensorSpec
@@ -200,40 +200,68 @@ class Consumer:
             return False
 
     async def _handle(self, batch: list[Delivery]) -> None:
+        """Score, answer and acknowledge one batch. Each group of messages is settled as soon as
+        its call ends (one held group does not hold its neighbours' answers back); whatever is
+        left unsettled when something unexpected fails is given back to the broker."""
         fetched = time.monotonic()
         spec, series = self._spec, self._series
         series.count(Outcome.CONSUMED, len(batch))
         series.count(Outcome.REDELIVERED, sum(1 for d in batch if d.deliveries > 1))
         series.batch.observe(len(batch))
-        dead: list[Publication] = []
-        parsed: list[Message] = []
-        for delivery in batch:
-            if exhausted(delivery.deliveries, spec.max_deliver):
-                reason = (f"delivered {delivery.deliveries} times without an answer: its "
-                          "consumers stopped or stalled past ack_wait each time")  # fmt: skip
-                dead.append(self._dead(delivery, reason, "undeliverable"))
-                continue
-            try:
-                parsed.append(messages.parse(delivery, spec.format, spec.max_message_bytes))
-            except PitstopError as exc:
-                dead.append(self._dead(delivery, exc))
+        unsettled = {id(d): d for d in batch}
         try:
-            results = await self._score_all(parsed)
-        except Exception:  # a defect here must not lose the batch: give it back
-            log.exception("scoring a batch of %s failed", spec.model)
-            await self._broker.retry(batch, backoff(1, spec.backoff_s, spec.backoff_max_s))
-            return
-        await self._settle(results, dead, fetched)
+            dead: list[Publication] = []
+            parsed: list[Message] = []
+            for delivery in batch:
+                if exhausted(delivery.deliveries, spec.max_deliver):
+                    dead.append(self._dead(delivery, _undeliverable(delivery), "undeliverable"))
+                    continue
+                try:
+                    parsed.append(messages.parse(delivery, spec.format, spec.max_message_bytes))
+                except PitstopError as exc:
+                    dead.append(self._dead(delivery, exc))
+            if dead:
+                await self._settle([], dead, fetched, unsettled)
+            sticky = self._dataplane.sticky_header(spec.model)
+            groups: dict[tuple[Any, ...], list[Message]] = defaultdict(list)
+            for message in parsed:
+                groups[messages.group_key(message, sticky)].append(message)
+            await asyncio.gather(
+                *(self._score_and_settle(g, fetched, unsettled) for g in groups.values())
+            )
+        except Exception:
+            log.exception("a batch of %s failed; its unsettled messages go back", spec.model)
+        finally:
+            if unsettled:  # a defect, or cancelled: delivered again later, never lost
+                with contextlib.suppress(Exception):
+                    delay = backoff(1, spec.backoff_s, spec.backoff_max_s)
+                    await self._broker.retry(list(unsettled.values()), delay)
 
-    async def _score_all(self, parsed: list[Message]) -> list[Result]:
-        sticky = self._dataplane.sticky_header(self._spec.model)
-        groups: dict[tuple[Any, ...], list[Message]] = defaultdict(list)
-        for message in parsed:
-            groups[messages.group_key(message, sticky)].append(message)
-        scored = await asyncio.gather(*(self._score(group) for group in groups.values()))
-        return [result for results in scored for result in results]
+    async def _score_and_settle(
+        self, group: list[Message], fetched: float, unsettled: dict[int, Delivery]
+    ) -> None:
+        results = await self._score_safely(group)
+        await self._settle(results, [], fetched, unsettled)
 
-    async def _settle(self, results: list[Result], dead: list[Publication], fetched: float) -> None:
+    async def _score_safely(self, group: list[Message]) -> list[Result]:
+        """:meth:`_score`, with an unexpected exception (a defect, a model returning what no
+        answer can hold) made the error of the one message that raises it."""
+        try:
+            return await self._score(group)
+        except Exception as exc:
+            if len(group) == 1:
+                log.exception("%s: message %s failed", self._spec.model, group[0].delivery.id)
+                return [Result(group[0], error=InternalError(f"{type(exc).__name__}: {exc}"))]
+            alone = await asyncio.gather(*(self._score_safely([m]) for m in group))
+            return [result for results in alone for result in results]
+
+    async def _settle(
+        self,
+        results: list[Result],
+        dead: list[Publication],
+        fetched: float,
+        unsettled: dict[int, Delivery],
+    ) -> None:
         spec, series = self._spec, self._series
         publications = list(dead)
         retry: dict[float, list[Delivery]] = defaultdict(list)
@@ -245,6 +273,10 @@ class Consumer:
                     publications.append(self._answer(result))
                 except PitstopError as exc:  # an output JSON cannot carry
                     publications.append(self._dead(delivery, exc))
+                except Exception as exc:  # outputs no answer can hold (no row for it)
+                    log.exception("%s: the answer to %s failed", spec.model, delivery.id)
+                    error = f"its answer could not be built: {type(exc).__name__}: {exc}"
+                    publications.append(self._dead(delivery, error, "internal"))
             elif action is Action.DEAD:
                 assert result.error is not None
                 publications.append(self._dead(delivery, _as_error(result.error)))
@@ -257,7 +289,11 @@ class Consumer:
             else:  # HOLD, given up because the consumer stops: deliver again at once
                 retry[0.0].append(delivery)
         failed = await self._broker.complete(publications) if publications else []
+        for publication in publications:
+            unsettled.pop(id(publication.delivery), None)
         for delay, deliveries in retry.items():
+            for delivery in deliveries:
+                unsettled.pop(id(delivery), None)
             await self._broker.retry(deliveries, delay)
             series.count(Outcome.RETRIED, len(deliveries))
         if failed:
@@ -292,7 +328,7 @@ class Consumer:
             log.info("%s: %s; holding %d messages", self._spec.model, held[0].error, len(group))
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stopping.wait(), wait)
-            wait = min(wait * 2, HOLD_MAX_S)
+            wait = min(wait * 2, HOLD_MAX_S, self._spec.ack_wait_s / 3)
             if time.monotonic() - extended > self._spec.ack_wait_s / 3:
                 extended = time.monotonic()
                 await self._broker.extend([m.delivery for m in group])
@@ -306,8 +342,7 @@ class Consumer:
         if not rows:
             return failed
         scoring = [m for m in group if all(f.message is not m for f in failed)]
-        headers = scoring[0].delivery.headers
-        metadata = {k.lower(): v for k, v in list(headers.items())[:MAX_METADATA]}
+        metadata = self._metadata(scoring[0].delivery.headers)
         try:
             served = await self._dataplane.infer(
                 spec.model, self._version, request, metadata=metadata, transport="stream"
@@ -335,6 +370,17 @@ class Consumer:
             results.append(Result(message, part, served))
             start += count
         return results
+
+    def _metadata(self, headers: Mapping[str, str]) -> dict[str, str]:
+        """The request metadata of a group (its first message's headers, lower-cased, as HTTP
+        headers reach the DataPlane): a bounded number, the policy's sticky header always."""
+        metadata = {k.lower(): v for k, v in list(headers.items())[:MAX_METADATA]}
+        sticky = self._dataplane.sticky_header(self._spec.model)
+        if sticky and sticky not in metadata:
+            found = next((v for k, v in headers.items() if k.lower() == sticky), None)
+            if found is not None:
+                metadata[sticky] = found
+        return metadata
 
     def _request(self, group: Sequence[Message]) -> tuple[InferRequest, list[int], list[Result]]:
         """The group's request, each scored message's row count, and the messages that failed
@@ -378,6 +424,13 @@ class Consumer:
             else:
                 self._series.pending, self._series.unacked = lag.pending, lag.unacked
             await asyncio.sleep(self._spec.lag_interval_s)
+
+
+def _undeliverable(delivery: Delivery) -> str:
+    return (
+        f"delivered {delivery.deliveries} times without an answer: its consumers stopped, "
+        "stalled past ack_wait, or could not publish its answer each time"
+    )
 
 
 def _as_error(error: BaseException) -> PitstopError | str:

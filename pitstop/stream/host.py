@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 from collections.abc import Sequence
 from types import TracebackType
 
@@ -33,9 +34,14 @@ RESTART_S = 1.0
 """Pause before a consumer that failed unexpectedly runs again."""
 
 
+def group_of(model: str) -> str:
+    """The default group of a model's stream: a valid NATS durable name and Redis group."""
+    return "pitstop-" + re.sub(r"[^A-Za-z0-9_-]", "-", model)
+
+
 def broker_for(ends: Endpoints, spec: StreamSettings) -> Broker:
     """The adapter of the source's broker (its client library is imported here, when used)."""
-    group = spec.group or f"pitstop-{spec.model}"
+    group = spec.group or group_of(spec.model)
     if ends.source.broker == "nats":
         from pitstop.stream.nats_broker import NatsBroker
 
@@ -47,8 +53,17 @@ def broker_for(ends: Endpoints, spec: StreamSettings) -> Broker:
 
 class StreamHost:
     def __init__(
-        self, dataplane: DataPlane, recorder: StreamRecorder, specs: Sequence[StreamSettings]
+        self,
+        dataplane: DataPlane,
+        recorder: StreamRecorder,
+        specs: Sequence[StreamSettings],
+        drain_timeout_s: float = 30.0,
     ) -> None:
+        """``drain_timeout_s`` bounds :meth:`close`: batches still in flight then are given back
+        to the broker (delivered again) rather than waited for."""
+        self._drain_timeout_s = drain_timeout_s
+        self.drained = True
+        """False when :meth:`close` gave batches back instead of finishing them."""
         self._dataplane = dataplane
         self._recorder = recorder
         self._specs = tuple(specs)
@@ -101,9 +116,14 @@ class StreamHost:
             await asyncio.gather(*self._tasks, return_exceptions=True)
 
     async def close(self) -> None:
-        """Stop, settle what is in flight, disconnect."""
+        """Stop, settle what is in flight (up to the drain timeout), disconnect."""
         self.stop()
-        await self.wait()
+        try:
+            await asyncio.wait_for(self.wait(), self._drain_timeout_s)
+        except TimeoutError:
+            self.drained = False
+            log.error("stream batches still in flight after %.0f s: given back to the broker",
+                      self._drain_timeout_s)  # fmt: skip
         await self._close_brokers()
 
     async def _close_brokers(self) -> None:

@@ -92,7 +92,9 @@ def group_key(message: Message, sticky: str | None) -> tuple[Any, ...]:
         headers = message.delivery.headers
         routing = next((v for k, v in headers.items() if k.lower() == sticky), None)
     if message.record is not None:
-        return (Kind.RECORD, tuple(message.record), routing)
+        # List lengths too: a variable-length input takes its row shape from the first row.
+        lengths = tuple(len(v) if isinstance(v, list) else -1 for v in message.record.values())
+        return (Kind.RECORD, tuple(message.record), lengths, routing)
     request = message.request
     assert request is not None
     inputs = tuple(

@@ -38,6 +38,8 @@ log = logging.getLogger(__name__)
 API_TIMEOUT_S = 5.0
 """JetStream API calls and publish acknowledgements."""
 MSG_ID = "Nats-Msg-Id"
+CONNECT_ATTEMPTS = 3
+"""Tries to reach the server at start, before it is an error."""
 PENDING_LIMIT = 65_536
 """Messages the client library may buffer for one subscription."""
 
@@ -51,21 +53,28 @@ class NatsBroker:
         self._js: JetStreamContext | None = None
         self._sub: JetStreamContext.PullSubscription | None = None
         self._stream = ""
+        self._max_payload = 1024 * 1024
 
     async def open(self) -> None:
         source, to, dead = self._endpoints.source, self._endpoints.to, self._endpoints.dead_letter
-        try:
-            client = await nats.connect(
-                servers=[source.server],
-                name=f"pitstop-{self._group}",
-                connect_timeout=API_TIMEOUT_S,
-                max_reconnect_attempts=-1,
-                reconnect_time_wait=0.5,
-                allow_reconnect=True,
-                error_cb=_log_error,
+        try:  # a few tries at start (an unreachable server is an error, not a hang) ...
+            client = await asyncio.wait_for(
+                nats.connect(
+                    servers=[source.server],
+                    name=f"pitstop-{self._group}",
+                    connect_timeout=API_TIMEOUT_S / 2,
+                    max_reconnect_attempts=CONNECT_ATTEMPTS,
+                    reconnect_time_wait=0.5,
+                    allow_reconnect=True,
+                    error_cb=_log_error,
+                ),
+                CONNECT_ATTEMPTS * API_TIMEOUT_S,
             )
-        except (OSError, nats.errors.Error) as exc:
+        except (OSError, TimeoutError, nats.errors.Error) as exc:
             raise BrokerError(f"cannot connect to NATS at {source}: {exc!r}") from None
+        # ... and once connected, reconnect for as long as it takes (the client reads this
+        # option at each reconnection).
+        client.options["max_reconnect_attempts"] = -1
         self._client = client
         js = self._js = client.jetstream(timeout=API_TIMEOUT_S)
         self._stream = await self._stream_of(js, source.name, "from")
@@ -73,12 +82,7 @@ class NatsBroker:
             await self._stream_of(js, address.name, field)
         try:
             info = await js.consumer_info(self._stream, self._group)
-            held = info.config.filter_subject
-            if held and held != source.name:
-                raise BrokerError(
-                    f"the durable consumer {self._group!r} on stream {self._stream!r} takes "
-                    f"{held!r}, not {source.name!r}: choose another group"
-                )
+            _check_consumer(info.config, self._group, source.name)
         except nats.js.errors.NotFoundError:
             config = ConsumerConfig(
                 durable_name=self._group,
@@ -89,13 +93,17 @@ class NatsBroker:
                 deliver_policy=DeliverPolicy.ALL,
                 max_ack_pending=-1,
             )
-            with contextlib.suppress(nats.js.errors.BadRequestError):  # created meanwhile
+            try:
                 await js.add_consumer(self._stream, config)
-        except nats.errors.Error as exc:
-            raise BrokerError(f"NATS: {exc!r}") from None
+            except nats.js.errors.BadRequestError:  # another consumer process created it
+                info = await js.consumer_info(self._stream, self._group)
+                _check_consumer(info.config, self._group, source.name)
+        except (nats.errors.Error, ValueError) as exc:
+            raise BrokerError(f"NATS consumer {self._group!r}: {exc!r}") from None
         self._sub = await js.pull_subscribe_bind(
             durable=self._group, stream=self._stream, pending_msgs_limit=PENDING_LIMIT
         )
+        self._max_payload = client.max_payload
 
     @staticmethod
     async def _stream_of(js: JetStreamContext, subject: str, field: str) -> str:
@@ -120,22 +128,8 @@ class NatsBroker:
         return [_delivery(msg) for msg in messages]
 
     async def complete(self, publications: Sequence[Publication]) -> list[Delivery]:
-        js = self._js
-        assert js is not None, "open() first"
-        to, dead = self._endpoints.to.name, self._endpoints.dead_letter.name
-
-        async def publish(item: Publication) -> None:
-            headers = dict(item.headers)
-            key = item.delivery.id
-            # Not the message's own id: the answers may live in the source's stream, whose
-            # duplicate window holds that id already (the answer would be dropped).
-            headers[MSG_ID] = f"{key}:dead" if item.dead else f"{key}:answer"
-            await js.publish(
-                dead if item.dead else to, item.body, timeout=API_TIMEOUT_S, headers=headers
-            )
-
         results = await asyncio.gather(
-            *(publish(item) for item in publications), return_exceptions=True
+            *(self._publish(item) for item in publications), return_exceptions=True
         )
         failed: list[Delivery] = []
         for item, result in zip(publications, results, strict=True):
@@ -147,6 +141,49 @@ class NatsBroker:
                 continue
             await _settle(item.delivery, "ack")
         return failed
+
+    async def _publish(self, item: Publication) -> None:
+        """Publish durably. An answer the server would never take (too large, a header nats-py
+        refuses) becomes a dead letter saying so, its payload cut to fit when it must:
+        retrying it would fail forever."""
+        try:
+            await self._send(item)
+        except (Unpublishable, nats.errors.BadHeaderError, nats.errors.MaxPayloadError) as exc:
+            log.error("the answer to %s cannot be published (%s): dead-lettered", item.delivery.id,
+                      exc)  # fmt: skip
+            await self._send(self._unpublishable(item, str(exc)))
+
+    async def _send(self, item: Publication) -> None:
+        js = self._js
+        assert js is not None, "open() first"
+        headers = dict(item.headers)
+        msg = item.delivery.handle
+        assert isinstance(msg, Msg)
+        # The stored message's identity, not the producer's id (which it may reuse, and whose
+        # duplicate window may hold it already when the answers live in the source's stream).
+        meta = msg.metadata
+        stored = f"{meta.stream}:{meta.sequence.stream}"
+        headers[MSG_ID] = f"{stored}:dead" if item.dead else f"{stored}:answer"
+        size = len(item.body) + sum(len(k) + len(v) + 4 for k, v in headers.items()) + 16
+        if size > self._max_payload:
+            raise Unpublishable(f"{size} bytes, more than the server's max_payload "
+                                f"({self._max_payload})")  # fmt: skip
+        subject = self._endpoints.dead_letter.name if item.dead else self._endpoints.to.name
+        ack = await js.publish(subject, item.body, timeout=API_TIMEOUT_S, headers=headers)
+        if ack.duplicate:
+            log.debug("%s was answered before (a redelivery): the answer is kept once", stored)
+
+    def _unpublishable(self, item: Publication, reason: str) -> Publication:
+        headers = {k: v for k, v in item.headers.items() if k.startswith("Pitstop-") and
+                   k not in ("Pitstop-Error", "Pitstop-Error-Kind")}  # fmt: skip
+        headers["Pitstop-Error"] = f"its answer could not be published: {reason}"[:1024]
+        headers["Pitstop-Error-Kind"] = "unpublishable"
+        body = item.delivery.body
+        room = self._max_payload - 4096
+        if len(body) > room:
+            headers["Pitstop-Payload-Truncated"] = str(len(body))
+            body = body[:room]
+        return Publication(item.delivery, body, headers, dead=True)
 
     async def retry(self, deliveries: Sequence[Delivery], delay_s: float) -> None:
         for delivery in deliveries:
@@ -173,6 +210,30 @@ class NatsBroker:
             await client.flush(timeout=int(API_TIMEOUT_S))  # the last acknowledgements
         with contextlib.suppress(nats.errors.Error):
             await client.close()
+
+
+class Unpublishable(Exception):
+    """An answer the server would refuse every time."""
+
+
+def _check_consumer(config: ConsumerConfig, group: str, subject: str) -> None:
+    """Refuse a durable consumer whose settings would break the delivery contract."""
+    problems = []
+    if config.filter_subject and config.filter_subject != subject:
+        problems.append(f"takes {config.filter_subject!r}, not {subject!r}")
+    if config.filter_subjects and list(config.filter_subjects) != [subject]:
+        problems.append(f"takes {config.filter_subjects!r}, not {subject!r}")
+    if config.ack_policy not in (None, AckPolicy.EXPLICIT):
+        problems.append(f"acknowledges {config.ack_policy}, not explicitly (one ack would "
+                        "settle messages not answered yet)")  # fmt: skip
+    if config.max_deliver not in (None, -1, 0):
+        problems.append(f"has max_deliver {config.max_deliver} (JetStream would drop messages "
+                        "silently; pitstop counts deliveries itself)")  # fmt: skip
+    if config.deliver_subject:
+        problems.append("is a push consumer")
+    if problems:
+        raise BrokerError(f"the durable consumer {group!r} {'; '.join(problems)}: delete it "
+                          "or choose another group")  # fmt: skip
 
 
 def _delivery(msg: Msg) -> Delivery:

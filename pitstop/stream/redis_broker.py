@@ -37,6 +37,7 @@ log = logging.getLogger(__name__)
 
 DATA = "data"
 TIMEOUT_S = 5.0
+SOCKET_TIMEOUT_S = 15.0
 IDLE_CONSUMER_S = 3600.0
 """Consumers of the group with nothing pending and idle this long are removed at start."""
 
@@ -81,8 +82,13 @@ class RedisBroker:
 
     async def open(self) -> None:
         source = self._endpoints.source
+        # Longer than any BLOCK (fetch waits at most a second): a half-open connection fails
+        # a call instead of hanging it.
         client = self._redis = aioredis.Redis.from_url(
-            source.server, socket_timeout=None, socket_connect_timeout=TIMEOUT_S
+            source.server,
+            socket_timeout=SOCKET_TIMEOUT_S,
+            socket_connect_timeout=TIMEOUT_S,
+            socket_keepalive=True,
         )
         try:
             await client.ping()
@@ -92,6 +98,13 @@ class RedisBroker:
                 if "BUSYGROUP" not in str(exc):
                     raise
             await self._forget_idle_consumers(client)
+            for field, key in (
+                ("to", self._endpoints.to),
+                ("dead_letter", self._endpoints.dead_letter),
+            ):
+                kind = _text(await client.type(key.name))
+                if kind not in ("stream", "none"):
+                    raise BrokerError(f"{field}: the key {key.name!r} holds a {kind}, not a stream")
         except RedisError as exc:
             raise BrokerError(f"Redis at {source}: {exc!r}") from None
         self._complete = client.register_script(COMPLETE)
@@ -106,8 +119,9 @@ class RedisBroker:
     async def fetch(self, count: int, wait_s: float) -> list[Delivery]:
         client = self._client()
         source = self._endpoints.source.name
+        found: list[Delivery] = []
         try:
-            found = await self._due_again(client, count)
+            found += await self._due_again(client, count)
             now = time.monotonic()
             if len(found) < count and now >= self._next_claim:
                 self._next_claim = now + self._claim_every_s
@@ -120,6 +134,9 @@ class RedisBroker:
                 for _stream, entries in cast(list[Any], answer or []):
                     found += [_delivery(i, fields, 1) for i, fields in entries if fields]
         except RedisError as exc:
+            if found:  # claimed already: theirs to answer, not to wait out ack_wait
+                log.warning("Redis fetch: %r", exc)
+                return found
             raise BrokerError(f"Redis fetch: {exc!r}") from None
         return found
 
@@ -153,11 +170,13 @@ class RedisBroker:
         if not entries:
             return []
         source = self._endpoints.source.name
-        ids = sorted((_text(i) for i, _ in entries), key=_order)
-        pending = await client.xpending_range(
-            source, self._group, ids[0], ids[-1], len(ids) + 64, consumername=self._me
-        )
-        counts = {_text(cast(bytes, p["message_id"])): int(p["times_delivered"]) for p in pending}
+        pipe = client.pipeline(transaction=False)
+        for entry_id, _fields in entries:  # one exact range per entry: others' can't crowd it
+            pipe.xpending_range(source, self._group, entry_id, entry_id, 1)
+        counts: dict[str, int] = {}
+        for pending in await pipe.execute():
+            for p in pending:
+                counts[_text(cast(bytes, p["message_id"]))] = int(p["times_delivered"])
         return [_delivery(i, fields, counts.get(_text(i), 2)) for i, fields in entries]
 
     async def complete(self, publications: Sequence[Publication]) -> list[Delivery]:
@@ -173,7 +192,11 @@ class RedisBroker:
             count = str(len(fields) // 2)
             args += [item.delivery.id, "1" if item.dead else "0", count, *fields]
         try:
-            await self._complete(keys=keys, args=args)
+            added = int(await self._complete(keys=keys, args=args))
+            if added < len(publications):
+                log.info("%d of %d messages were answered by another consumer already (held "
+                         "past ack_wait): not answered twice", len(publications) - added,
+                         len(publications))  # fmt: skip
         except RedisError as exc:
             log.warning("publishing %d answers failed: %r", len(publications), exc)
             return [item.delivery for item in publications]

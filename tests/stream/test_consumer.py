@@ -230,3 +230,22 @@ async def test_stop_settles_every_batch_in_flight(engine: Engine) -> None:
     answered = {p.delivery.id for p in broker.answers}
     assert len(answered) >= 2
     assert {d.id for d in broker.waiting} | answered == {f"s{i}" for i in range(6)}
+
+
+EMPTY = "return {'y': x.sum(axis=1).astype(np.float32)[:0]}"
+
+
+async def test_an_answer_that_cannot_be_built_is_a_dead_letter_not_a_loop(
+    engine: Engine, tmp_path: Path
+) -> None:
+    with Registry.open(f"sqlite:///{tmp_path / 'registry.db'}", tmp_path / "artifacts") as reg:
+        hm.push(reg, tmp_path / "v3", "empty", EMPTY, "production")
+    await until(lambda: engine.manager.can_serve("empty", None))
+    broker = FakeBroker()
+    broker.add(delivery("e0", {"a": 1, "b": 1, "c": 1, "d": 1}))  # a record: one row each
+    async with Running(engine, broker, model="empty") as running:
+        await running.settled(1)
+    dead = broker.dead_of("e0")
+    assert dead.headers["Pitstop-Error-Kind"] == "internal"
+    assert "could not be built" in dead.headers["Pitstop-Error"]
+    assert broker.delays == []

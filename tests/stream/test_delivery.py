@@ -152,3 +152,90 @@ def test_sigterm_finishes_and_acknowledges_what_is_in_flight(
     assert where.delivered("pitstop-slow") == len(answered)  # ... and answered
     assert 0 < len(answered) < len(keys)  # it stopped fetching; the rest waits in the broker
     assert "every message in flight was answered and acknowledged" in consumer.logs()
+
+
+FAILS_ON_MINUS_ONE = (
+    "if (x == -1).any(): raise RuntimeError('minus one')\n"
+    "        return {'y': x.sum(axis=1).astype(np.float32)}"
+)
+
+
+def test_a_runtime_failure_is_retried_then_dead_lettered_after_max_deliver(
+    tmp_path: Path, where: Streams
+) -> None:
+    home = tmp_path / "home"
+    home.mkdir()
+    with open_registry(home) as registry:
+        hm.push(registry, tmp_path / "f", "flaky", FAILS_ON_MINUS_ONE, "production")
+
+    def row(value: float) -> bytes:
+        tensor = {"name": "x", "datatype": "FP32", "shape": [1, 4], "data": [value, 1, 1, 1]}
+        return orjson.dumps({"inputs": [tensor]})
+
+    keys = where.publish([row(1)] * 20 + [row(-1)] + [row(2)] * 20)
+    options = ("--max-deliver", "3", "--backoff", "0.2", "--ack-wait", "5")
+    consumer = StreamProcess(home, "flaky", where, *options)
+    try:
+        consumer.start()
+        assert wait_for(lambda: where.count() >= len(keys), 30), consumer.logs()[-2000:]
+        assert consumer.stop() == 0
+    finally:
+        consumer.kill()
+    (dead,) = where.dead()
+    assert dead.key == keys[20]
+    assert dead.headers["Pitstop-Deliveries"] == "3"  # counted by the broker, retried twice
+    assert dead.headers["Pitstop-Error-Kind"] == "internal"
+    assert "minus one" in dead.headers["Pitstop-Error"]
+    assert sorted(a.key for a in where.answers()) == sorted(keys[:20] + keys[21:])
+    assert "again in 0.2 s" in consumer.logs()
+    assert "again in 0.4 s" in consumer.logs()
+
+
+def test_a_consumer_refuses_to_start_naming_what_is_missing(tmp_path: Path) -> None:
+    import asyncio
+
+    import nats
+    import nats.js.api
+    import redis
+
+    home, _digest = iris_home(tmp_path)
+    made = streams("nats")
+    try:
+
+        def refused(*args: str) -> str:
+            consumer = StreamProcess(home, "iris", made, *args)
+            with pytest.raises(RuntimeError) as caught:
+                consumer.start()
+            return str(caught.value)
+
+        unknown = refused("--to", f"{made.to_url}.nowhere")  # no stream stores it
+        assert "to: no JetStream stream stores" in unknown
+        assert "pitstop stream exited 1" in unknown
+
+        async def lax_durable() -> None:  # made by hand, with a max_deliver that drops
+            client = await nats.connect("nats://127.0.0.1:4222")
+            config = nats.js.api.ConsumerConfig(
+                durable_name="lax", max_deliver=2, filter_subject=made.source_url.rsplit("/")[-1]
+            )
+            await client.jetstream().add_consumer(made.source_url.rsplit("/")[-1].split(".")[0]
+                                                  + "_IN", config)  # fmt: skip
+            await client.close()
+
+        asyncio.run(lax_durable())
+        assert "has max_deliver 2" in refused("--group", "lax")
+        assert "--group" in refused("--group", "not.valid")
+        closed = refused("--from", "nats://127.0.0.1:1/x", "--to", "nats://127.0.0.1:1/y",
+                         "--dead-letter", "nats://127.0.0.1:1/z")  # fmt: skip
+        assert "cannot connect to NATS" in closed
+    finally:
+        made.teardown()
+    keyed = streams("redis")
+    try:
+        client = redis.Redis.from_url("redis://127.0.0.1:6379")
+        client.set(keyed.to_url.rsplit("/")[-1], "a string")
+        consumer = StreamProcess(home, "iris", keyed)
+        with pytest.raises(RuntimeError, match="holds a string, not a stream"):
+            consumer.start()
+        client.close()
+    finally:
+        keyed.teardown()

@@ -156,3 +156,25 @@ def test_a_kept_field_may_not_take_a_name_of_the_answer() -> None:
     assert StreamSettings.model_validate({**base, "keep": ["id", "ts"]}).keep == ["id", "ts"]
     with pytest.raises(ValidationError, match="'message_id' is a field of the answer"):
         StreamSettings.model_validate({**base, "keep": ["id", "message_id"]})
+
+
+def test_records_that_overflow_or_differ_in_length_fail_alone() -> None:
+    ids = TensorSpec("ids", "INT64", (-1, -1))
+    records = [{"ids": [1, 2]}, {"ids": [2**70, 1]}, {"ids": [3, 4]}]
+    inputs, ok, errors = record_inputs(records, [ids], {}, [])
+    assert ok.tolist() == [True, False, True]
+    assert "int64" in errors[1]
+    np.testing.assert_array_equal(inputs["ids"], [[1, 2], [3, 4]])
+    # a variable-length input takes the first row's length: lengths are part of the group key
+    assert key({"ids": [1, 2, 3]}) != key({"ids": [4, 5]})
+    assert key({"ids": [1, 2, 3]}) == key({"ids": [4, 5, 6]})
+
+
+def test_only_headers_every_client_can_publish_are_carried() -> None:
+    from pitstop.stream.broker import MAX_CARRIED, carried
+
+    headers = {"trace": "t", "x/y": "bad name", "multi": "a\r\nb", "long": "v" * 5000,
+               "Nats-Expected-Stream": "S", "Pitstop-Model": "spoofed"}  # fmt: skip
+    assert carried(headers) == {"trace": "t"}
+    many = {f"h{i}": str(i) for i in range(200)}
+    assert len(carried(many)) == MAX_CARRIED
