@@ -249,3 +249,29 @@ async def test_an_answer_that_cannot_be_built_is_a_dead_letter_not_a_loop(
     assert dead.headers["Pitstop-Error-Kind"] == "internal"
     assert "could not be built" in dead.headers["Pitstop-Error"]
     assert broker.delays == []
+
+
+async def test_a_canary_policy_splits_the_stream_and_keeps_sticky_keys_on_one_arm(
+    engine: Engine, tmp_path: Path
+) -> None:
+    from pitstop.registry import TrafficPolicy
+    from pitstop.registry.policy import Arm
+
+    policy = TrafficPolicy(arms=(Arm("production", 70.0), Arm("2", 30.0)), sticky_header="X-User")
+    with Registry.open(f"sqlite:///{tmp_path / 'registry.db'}", tmp_path / "artifacts") as reg:
+        reg.delivery.set_policy("score", policy, actor="t")
+    await until(lambda: engine.dataplane.sticky_header("score") == "x-user")
+    await until(lambda: engine.manager.can_serve("score", 2))
+    broker = FakeBroker()
+    users = [f"user-{n}" for n in range(40)]
+    broker.add(*(delivery(f"k{i}", v2([1, 1, 1, 1]), {"X-User": users[i % 40]})
+                 for i in range(400)))  # fmt: skip
+    async with Running(engine, broker, batch_size=32, max_wait_ms=5) as running:
+        await running.settled(400)
+    arm_of: dict[str, set[str]] = {}
+    for published in broker.answers:
+        user = published.headers["X-User"]
+        arm_of.setdefault(user, set()).add(published.headers["Pitstop-Model-Version"])
+    assert all(len(arms) == 1 for arms in arm_of.values())  # sticky: one arm per key
+    on_canary = sum(1 for arms in arm_of.values() if arms == {"2"})
+    assert 3 <= on_canary <= 24  # ~30% of 40 keys (binomial, p < 1e-4 outside)
