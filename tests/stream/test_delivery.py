@@ -9,7 +9,6 @@ from __future__ import annotations
 import random
 import time
 from collections import Counter
-from collections.abc import Iterator
 from pathlib import Path
 
 import orjson
@@ -26,13 +25,6 @@ MESSAGES = 10_000
 GROUP = "pitstop-iris"
 
 
-@pytest.fixture(params=["nats", "redis"])
-def where(request: pytest.FixtureRequest) -> Iterator[Streams]:
-    made = streams(request.param)
-    yield made
-    made.teardown()
-
-
 def iris_home(tmp_path: Path) -> tuple[Path, str]:
     home = tmp_path / "home"
     home.mkdir()
@@ -40,6 +32,15 @@ def iris_home(tmp_path: Path) -> tuple[Path, str]:
         pushed = registry.push(mf.make_onnx_package(tmp_path / "iris"), name="iris", actor="t")
         registry.set_alias("iris", "production", pushed.version.number, actor="t")
         return home, pushed.version.digest
+
+
+def handler_home(tmp_path: Path, model: str, body: str) -> Path:
+    """A PITSTOP_HOME whose ``model`` is a python handler (``body``) in production."""
+    home = tmp_path / "home"
+    home.mkdir()
+    with open_registry(home) as registry:
+        hm.push(registry, tmp_path / model, model, body, "production")
+    return home
 
 
 def bodies(count: int, rng: random.Random) -> tuple[list[bytes], dict[int, str]]:
@@ -132,10 +133,7 @@ SLOW = "import time; time.sleep(0.25); return {'y': x.sum(axis=1).astype(np.floa
 def test_sigterm_finishes_and_acknowledges_what_is_in_flight(
     tmp_path: Path, where: Streams
 ) -> None:
-    home = tmp_path / "home"
-    home.mkdir()
-    with open_registry(home) as registry:
-        hm.push(registry, tmp_path / "slow", "slow", SLOW, "production")
+    home = handler_home(tmp_path, "slow", SLOW)
     row = {"inputs": [{"name": "x", "datatype": "FP32", "shape": [1, 4], "data": [1, 2, 3, 4]}]}
     keys = where.publish([orjson.dumps(row)] * 400)
     options = ("--batch-size", "8", "--in-flight", "3", "--max-wait-ms", "0")
@@ -163,10 +161,7 @@ FAILS_ON_MINUS_ONE = (
 def test_a_runtime_failure_is_retried_then_dead_lettered_after_max_deliver(
     tmp_path: Path, where: Streams
 ) -> None:
-    home = tmp_path / "home"
-    home.mkdir()
-    with open_registry(home) as registry:
-        hm.push(registry, tmp_path / "f", "flaky", FAILS_ON_MINUS_ONE, "production")
+    home = handler_home(tmp_path, "flaky", FAILS_ON_MINUS_ONE)
 
     def row(value: float) -> bytes:
         tensor = {"name": "x", "datatype": "FP32", "shape": [1, 4], "data": [value, 1, 1, 1]}

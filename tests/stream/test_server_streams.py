@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -15,18 +14,11 @@ import pytest
 
 from tests import handler_models as hm
 from tests.server import ServerProcess, open_registry, wait_for
-from tests.stream.brokers import Streams, streams
+from tests.stream.brokers import Streams
 
 pytestmark = pytest.mark.timeout(120)
 
 ROW = {"inputs": [{"name": "x", "datatype": "FP32", "shape": [1, 4], "data": [1, 2, 3, 4]}]}
-
-
-@pytest.fixture(params=["nats", "redis"])
-def where(request: pytest.FixtureRequest) -> Iterator[Streams]:
-    made = streams(request.param)
-    yield made
-    made.teardown()
 
 
 def metric(text: str, name: str, **labels: str) -> float:
