@@ -31,7 +31,11 @@ _STRING_KINDS: Final = frozenset("OSU")
 
 
 def cast_input(array: np.ndarray, name: str, dtype: np.dtype[np.generic]) -> np.ndarray:
-    """``array`` as ``dtype`` for a framework; a string ``dtype`` (kind ``U``) decodes BYTES.
+    """``array`` as ``dtype`` for a framework; a string ``dtype`` (kind ``U``) decodes BYTES
+    into an **object** array of ``str``: a fixed-width ``U`` array would drop trailing NULs, and
+    onnxruntime reads one as C strings, cutting each element at its first NUL. Elements that
+    are not UTF-8 are :class:`InvalidInput` (these frameworks take text, which their Python
+    APIs encode as UTF-8: other bytes cannot reach the model).
 
     Strings never silently become numbers (nor numbers strings): that is :class:`InvalidInput`.
     """
@@ -42,17 +46,20 @@ def cast_input(array: np.ndarray, name: str, dtype: np.dtype[np.generic]) -> np.
         raise InvalidInput(f"input {name!r}: expected {expected}, got numpy dtype {array.dtype}")
     if not wants_text:
         return array.astype(dtype, copy=False)
-    if array.dtype.kind == "U":
-        return array
-    try:
-        # Frameworks take Python str; pitstop carries BYTES as bytes (object or fixed-width).
-        decoded = [
-            item.decode("utf-8") if isinstance(item, bytes) else _as_str(item, name)
-            for item in array.ravel()
-        ]
-    except UnicodeDecodeError as exc:
-        raise InvalidInput(f"input {name!r}: BYTES element is not valid UTF-8") from exc
-    return np.array(decoded, dtype=str).reshape(array.shape)
+    # Frameworks take Python str; pitstop carries BYTES as bytes (object or fixed-width).
+    decoded = np.empty(array.size, dtype=object)
+    for index, item in enumerate(array.ravel().tolist()):
+        if isinstance(item, bytes):
+            try:
+                decoded[index] = item.decode("utf-8")
+            except UnicodeDecodeError:
+                raise InvalidInput(
+                    f"input {name!r}: BYTES element {index} is not valid UTF-8 (this runtime "
+                    "passes text to its framework, which takes UTF-8 only)"
+                ) from None
+        else:
+            decoded[index] = _as_str(item, name)
+    return decoded.reshape(array.shape)
 
 
 def _as_str(item: object, name: str) -> str:
