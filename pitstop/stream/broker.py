@@ -112,7 +112,7 @@ MAX_CARRIED = 64
 """Headers of a message carried to its answer, at most."""
 MAX_CARRIED_CHARS = 4096
 """Longest header value carried (longer ones are left out)."""
-_TOKEN = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]{1,256}$")
+_TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]{1,256}")
 
 
 def carried(headers: Mapping[str, str]) -> dict[str, str]:
@@ -123,7 +123,7 @@ def carried(headers: Mapping[str, str]) -> dict[str, str]:
     for name, value in headers.items():
         if len(kept) >= MAX_CARRIED:
             break
-        if name.lower().startswith(("nats-", "pitstop-")) or not _TOKEN.match(name):
+        if name.lower().startswith(("nats-", "pitstop-")) or not _TOKEN.fullmatch(name):
             continue
         if len(value) > MAX_CARRIED_CHARS or "\r" in value or "\n" in value:
             continue

@@ -23,7 +23,7 @@ import contextlib
 import logging
 import time
 from collections import defaultdict
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -39,13 +39,10 @@ from pitstop.stream import message as messages
 from pitstop.stream.broker import Broker, BrokerError, Delivery, Publication
 from pitstop.stream.disposition import Action, backoff, disposition, exhausted
 from pitstop.stream.message import Answerer, Message
+from pitstop.stream.prefetch import Prefetch
 
 log = logging.getLogger(__name__)
 
-IDLE_FETCH_S = 0.5
-"""Longest one fetch waits when nothing comes (how soon a stop is noticed while idle)."""
-BUFFER_POLL_S = 0.002
-"""While the fetched-ahead buffer is full, how often the fetcher looks for room."""
 BROKER_RETRY_S = 1.0
 """Pause after the broker failed a fetch."""
 HOLD_FIRST_S = 0.05
@@ -81,10 +78,12 @@ class Consumer:
         self._version = parse_ref(spec.version) if spec.version else None
         self._stopping = asyncio.Event()
         self._tasks: set[asyncio.Task[None]] = set()
+        self._wake: Callable[[], None] = lambda: None
 
     def stop(self) -> None:
         """Stop fetching; :meth:`run` returns once the batches in flight are settled."""
         self._stopping.set()
+        self._wake()
 
     @property
     def stopping(self) -> bool:
@@ -92,95 +91,50 @@ class Consumer:
 
     async def run(self) -> None:
         """Consume until :meth:`stop` (or the DataPlane drains), then finish what is in flight:
-        what was fetched is scored, answered and acknowledged before this returns."""
+        what was fetched is scored, answered and acknowledged before this returns. Raises what
+        fails unexpectedly (the host runs it again); cancelled, it gives back what it holds."""
+        spec = self._spec
         lag = asyncio.create_task(self._watch_lag(), name="stream-lag")
-        slots = asyncio.Semaphore(self._spec.in_flight)
-        # Fetched, not yet in a batch: bounded, so fetching waits while every slot is busy.
-        buffer: asyncio.Queue[Delivery] = asyncio.Queue(self._buffer_size())
-        fetcher: asyncio.Task[None] | None = None
+        slots = asyncio.Semaphore(spec.in_flight)
+        prefetch = Prefetch(
+            self._broker,
+            max(spec.batch_size, spec.in_flight),  # batching off: one fetch, many calls
+            stopping=lambda: self.stopping or self._dataplane.draining,
+            ack_wait_s=spec.ack_wait_s,
+        )
+        self._wake = prefetch.wake
+
+        def done(_task: asyncio.Task[None]) -> None:
+            slots.release()
+            prefetch.wake()
+
         try:
             await self._until_servable()
-            fetcher = asyncio.create_task(self._fetch_into(buffer), name="stream-fetch")
+            prefetch.start()
             while True:
                 await slots.acquire()
-                batch = await self._assemble(buffer, fetcher)
+                batch = await prefetch.next_batch(spec.batch_size, spec.max_wait_ms / 1000)
                 if not batch:
                     slots.release()
                     break
                 task = asyncio.create_task(self._handle(batch), name="stream-batch")
                 self._tasks.add(task)
                 task.add_done_callback(self._tasks.discard)
-                task.add_done_callback(lambda _t: slots.release())
+                task.add_done_callback(done)
+        except asyncio.CancelledError:  # the drain timed out: what is in flight goes back
+            for task in self._tasks:
+                task.cancel()
+            raise
         finally:
-            if fetcher is not None:
-                self._stopping.set()
-                await asyncio.gather(fetcher, return_exceptions=True)
+            left = await prefetch.close()
             if self._tasks:
                 await asyncio.gather(*self._tasks, return_exceptions=True)
-            left = [buffer.get_nowait() for _ in range(buffer.qsize())]
-            if left:  # only when cancelled: give them back rather than hold them to ack_wait
-                await self._broker.retry(left, 0.0)
+            if left:
+                with contextlib.suppress(Exception):
+                    await self._broker.retry(left, 0.0)
             lag.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await lag
-
-    def _buffer_size(self) -> int:
-        """Deliveries fetched ahead: a batch's worth, or one per in-flight call when batches
-        are smaller than that (batching off: one message per call, many calls at once)."""
-        return max(self._spec.batch_size, self._spec.in_flight)
-
-    async def _fetch_into(self, buffer: asyncio.Queue[Delivery]) -> None:
-        """Fetch while the consumer runs; waits while the buffer is full (backpressure)."""
-        while not self.stopping and not self._dataplane.draining:
-            room = buffer.maxsize - buffer.qsize()
-            if room <= 0:
-                await asyncio.sleep(BUFFER_POLL_S)
-                continue
-            try:
-                fetched = await self._broker.fetch(room, IDLE_FETCH_S)
-            except BrokerError as exc:
-                log.warning("%s", exc)
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._stopping.wait(), BROKER_RETRY_S)
-                continue
-            for delivery in fetched:
-                buffer.put_nowait(delivery)  # room was checked: this task alone puts
-
-    async def _assemble(
-        self, buffer: asyncio.Queue[Delivery], fetcher: asyncio.Task[None]
-    ) -> list[Delivery]:
-        """The next batch: the first delivery, then what comes within ``max_wait_ms``, up to
-        ``batch_size``. [] once the fetcher stopped and the buffer is empty."""
-        size = self._spec.batch_size
-        if buffer.empty():
-            getting = asyncio.create_task(buffer.get())
-            await asyncio.wait({getting, fetcher}, return_when=asyncio.FIRST_COMPLETED)
-            if not getting.done():
-                getting.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await getting
-            if not getting.cancelled():
-                batch = [getting.result()]
-            elif buffer.empty():
-                return []
-            else:  # the fetcher's last fetch
-                batch = [buffer.get_nowait()]
-        else:
-            batch = [buffer.get_nowait()]
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + self._spec.max_wait_ms / 1000
-        while len(batch) < size:
-            if not buffer.empty():
-                batch.append(buffer.get_nowait())
-                continue
-            remaining = deadline - loop.time()
-            if remaining <= 0 or fetcher.done():
-                break
-            try:
-                batch.append(await asyncio.wait_for(buffer.get(), remaining))
-            except TimeoutError:
-                break
-        return batch
 
     async def _until_servable(self) -> None:
         """Fetch nothing before the model can serve (it may still be loading): messages wait
@@ -226,9 +180,13 @@ class Consumer:
             groups: dict[tuple[Any, ...], list[Message]] = defaultdict(list)
             for message in parsed:
                 groups[messages.group_key(message, sticky)].append(message)
-            await asyncio.gather(
-                *(self._score_and_settle(g, fetched, unsettled) for g in groups.values())
+            ended = await asyncio.gather(
+                *(self._score_and_settle(g, fetched, unsettled) for g in groups.values()),
+                return_exceptions=True,
             )
+            for outcome in ended:
+                if isinstance(outcome, Exception):
+                    log.error("a group of %s failed", spec.model, exc_info=outcome)
         except Exception:
             log.exception("a batch of %s failed; its unsettled messages go back", spec.model)
         finally:
@@ -240,14 +198,34 @@ class Consumer:
     async def _score_and_settle(
         self, group: list[Message], fetched: float, unsettled: dict[int, Delivery]
     ) -> None:
-        results = await self._score_safely(group)
-        await self._settle(results, [], fetched, unsettled)
+        """Score the group and settle each message as soon as its result is final; messages
+        the server cannot serve now are held (their ``ack_wait`` extended) and tried again
+        until it can, or until the consumer stops."""
+        wait = HOLD_FIRST_S
+        extended = time.monotonic()
+        while True:
+            results = await self._score_safely(group)
+            held = [] if self.stopping else [r for r in results if _held(r)]
+            keep = {id(r) for r in held}
+            ready = [r for r in results if id(r) not in keep]
+            if ready:
+                await self._settle(ready, [], fetched, unsettled)
+            if not held:
+                return
+            group = [r.message for r in held]
+            log.info("%s: %s; holding %d messages", self._spec.model, held[0].error, len(group))
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), wait)
+            wait = min(wait * 2, HOLD_MAX_S, self._spec.ack_wait_s / 3)
+            if time.monotonic() - extended > self._spec.ack_wait_s / 3:
+                extended = time.monotonic()
+                await self._broker.extend([m.delivery for m in group])
 
     async def _score_safely(self, group: list[Message]) -> list[Result]:
-        """:meth:`_score`, with an unexpected exception (a defect, a model returning what no
+        """:meth:`_call`, with an unexpected exception (a defect, a model returning what no
         answer can hold) made the error of the one message that raises it."""
         try:
-            return await self._score(group)
+            return await self._call(group)
         except Exception as exc:
             if len(group) == 1:
                 log.exception("%s: message %s failed", self._spec.model, group[0].delivery.id)
@@ -289,16 +267,16 @@ class Consumer:
             else:  # HOLD, given up because the consumer stops: deliver again at once
                 retry[0.0].append(delivery)
         failed = await self._broker.complete(publications) if publications else []
-        for publication in publications:
-            unsettled.pop(id(publication.delivery), None)
         for delay, deliveries in retry.items():
+            await self._broker.retry(deliveries, delay)
             for delivery in deliveries:
                 unsettled.pop(id(delivery), None)
-            await self._broker.retry(deliveries, delay)
             series.count(Outcome.RETRIED, len(deliveries))
         if failed:
             series.count(Outcome.PUBLISH_FAILED, len(failed))
             await self._broker.retry(failed, BROKER_RETRY_S)
+        for publication in publications:
+            unsettled.pop(id(publication.delivery), None)
         lost = {id(d) for d in failed}
         done = [p for p in publications if id(p.delivery) not in lost]
         answered = sum(1 for p in done if not p.dead)
@@ -310,28 +288,6 @@ class Consumer:
             np.array([(wall - p.delivery.published_ns) / 1e9 for p in done
                       if p.delivery.published_ns], dtype=np.float64),
         )  # fmt: skip
-
-    async def _score(self, group: Sequence[Message]) -> list[Result]:
-        """One model call for the group, held while the server cannot serve (and the consumer
-        runs), split in halves when it fails."""
-        wait = HOLD_FIRST_S
-        extended = time.monotonic()
-        while True:
-            results = await self._call(group)
-            held = [r for r in results if disposition(r.error, 1, 2) is Action.HOLD]
-            if not held or self.stopping:
-                return results
-            if len(held) < len(results):  # some answered, some held: hold only those
-                keep = {id(r) for r in held}
-                done = [r for r in results if id(r) not in keep]
-                return done + await self._score([r.message for r in held])
-            log.info("%s: %s; holding %d messages", self._spec.model, held[0].error, len(group))
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._stopping.wait(), wait)
-            wait = min(wait * 2, HOLD_MAX_S, self._spec.ack_wait_s / 3)
-            if time.monotonic() - extended > self._spec.ack_wait_s / 3:
-                extended = time.monotonic()
-                await self._broker.extend([m.delivery for m in group])
 
     async def _call(self, group: Sequence[Message]) -> list[Result]:
         spec = self._spec
@@ -424,6 +380,10 @@ class Consumer:
             else:
                 self._series.pending, self._series.unacked = lag.pending, lag.unacked
             await asyncio.sleep(self._spec.lag_interval_s)
+
+
+def _held(result: Result) -> bool:
+    return disposition(result.error, 1, 2) is Action.HOLD
 
 
 def _undeliverable(delivery: Delivery) -> str:

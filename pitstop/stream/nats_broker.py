@@ -8,8 +8,8 @@ kills its consumer every time still ends in the dead letters instead of being dr
 by the server.
 
 Answers and dead letters are JetStream publishes (each awaits its publish acknowledgement, the
-stream's storage of it) with ``Nats-Msg-Id`` set to ``<message id>:answer`` (or ``:dead``): the
-destination stream
+stream's storage of it) with ``Nats-Msg-Id`` set to ``<STREAM>:<sequence>:answer`` (or
+``:dead``) of the stored message: the destination stream
 drops a second answer to the same message within its duplicate window (2 minutes by default),
 so a redelivery after a crash publishes nothing new. Only then is the message acknowledged.
 """
@@ -82,7 +82,7 @@ class NatsBroker:
             await self._stream_of(js, address.name, field)
         try:
             info = await js.consumer_info(self._stream, self._group)
-            _check_consumer(info.config, self._group, source.name)
+            _check_consumer(info.config, self._group, source.name, self._ack_wait_s)
         except nats.js.errors.NotFoundError:
             config = ConsumerConfig(
                 durable_name=self._group,
@@ -97,7 +97,7 @@ class NatsBroker:
                 await js.add_consumer(self._stream, config)
             except nats.js.errors.BadRequestError:  # another consumer process created it
                 info = await js.consumer_info(self._stream, self._group)
-                _check_consumer(info.config, self._group, source.name)
+                _check_consumer(info.config, self._group, source.name, self._ack_wait_s)
         except (nats.errors.Error, ValueError) as exc:
             raise BrokerError(f"NATS consumer {self._group!r}: {exc!r}") from None
         self._sub = await js.pull_subscribe_bind(
@@ -133,6 +133,8 @@ class NatsBroker:
         )
         failed: list[Delivery] = []
         for item, result in zip(publications, results, strict=True):
+            if isinstance(result, Terminated):
+                continue  # settled, by giving up on it
             if isinstance(result, BaseException):
                 if not isinstance(result, Exception):
                     raise result
@@ -148,10 +150,23 @@ class NatsBroker:
         retrying it would fail forever."""
         try:
             await self._send(item)
-        except (Unpublishable, nats.errors.BadHeaderError, nats.errors.MaxPayloadError) as exc:
+        except Exception as exc:
+            if not _permanent(exc):
+                raise
             log.error("the answer to %s cannot be published (%s): dead-lettered", item.delivery.id,
                       exc)  # fmt: skip
-            await self._send(self._unpublishable(item, str(exc)))
+            fallback = self._unpublishable(item, str(exc))
+            try:
+                await self._send(fallback)
+            except Exception as again:
+                if not _permanent(again):
+                    raise
+                # Not even a cut-down dead letter is taken: stop its redeliveries, loudly.
+                log.error("message %s can be neither answered nor dead-lettered (%s): "
+                          "terminated; its payload: %r", item.delivery.id, again,
+                          item.delivery.body[:200])  # fmt: skip
+                await _settle(item.delivery, "term")
+                raise Terminated from None
 
     async def _send(self, item: Publication) -> None:
         js = self._js
@@ -164,7 +179,8 @@ class NatsBroker:
         meta = msg.metadata
         stored = f"{meta.stream}:{meta.sequence.stream}"
         headers[MSG_ID] = f"{stored}:dead" if item.dead else f"{stored}:answer"
-        size = len(item.body) + sum(len(k) + len(v) + 4 for k, v in headers.items()) + 16
+        size = len(item.body) + sum(len(k.encode()) + len(v.encode()) + 4
+                                    for k, v in headers.items()) + 16  # fmt: skip
         if size > self._max_payload:
             raise Unpublishable(f"{size} bytes, more than the server's max_payload "
                                 f"({self._max_payload})")  # fmt: skip
@@ -216,13 +232,31 @@ class Unpublishable(Exception):
     """An answer the server would refuse every time."""
 
 
-def _check_consumer(config: ConsumerConfig, group: str, subject: str) -> None:
+class Terminated(Exception):
+    """A message given up (``term``): it must not be acknowledged or given back."""
+
+
+STREAM_MESSAGE_TOO_LARGE = 10054
+"""JetStream's error code for a message over the stream's ``max_msg_size``."""
+
+
+def _permanent(exc: BaseException) -> bool:
+    """Whether the server would refuse this publication every time."""
+    if isinstance(exc, Unpublishable | nats.errors.BadHeaderError | nats.errors.MaxPayloadError):
+        return True
+    return isinstance(exc, nats.js.errors.APIError) and exc.err_code == STREAM_MESSAGE_TOO_LARGE
+
+
+def _check_consumer(config: ConsumerConfig, group: str, subject: str, ack_wait_s: float) -> None:
     """Refuse a durable consumer whose settings would break the delivery contract."""
     problems = []
-    if config.filter_subject and config.filter_subject != subject:
-        problems.append(f"takes {config.filter_subject!r}, not {subject!r}")
-    if config.filter_subjects and list(config.filter_subjects) != [subject]:
-        problems.append(f"takes {config.filter_subjects!r}, not {subject!r}")
+    taken = [config.filter_subject] if config.filter_subject else list(config.filter_subjects or [])
+    if taken != [subject]:
+        problems.append(f"takes {taken or 'every subject of its stream'}, not [{subject!r}]")
+    if config.ack_wait is not None and abs(config.ack_wait - ack_wait_s) > 0.001:
+        problems.append(f"has ack_wait {config.ack_wait:g} s, not --ack-wait {ack_wait_s:g}")
+    if config.backoff:
+        problems.append("has a redelivery backoff list (it overrides ack_wait)")
     if config.ack_policy not in (None, AckPolicy.EXPLICIT):
         problems.append(f"acknowledges {config.ack_policy}, not explicitly (one ack would "
                         "settle messages not answered yet)")  # fmt: skip

@@ -77,8 +77,9 @@ class RedisBroker:
         self._cursor = "0-0"
         self._next_claim = 0.0
         self._claim_every_s = min(max(ack_wait_s / 4, 0.1), 5.0)
-        self._due: list[tuple[float, str]] = []
-        """Messages given back with a delay: (when, id), taken again by this consumer."""
+        self._due: list[tuple[float, str, int]] = []
+        """Messages given back with a delay: (when, id, delay in ms), taken again by this
+        consumer unless another took them over meanwhile."""
 
     async def open(self) -> None:
         source = self._endpoints.source
@@ -144,13 +145,17 @@ class RedisBroker:
         """Messages this consumer gave back whose delay has passed, claimed again (their
         delivery count goes up)."""
         now = time.monotonic()
-        ids: list[int | bytes | str | memoryview[int]] = []
-        while self._due and self._due[0][0] <= now and len(ids) < count:
-            ids.append(heapq.heappop(self._due)[1])
-        if not ids:
+        due: list[tuple[float, str, int]] = []
+        while self._due and self._due[0][0] <= now and len(due) < count:
+            due.append(heapq.heappop(self._due))
+        if not due:
             return []
         source = self._endpoints.source.name
-        entries = await client.xclaim(source, self._group, self._me, 0, ids)
+        # Idle at least as long as the delay: an entry another consumer took over (XAUTOCLAIM
+        # after ack_wait resets its idle time) or answered is not claimed a second time.
+        idle_ms = min(delay for _when, _id, delay in due)
+        ids: list[int | bytes | str | memoryview[int]] = [key for _when, key, _delay in due]
+        entries = await client.xclaim(source, self._group, self._me, idle_ms, ids)
         return await self._counted(client, entries)
 
     async def _reclaim(self, client: aioredis.Redis, count: int) -> list[Delivery]:
@@ -204,8 +209,9 @@ class RedisBroker:
 
     async def retry(self, deliveries: Sequence[Delivery], delay_s: float) -> None:
         due = time.monotonic() + delay_s
+        delay_ms = max(0, int(delay_s * 1000) - 50)  # idle since its delivery: at least this
         for delivery in deliveries:
-            heapq.heappush(self._due, (due, delivery.id))
+            heapq.heappush(self._due, (due, delivery.id, delay_ms))
 
     async def extend(self, deliveries: Sequence[Delivery]) -> None:
         if not deliveries:

@@ -30,6 +30,8 @@ class FakeBroker:
     """Ids whose publication fails (once each)."""
     fetches: int = 0
     unacked: int = 0
+    broken_fetches: int = 0
+    """Fetches that raise a plain exception (a defect, not a BrokerError) before working."""
 
     def add(self, *items: Delivery) -> None:
         self.waiting.extend(items)
@@ -39,6 +41,9 @@ class FakeBroker:
 
     async def fetch(self, count: int, wait_s: float) -> list[Delivery]:
         self.fetches += 1
+        if self.broken_fetches:
+            self.broken_fetches -= 1
+            raise RuntimeError("a fetch that breaks")
         if not self.waiting:
             await asyncio.sleep(min(wait_s, 0.01))
             return []

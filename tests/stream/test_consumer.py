@@ -42,7 +42,7 @@ def v2(*rows: list[float]) -> dict[str, Any]:
 async def until(condition: Callable[[], bool], within_s: float = 10.0) -> None:
     deadline = asyncio.get_running_loop().time() + within_s
     while not condition():
-        assert asyncio.get_running_loop().time() < deadline, "condition not met in time"
+        assert asyncio.get_running_loop().time() < deadline, f"not met in time: {condition}"
         await asyncio.sleep(0.01)
 
 
@@ -275,3 +275,27 @@ async def test_a_canary_policy_splits_the_stream_and_keeps_sticky_keys_on_one_ar
     assert all(len(arms) == 1 for arms in arm_of.values())  # sticky: one arm per key
     on_canary = sum(1 for arms in arm_of.values() if arms == {"2"})
     assert 3 <= on_canary <= 24  # ~30% of 40 keys (binomial, p < 1e-4 outside)
+
+
+async def test_a_fetch_that_raises_does_not_stop_the_consumer(engine: Engine) -> None:
+    broker = FakeBroker(broken_fetches=2)
+    broker.add(*(delivery(f"f{i}", v2([1, 1, 1, 1])) for i in range(5)))
+    async with Running(engine, broker) as running:
+        await running.settled(5)
+    assert len(broker.answers) == 5
+
+
+async def test_cancelled_mid_batch_it_gives_the_messages_back(engine: Engine) -> None:
+    broker = FakeBroker()
+    broker.add(*(delivery(f"c{i}", v2([-2, 1, 1, 1])) for i in range(4)))  # 0.3 s per call
+    running = Running(engine, broker, batch_size=2, max_wait_ms=0, in_flight=2)
+    task = asyncio.create_task(running.consumer.run())
+    await until(lambda: broker.unacked == 4, within_s=2)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    # nothing is left held: each message answered or given back to be delivered again
+    assert broker.unacked == 0
+    given_back = {key for key, _delay in broker.delays}
+    assert given_back | {p.delivery.id for p in broker.answers} == {f"c{i}" for i in range(4)}
+    assert given_back
