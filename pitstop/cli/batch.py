@@ -12,7 +12,15 @@ from typing import TYPE_CHECKING
 import click
 from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
-from pitstop.cli.context import Context, err, json_option, out, pass_context, plain
+from pitstop.cli.context import (
+    Context,
+    column_mapping,
+    err,
+    json_option,
+    out,
+    pass_context,
+    plain,
+)
 
 if TYPE_CHECKING:
     from pitstop.batch.ledger import Ledger
@@ -91,7 +99,7 @@ def batch(
         raise click.BadParameter("must be > 0", param_hint="--max-errors")
     options = BatchOptions(
         ref=ref, input=input_spec, output=output, output_format=output_format,
-        input_format=input_format, columns=_columns(columns), keep=_keep(keep),
+        input_format=input_format, columns=column_mapping(columns), keep=_keep(keep),
         batch_rows=batch_size, part_rows=part_rows, workers=workers or _cores(),
         max_errors=max_errors, resume=resume, engine=engine, address=address,
         concurrency=concurrency, actor_cpus=actor_cpus,
@@ -126,19 +134,6 @@ def _cores() -> int:
         return len(os.sched_getaffinity(0)) or 1
     except AttributeError:  # not Linux
         return os.cpu_count() or 1
-
-
-def _columns(values: tuple[str, ...]) -> dict[str, list[str]]:
-    mapping: dict[str, list[str]] = {}
-    for value in values:
-        name, sep, cols = value.partition("=")
-        names = [c.strip() for c in cols.split(",") if c.strip()]
-        if not sep or not name or not names:
-            raise click.BadParameter(
-                f"{value!r}: expected INPUT=COL[,COL...]", param_hint="--column"
-            )
-        mapping[name] = names
-    return mapping
 
 
 def _keep(value: str | None) -> tuple[str, ...] | None:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import dataclasses
 import getpass
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
@@ -96,3 +96,18 @@ def v(number: int | None) -> str:
 
 def when(at: datetime | None) -> str:
     return "" if at is None else at.astimezone().strftime("%Y-%m-%d %H:%M:%S")
+
+
+def column_mapping(values: Sequence[str]) -> dict[str, list[str]]:
+    """``--column INPUT=COL[,COL...]`` options (``pitstop batch``, ``pitstop stream``) as
+    ``{input: [column, ...]}``."""
+    mapping: dict[str, list[str]] = {}
+    for value in values:
+        name, sep, cols = value.partition("=")
+        names = [c.strip() for c in cols.split(",") if c.strip()]
+        if not sep or not name or not names:
+            raise click.BadParameter(
+                f"{value!r}: expected INPUT=COL[,COL...]", param_hint="--column"
+            )
+        mapping[name] = names
+    return mapping

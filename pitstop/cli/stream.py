@@ -11,13 +11,12 @@ from typing import Any
 import click
 from pydantic import ValidationError
 
-from pitstop.cli.context import Context, pass_context
+from pitstop.cli.context import Context, column_mapping, pass_context
 from pitstop.cli.server import hosted_streams
 from pitstop.engine import Engine
-from pitstop.errors import InvalidInput, Unavailable
+from pitstop.errors import InvalidInput
 from pitstop.monitoring import logs
 from pitstop.settings import Settings, StreamSettings
-from pitstop.stream.broker import BrokerError
 from pitstop.transports.app import serve as run_server
 
 log = logging.getLogger(__name__)
@@ -74,16 +73,14 @@ def stream(ctx: Context, /, model: str, listen: bool, **options: Any) -> None:
         stop_logging()
 
 
+OPTIONS = {"ack_wait_s": "--ack-wait", "backoff_s": "--backoff", "fmt": "--format",
+           "format": "--format", "columns": "--column", "model": "MODEL"}  # fmt: skip
+"""The option of each StreamSettings field whose name differs from it."""
+
+
 def _spec(model: str, options: dict[str, Any]) -> StreamSettings:
     fields: dict[str, Any] = {"model": model}
-    columns: dict[str, list[str]] = {}
-    for item in options.pop("columns"):
-        name, sep, rest = item.partition("=")
-        if not sep or not name or not rest:
-            raise click.BadParameter(
-                f"{item!r}: want INPUT=FIELD[,FIELD...]", param_hint="--column"
-            )
-        columns[name] = rest.split(",")
+    columns = column_mapping(options.pop("columns"))
     if columns:
         fields["columns"] = columns
     keep = options.pop("keep")
@@ -95,8 +92,9 @@ def _spec(model: str, options: dict[str, Any]) -> StreamSettings:
         return StreamSettings.model_validate(fields)
     except ValidationError as exc:
         first = exc.errors()[0]
-        where = ".".join(str(p) for p in first["loc"])
-        raise InvalidInput(f"--{where.replace('_', '-')}: {first['msg']}") from None
+        field = str(first["loc"][0]) if first["loc"] else "model"
+        option = OPTIONS.get(field, "--" + field.replace("_", "-"))
+        raise InvalidInput(f"{option}: {first['msg']}") from None
 
 
 async def consume(settings: Settings) -> None:
@@ -107,10 +105,7 @@ async def consume(settings: Settings) -> None:
         loop.add_signal_handler(sig, stop.set)
     async with Engine(settings) as engine:
         host = hosted_streams(settings, engine)
-        try:
-            await host.start()
-        except BrokerError as exc:
-            raise Unavailable(str(exc)) from None
+        await host.start()
         log.info("consuming; SIGTERM or SIGINT stops after the messages in flight")
         waiting = asyncio.create_task(host.wait())
         stopping = asyncio.create_task(stop.wait())
@@ -118,6 +113,7 @@ async def consume(settings: Settings) -> None:
         stopping.cancel()
         engine.begin_drain()
         await host.close()
+        waiting.cancel()
         if not host.drained:
             raise SystemExit(1)
         log.info("stopped: every message in flight was answered and acknowledged")

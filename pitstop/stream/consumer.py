@@ -37,7 +37,7 @@ from pitstop.serving.dataplane import DataPlane, Served
 from pitstop.settings import StreamSettings
 from pitstop.stream import message as messages
 from pitstop.stream.broker import Broker, BrokerError, Delivery, Publication
-from pitstop.stream.disposition import Action, backoff, disposition, exhausted
+from pitstop.stream.disposition import Action, backoff, disposition, exhausted, holds
 from pitstop.stream.message import Answerer, Message
 from pitstop.stream.prefetch import Prefetch
 
@@ -205,7 +205,7 @@ class Consumer:
         extended = time.monotonic()
         while True:
             results = await self._score_safely(group)
-            held = [] if self.stopping else [r for r in results if _held(r)]
+            held = [] if self.stopping else [r for r in results if holds(r.error)]
             keep = {id(r) for r in held}
             ready = [r for r in results if id(r) not in keep]
             if ready:
@@ -297,14 +297,15 @@ class Consumer:
             return [Result(m, error=exc) for m in group]
         if not rows:
             return failed
-        scoring = [m for m in group if all(f.message is not m for f in failed)]
+        refused = {id(f.message) for f in failed}
+        scoring = [m for m in group if id(m) not in refused]
         metadata = self._metadata(scoring[0].delivery.headers)
         try:
             served = await self._dataplane.infer(
                 spec.model, self._version, request, metadata=metadata, transport="stream"
             )
         except PitstopError as exc:
-            if len(scoring) == 1 or disposition(exc, 1, 2) is Action.HOLD:
+            if len(scoring) == 1 or holds(exc):
                 return failed + [Result(m, error=exc) for m in scoring]
             half = len(scoring) // 2
             first, second = await asyncio.gather(
@@ -380,10 +381,6 @@ class Consumer:
             else:
                 self._series.pending, self._series.unacked = lag.pending, lag.unacked
             await asyncio.sleep(self._spec.lag_interval_s)
-
-
-def _held(result: Result) -> bool:
-    return disposition(result.error, 1, 2) is Action.HOLD
 
 
 def _undeliverable(delivery: Delivery) -> str:

@@ -39,9 +39,14 @@ def disposition(error: BaseException | None, delivery: int, max_deliver: int) ->
         return Action.ANSWER
     if isinstance(error, InvalidInput | Unsupported):
         return Action.DEAD
-    if isinstance(error, Unavailable | Overloaded | NotFound):
+    if holds(error):
         return Action.HOLD
     return Action.RETRY if delivery < max_deliver else Action.DEAD
+
+
+def holds(error: BaseException | None) -> bool:
+    """Whether ``error`` is the server's state (not the message's fault): hold and try again."""
+    return isinstance(error, Unavailable | Overloaded | NotFound)
 
 
 def backoff(delivery: int, base_s: float, cap_s: float) -> float:

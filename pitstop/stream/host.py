@@ -21,11 +21,12 @@ import re
 from collections.abc import Sequence
 from types import TracebackType
 
+from pitstop.errors import Unavailable
 from pitstop.monitoring.streams import StreamRecorder
 from pitstop.serving.dataplane import DataPlane
 from pitstop.settings import StreamSettings
 from pitstop.stream.address import Endpoints, endpoints
-from pitstop.stream.broker import Broker
+from pitstop.stream.broker import Broker, BrokerError
 from pitstop.stream.consumer import Consumer
 
 log = logging.getLogger(__name__)
@@ -72,7 +73,8 @@ class StreamHost:
         self._tasks: list[asyncio.Task[None]] = []
 
     async def start(self) -> None:
-        """Check every stream and open its broker, then start consuming."""
+        """Check every stream and open its broker, then start consuming. Raises InvalidInput
+        (an address), ModelNotFound, or Unavailable saying what the broker lacks."""
         ends = [endpoints(spec.source, spec.to, spec.dead_letter) for spec in self._specs]
         for spec in self._specs:
             self._dataplane.require_model(spec.model)
@@ -80,7 +82,10 @@ class StreamHost:
             for spec, where in zip(self._specs, ends, strict=True):
                 broker = broker_for(where, spec)
                 self._brokers.append(broker)
-                await broker.open()
+                try:
+                    await broker.open()
+                except BrokerError as exc:
+                    raise Unavailable(str(exc)) from None
                 series = self._recorder.series(str(where.source), spec.model)
                 self.consumers.append(Consumer(spec, self._dataplane, broker, series))
                 log.info(

@@ -219,6 +219,7 @@ def test_a_consumer_refuses_to_start_naming_what_is_missing(tmp_path: Path) -> N
         asyncio.run(lax_durable())
         assert "has max_deliver 2" in refused("--group", "lax")
         assert "--group" in refused("--group", "not.valid")
+        assert "--ack-wait: Input should be greater than 0" in refused("--ack-wait", "-1")
         closed = refused("--from", "nats://127.0.0.1:1/x", "--to", "nats://127.0.0.1:1/y",
                          "--dead-letter", "nats://127.0.0.1:1/z")  # fmt: skip
         assert "cannot connect to NATS" in closed

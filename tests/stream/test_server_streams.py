@@ -78,3 +78,18 @@ def test_an_alias_flip_mid_stream_loses_nothing_and_switches_within_a_second(
     assert metric(text, "pitstop_stream_processing_seconds_count", model="score") == len(keys)
     assert metric(text, "pitstop_requests_total", model="score", transport="stream") > 0
     assert "pitstop_stream_pending{" in text
+
+
+def test_a_server_whose_stream_cannot_start_says_why_and_exits(tmp_path: Path) -> None:
+    from tests.stream.brokers import NATS_URL
+
+    home = tmp_path / "home"
+    home.mkdir()
+    with open_registry(home) as registry:
+        hm.push(registry, tmp_path / "v1", "score", hm.SCORE, "production")
+    spec = {"model": "score", "from": f"{NATS_URL}/pt-none.in", "to": f"{NATS_URL}/pt-none.out"}
+    server = ServerProcess(home, env={"PITSTOP_STREAMS": orjson.dumps([spec]).decode()})
+    with pytest.raises(RuntimeError, match="exited with 1") as caught:
+        server.start(timeout=30)
+    assert "error: from: no JetStream stream stores 'pt-none.in'" in str(caught.value)
+    assert "Traceback" not in str(caught.value)
