@@ -21,6 +21,8 @@ PitstopError
 
 from __future__ import annotations
 
+import math
+
 
 class PitstopError(Exception):
     """Base of every error pitstop raises on purpose. ``str(err)`` is the message users see."""
@@ -65,6 +67,12 @@ class Overloaded(PitstopError):
     def __init__(self, message: str, retry_after: float = 1.0) -> None:
         super().__init__(message)
         self.retry_after = retry_after
+
+    @property
+    def retry_after_header(self) -> str:
+        """``Retry-After`` in whole seconds, rounded up (at least 1): a client that waits that
+        long is not refused again for the same reason."""
+        return str(max(1, math.ceil(self.retry_after)))
 
 
 class DeadlineExceeded(PitstopError):

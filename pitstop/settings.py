@@ -224,6 +224,11 @@ class Settings(BaseSettings):
     """Set by that supervisor for its workers: the folder where each keeps its request counters
     (memory-mapped), summed by whichever worker answers ``/metrics`` or statistics."""
 
+    rate_share: float = Field(default=1.0, gt=0, le=1)
+    """Set by that supervisor for its workers: the share of every rate limit (the server's
+    and each token's) one worker enforces, ``1/workers``, so that together they allow the
+    configured rates. Not for users to set."""
+
     heartbeat_s: float = Field(default=3.0, gt=0)
     """How often a server records its heartbeat and applied generation in the registry."""
 
@@ -235,6 +240,53 @@ class Settings(BaseSettings):
     ``PITSTOP_STREAMS='[{"model": "fraud", "from": "nats://127.0.0.1:4222/tx", "to":
     "nats://127.0.0.1:4222/scores"}]'``. Each worker of ``--workers`` consumes them too (one
     group: messages are shared, never duplicated)."""
+
+    # -- security (docs/security.md) -------------------------------------------------------------
+
+    tls_cert: Path | None = None
+    """PEM certificate chain served on the HTTP and gRPC ports (with ``tls_key``): TLS on both.
+    Re-read when the file changes: a rotated certificate is served without a restart."""
+
+    tls_key: Path | None = None
+    """PEM private key of ``tls_cert`` (unencrypted; mode 0600)."""
+
+    tls_client_ca: Path | None = None
+    """PEM certificates of the CAs whose client certificates are accepted: mutual TLS. A client
+    without a certificate signed by one of them is refused during the handshake."""
+
+    tls_client_scopes: dict[str, list[str]] = Field(default_factory=dict)
+    """Scopes a verified client certificate grants without a token, by its subject's common
+    name (``"*"``: any verified certificate), e.g. ``{"billing": ["infer:fraud*"]}``. A bearer
+    token, when one is sent too, decides instead."""
+
+    inference_auth: Literal["auto", "on", "off"] = "auto"
+    """Whether inference and metadata calls need credentials (a token with the ``infer`` or
+    ``read`` scope, or a mapped client certificate): ``auto`` = on unless ``host`` is a
+    loopback address. Management calls always need an ``admin`` or ``read`` token."""
+
+    insecure: bool = False
+    """Allow a non-loopback ``host`` with neither TLS nor inference authentication (refused
+    otherwise). Logged at start and reported in ``GET /v2``."""
+
+    rate_limit: float = Field(default=0.0, ge=0, allow_inf_nan=False)
+    """Requests per second each token (or certificate) may make, unless its own limit says
+    otherwise; 0 = unlimited. Over it: 429 with ``Retry-After``."""
+
+    rate_burst: int = Field(default=0, ge=0)
+    """Requests a token may make at once above its rate (the bucket's size); 0 = one second's
+    worth of its rate."""
+
+    max_header_bytes: int = Field(default=16 * 1024, ge=1024, le=1024 * 1024)
+    """Largest request head (request line and headers) over HTTP, and largest gRPC metadata;
+    larger ones are refused (431 / RESOURCE_EXHAUSTED)."""
+
+    require_signature: bool = False
+    """Load only versions whose digest carries a valid signature by one of ``trusted_keys``;
+    others fail to load with the reason (whatever served keeps serving)."""
+
+    trusted_keys: list[Path] = Field(default_factory=list)
+    """Ed25519 public keys (PEM files, or folders of ``*.pub`` files) whose signatures are
+    trusted, as JSON: ``PITSTOP_TRUSTED_KEYS='["/etc/pitstop/keys"]'``."""
 
     # -- observability (docs/observability.md) ---------------------------------------------------
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -32,12 +33,20 @@ class ServerProcess:
     """``python -m pitstop serve`` with its own PITSTOP_HOME; logs go to ``<home>/server.log``."""
 
     def __init__(
-        self, home: Path, env: Mapping[str, str] | None = None, args: Sequence[str] = ()
+        self,
+        home: Path,
+        env: Mapping[str, str] | None = None,
+        args: Sequence[str] = (),
+        *,
+        verify: ssl.SSLContext | None = None,
     ) -> None:
+        """``verify``: the server speaks TLS; readiness is polled over https with this
+        client context."""
         self.home = home
         self._args = list(args)
         self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
+        self._verify = verify
+        self.url = f"{'https' if verify else 'http'}://127.0.0.1:{self.port}"
         self.grpc_port = free_port()
         self.grpc_target = f"127.0.0.1:{self.grpc_port}"
         self.log_path = home / f"server-{self.port}.log"
@@ -70,7 +79,8 @@ class ServerProcess:
             if self.process.poll() is not None:
                 raise RuntimeError(f"server exited with {self.process.returncode}:\n{self.logs()}")
             try:
-                if httpx.get(self.url + path, timeout=1.0).status_code == 200:
+                verify = self._verify if self._verify is not None else True
+                if httpx.get(self.url + path, timeout=1.0, verify=verify).status_code == 200:
                     return self
             except httpx.TransportError:
                 pass

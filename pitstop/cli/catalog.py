@@ -21,6 +21,7 @@ from pitstop.cli.context import (
     when,
 )
 from pitstop.cli.observability import store_reference
+from pitstop.cli.signing import KEY_OPTION_HELP, print_signed, read_signing_keys, sign_version
 from pitstop.registry import (
     read_manifest,
 )
@@ -50,6 +51,13 @@ def models() -> None:
     is_flag=True,
     help="Skip loading the model and running its warm-up examples before registering it.",
 )
+@click.option(
+    "--sign",
+    "sign_keys",
+    multiple=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Sign the version's digest with this " + KEY_OPTION_HELP,
+)
 @json_option
 @pass_context
 def push(
@@ -63,13 +71,16 @@ def push(
     reason: str | None,
     reference: Path | None,
     no_validate: bool,
+    sign_keys: tuple[Path, ...],
     as_json: bool,
 ) -> None:
     """Push PATH (a folder with pitstop.yaml, or an MLflow model folder) as a new version.
 
     Unless --no-validate, the model is loaded here first and its warm-up examples run (and
-    compared with their expected outputs), so a broken package is never registered."""
+    compared with their expected outputs), so a broken package is never registered. With
+    --sign, the version's digest is signed and the signature stored (docs/signing.md)."""
     meta = _parse_meta(metas)
+    signers = read_signing_keys(sign_keys)  # a bad key file stops the push before it starts
     if not no_validate:
         runtime, _metadata, report = load_and_validate(
             path,
@@ -96,14 +107,18 @@ def push(
         )
         if reference is not None:
             store_reference(registry, name, result.version.number, reference, ctx.actor)
+        signed = sign_version(registry, result.version, signers, actor=ctx.actor, reason=reason)
     version = result.version
     if as_json:
-        print_json({"created": result.created, **plain(version)})
+        print_json(
+            {"created": result.created, **plain(version), "signed_by": [k for k, _ in signed]}
+        )
         return
     verb = "pushed" if result.created else "already present as"
     out.print(f"{verb} {version.model} v{version.number} {version.digest}", soft_wrap=True)
     for alias in aliases:
         out.print(f"  {alias} → v{version.number}")
+    print_signed(signed)
 
 
 @models.command("list")

@@ -230,6 +230,14 @@ def _previous_targets(registry: Registry, model: str, alias_name: str) -> list[i
 
 
 def _what(event: AuditEvent) -> str:
+    after = event.after or {}
+    if event.action == "version.sign":
+        return f"v{event.version} signed by {after.get('key_id')} ({after.get('algorithm')})"
+    if event.action == "trust.policy":
+        keys = after.get("keys")
+        return "trusted keys: " + (
+            (", ".join(map(str, keys)) or "none") if isinstance(keys, list) else "?"
+        )
     parts = []
     if event.alias:
         parts.append(event.alias)

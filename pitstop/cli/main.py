@@ -17,6 +17,7 @@ from pitstop.cli import (
     history,
     observability,
     server,
+    signing,
     stream,
     tokens,
 )
@@ -51,6 +52,7 @@ for _module in (
     embeddings,
     batch,
     stream,
+    signing,
 ):
     _module.register(cli)
 

@@ -21,6 +21,7 @@ from pitstop.serving.warmup import load_and_validate
 from pitstop.settings import Settings
 from pitstop.stream.host import StreamHost
 from pitstop.transports.app import serve as run_server
+from pitstop.transports.app import server_exposure, tls_files
 
 
 @click.command()
@@ -47,6 +48,13 @@ from pitstop.transports.app import serve as run_server
 )
 @click.option("--trust-pickle", is_flag=True, help="With --model-dir: allow pickle/joblib.")
 @click.option("--trust-code", is_flag=True, help="With --model-dir: allow its Python handler.")
+@click.option(
+    "--insecure",
+    is_flag=True,
+    default=None,
+    help="Allow a non-loopback --host with neither TLS nor inference authentication "
+    "(PITSTOP_INSECURE; refused otherwise).",
+)
 @pass_context
 def serve(
     ctx: Context,
@@ -59,10 +67,16 @@ def serve(
     model_format: str | None,
     trust_pickle: bool,
     trust_code: bool,
+    insecure: bool | None,
 ) -> None:
     """Serve every aliased model version over the Open Inference Protocol."""
-    changes = {"host": host, "http_port": http_port, "grpc_port": grpc_port, "workers": workers}
+    changes = {
+        "host": host, "http_port": http_port, "grpc_port": grpc_port, "workers": workers,
+        "insecure": insecure,
+    }  # fmt: skip
     settings = ctx.settings.model_copy(update={k: v for k, v in changes.items() if v is not None})
+    server_exposure(settings)  # refuse before adopting or downloading anything
+    tls_files(settings)
     if model_dir is None and settings.storage_uri and settings.worker_dir is None:
         model_dir = fetch(ctx, settings.storage_uri)
         model_name = model_name or _name_of(settings.storage_uri)

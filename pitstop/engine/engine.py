@@ -9,14 +9,14 @@ equally a batch job, a stream consumer or a test, which need no socket::
     async with Engine(Settings(home=home)) as engine:
         served = await engine.dataplane.infer("iris", None, request)
 
-Lifecycle: ``start()`` opens the registry, clears this replica's stale serving states, reads
-the registry once (models then load in the background; ``dataplane.ready()`` says when), and
-starts the loops. ``begin_drain()`` is the one shutdown state: readiness turns false at once,
-requests keep being served, hosts close connections after their answers. ``stop(grace_s)``
-drains (waiting up to ``grace_s`` for readiness probes to notice), cancels the loops, closes
-the DataPlane (shadow workers), unloads every version (waiting for leased requests up to
-``drain_timeout_s``), removes this replica from the registry's list and closes the registry and
-tracing.
+Lifecycle: ``start()`` reads the trusted keys (``PITSTOP_REQUIRE_SIGNATURE``: engine/trust.py),
+opens the registry, clears this replica's stale serving states, reads the registry once (models
+then load in the background; ``dataplane.ready()`` says when), and starts the loops.
+``begin_drain()`` is the one shutdown state: readiness turns false at once, requests keep being
+served, hosts close connections after their answers. ``stop(grace_s)`` drains (waiting up to
+``grace_s`` for readiness probes to notice), cancels the loops, closes the DataPlane (shadow
+workers), unloads every version (waiting for leased requests up to ``drain_timeout_s``), removes
+this replica from the registry's list and closes the registry and tracing.
 """
 
 from __future__ import annotations
@@ -33,6 +33,7 @@ from types import TracebackType
 
 from pitstop import __version__
 from pitstop.engine.monitors import Observability
+from pitstop.engine.trust import SignaturePolicy, signature_policy, trusted_keys
 from pitstop.errors import RegistryUnavailable
 from pitstop.monitoring.inventory import Inventory
 from pitstop.monitoring.tracing import Tracing
@@ -40,6 +41,7 @@ from pitstop.registry import Registry
 from pitstop.serving.dataplane import DataPlane, ServerInfo
 from pitstop.serving.evidence import SharedEvidence, publish
 from pitstop.serving.inventory import build_inventory
+from pitstop.serving.loader import VersionLoader
 from pitstop.serving.manager import ManagerOptions, ModelManager
 from pitstop.serving.rollout_controller import RolloutController
 from pitstop.serving.statistics import Statistics
@@ -75,6 +77,8 @@ class Engine:
         self._stopped = False
         self._drain_early = False
         """begin_drain() before start(): the DataPlane starts draining."""
+        self._trust: SignaturePolicy | None = None
+        """PITSTOP_REQUIRE_SIGNATURE's policy, once built."""
 
     # -- what hosts use ------------------------------------------------------------------------
 
@@ -129,6 +133,8 @@ class Engine:
         self._parts = (registry, manager, dataplane, observability)
         if self._drain_early:
             dataplane.begin_drain()
+        if self._trust is not None:
+            await self._record_trust(registry, self._trust)
         await asyncio.to_thread(registry.clear_serving_states, self.replica)
         try:
             await manager.refresh()
@@ -181,9 +187,22 @@ class Engine:
                 written, due = applied, time.monotonic() + settings.heartbeat_s
             await asyncio.sleep(min(APPLIED_CHECK_S, settings.heartbeat_s))
 
+    async def _record_trust(self, registry: Registry, policy: SignaturePolicy) -> None:
+        """Say which keys this server trusts: in its log, and in the registry's history when
+        the set differs from the last one recorded (``trust.policy``). Never fatal."""
+        log.info("loading only versions signed by a trusted key: %s", ", ".join(policy.key_ids))
+        try:
+            await asyncio.to_thread(
+                registry.signatures.record_trust, policy.key_ids, actor=f"server:{self.replica}"
+            )
+        except Exception as exc:
+            log.warning("could not record the trusted keys in the history: %s", exc)
+
     def _build(self) -> tuple[Registry, ModelManager, DataPlane, Observability]:
         settings = self.settings
+        keys = trusted_keys(settings)  # first: a bad key file stops the start before anything
         registry = Registry.from_settings(settings)
+        self._trust = signature_policy(settings, keys, registry.signatures.of)
         manager = ModelManager(
             registry,
             ManagerOptions(
@@ -196,6 +215,13 @@ class Engine:
                 max_queue_size=settings.max_queue_size,
                 drain_timeout_s=settings.drain_timeout_s,
                 runtime_threads=settings.runtime_threads,
+            ),
+            VersionLoader(
+                registry.fetch,
+                settings.load_timeout_s,
+                settings.runtime_threads,
+                settings.warmup_runs,
+                trust=self._trust,
             ),
         )
         observability = Observability.build(settings, registry, self.replica, self._tracing)

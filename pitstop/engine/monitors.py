@@ -18,6 +18,7 @@ from functools import partial
 from typing import Any, Final
 
 from pitstop import errors
+from pitstop.monitoring.access import AccessRecorder
 from pitstop.monitoring.attempt import Observer
 from pitstop.monitoring.behaviour import BehaviourRecorder
 from pitstop.monitoring.cost import CostReport, CostTracker, Usage
@@ -78,6 +79,8 @@ class Observability:
     """Every worker's counters summed (None when this process is the only one)."""
     streams: StreamRecorder
     """What the stream consumers hosted over this Engine did (pitstop/stream)."""
+    access: AccessRecorder
+    """Calls the hosts' security gate denied."""
 
     @classmethod
     def build(
@@ -118,7 +121,7 @@ class Observability:
             cost = CostTracker(settings.cost_per_hour, settings.replicas)
         return cls(
             settings, requests, drift, tracing, request_log, cost, Windows(), BehaviourRecorder(),
-            tally, everyone, StreamRecorder(tally),
+            tally, everyone, StreamRecorder(tally), AccessRecorder(tally),
         )  # fmt: skip
 
     def observers(self) -> list[Observer]:
@@ -140,6 +143,12 @@ class Observability:
         if self.everyone is None:
             return self.streams
         return StreamRecorder.over(self.everyone(), lag_from=self.streams)
+
+    def access_everywhere(self) -> AccessRecorder:
+        """The denial counts of every worker of this server (this process's when alone)."""
+        if self.everyone is None:
+            return self.access
+        return AccessRecorder(self.everyone())
 
     def usage(self) -> dict[tuple[str, int], Usage]:
         requests = self.requests_everywhere()

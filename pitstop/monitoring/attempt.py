@@ -88,6 +88,9 @@ class Attempt:
     counts_execution: bool = False
     """This attempt carries its runtime call's compute time and batch size (one attempt per
     call does, so a batch is counted once)."""
+    principal: str | None = None
+    """Who sent the request (``token:<name>``, ``cert:<cn>``, ``anonymous``), when the
+    transport says: the access log's principal."""
 
     @property
     def executed(self) -> bool:

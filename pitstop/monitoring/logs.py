@@ -134,6 +134,7 @@ class RequestLog:
             attempt.outputs if ok else None,
             attempt.error, attempt.request_ns / 1e9,
             None if self._trace_id is None else self._trace_id(),
+            attempt.principal,
         )  # fmt: skip
 
     def request(
@@ -147,6 +148,7 @@ class RequestLog:
         error: BaseException | None,
         seconds: float,
         trace_id: str | None,
+        principal: str | None = None,
     ) -> None:
         """One request's line; ``answered`` is (version, fallback reason) when it succeeded."""
         fields: dict[str, Any] = {
@@ -157,6 +159,8 @@ class RequestLog:
             "status": "ok" if error is None else error_kind(error),
             "latency_ms": round(seconds * 1e3, 3),
         }
+        if principal is not None:
+            fields["principal"] = principal
         if trace_id is not None:
             fields["trace_id"] = trace_id
         if answered is not None and answered[1] is not None:

@@ -25,6 +25,7 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import Collector
 
+from pitstop.monitoring.access import AccessRecorder
 from pitstop.monitoring.cost import CostReport
 from pitstop.monitoring.drift_monitor import DriftMonitor
 from pitstop.monitoring.histogram import Histogram
@@ -68,6 +69,16 @@ class _Collector(Collector):
         streams = exporter.streams() if exporter.streams is not None else None
         if streams is not None and len(streams):
             yield from _stream_families(streams)
+        if exporter.access is not None:
+            denied = CounterMetricFamily(
+                "pitstop_auth_denied",
+                "Calls refused by authentication, authorization or a rate limit, by action and "
+                "reason (unauthenticated, forbidden, rate_limited).",
+                labels=["action", "reason"],
+            )
+            for (action, reason), count in sorted(exporter.access().counts().items()):
+                denied.add_metric([action, reason], count)
+            yield denied
 
 
 class MetricsExporter:
@@ -83,8 +94,10 @@ class MetricsExporter:
         drift: DriftMonitor | None = None,
         cost: Callable[[], CostReport] | None = None,
         streams: Callable[[], StreamRecorder] | None = None,
+        access: Callable[[], AccessRecorder] | None = None,
     ) -> None:
         self.server_version = server_version
+        self.access = access
         self.inventory = inventory
         self.requests = requests
         self.drift = drift

@@ -21,6 +21,7 @@ from pitstop.registry.references import References, StoredReference
 from pitstop.registry.replicas import Acknowledgement, Replica, Replicas, acknowledgement
 from pitstop.registry.rollouts import Guard, Rollout, RolloutState, RolloutVerb
 from pitstop.registry.serving_state import ServingState
+from pitstop.registry.signatures import SignatureRecord, Signatures
 from pitstop.registry.step_windows import StepWindow, StepWindows
 from pitstop.registry.store import ArtifactStore, LocalArtifactStore
 from pitstop.registry.timeline import TimelineEntry, replay, served_at
@@ -49,6 +50,8 @@ __all__ = [
     "RolloutVerb",
     "ServingState",
     "Shadow",
+    "SignatureRecord",
+    "Signatures",
     "StepWindow",
     "StepWindows",
     "StoredReference",

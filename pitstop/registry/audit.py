@@ -1,9 +1,11 @@
 """The audit history: an append-only log of every catalog change (who, when, what, why).
 
-Actions: ``model.create``, ``version.create``, ``alias.set``, ``alias.delete``, ``policy.set``
-and ``rollout.*``. ``before`` and ``after`` hold the changed values as JSON (``{"version": 3}``
-for aliases, whole policies for ``policy.set``). Rows are inserted,
-never updated or deleted.
+Actions: ``model.create``, ``version.create``, ``alias.set``, ``alias.delete``, ``policy.set``,
+``rollout.*``, ``reference.set``, ``token.*``, ``batch.run``, ``version.sign`` (a signature of a
+version's digest: key id and algorithm, never a private key) and ``trust.policy`` (the set of
+keys a server trusts, recorded when it differs from the last one recorded). ``before`` and
+``after`` hold the changed values as JSON (``{"version": 3}`` for aliases, whole policies for
+``policy.set``). Rows are inserted, never updated or deleted.
 """
 
 from __future__ import annotations
@@ -36,10 +38,12 @@ ACTIONS: Final = frozenset(
         "token.create",
         "batch.run",
         "token.revoke",
+        "version.sign",
+        "trust.policy",
     }
 )
 NO_MODEL: Final = ""
-"""The ``model`` of events about no model (tokens)."""
+"""The ``model`` of events about no model (tokens, trust policies)."""
 
 
 @dataclass(frozen=True)

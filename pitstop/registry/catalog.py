@@ -47,6 +47,7 @@ from pitstop.registry.schema import (
     VersionRow,
 )
 from pitstop.registry.serving_state import ServingState
+from pitstop.registry.signatures import Signatures
 from pitstop.registry.step_windows import StepWindows
 from pitstop.registry.store import (
     ArtifactStore,
@@ -93,6 +94,8 @@ class Registry:
         """Servers' heartbeats and applied generations (:mod:`pitstop.registry.replicas`)."""
         self.runs = Runs(engine, clock)
         """Batch runs in the audit history (:mod:`pitstop.registry.runs`)."""
+        self.signatures = Signatures(engine, clock)
+        """Signatures of versions and trusted-key records (:mod:`.signatures`)."""
 
     @classmethod
     def open(

@@ -65,6 +65,24 @@ class ModelRecord:
 
 
 @dataclass(frozen=True)
+class TokenRecord:
+    """A bearer token as the registry keeps it: never its secret."""
+
+    name: str
+    sha256: str
+    """Hex sha256 of the secret."""
+    scopes: tuple[str, ...]
+    created_at: datetime
+    created_by: str
+    expires_at: datetime | None = None
+    """After this instant the token is refused; None: never."""
+    rate_limit: float | None = None
+    """Requests per second it may make; None: the server's default (``PITSTOP_RATE_LIMIT``)."""
+    burst: int | None = None
+    """Requests above the rate it may make at once; None: the server's default."""
+
+
+@dataclass(frozen=True)
 class RegistrySnapshot:
     """A consistent view of the catalog at one :meth:`~Registry.generation`: what to serve."""
 
@@ -78,5 +96,5 @@ class RegistrySnapshot:
     """Model name → its traffic policy, for models that have one (others: the default)."""
     pinned: dict[str, dict[int, VersionRecord]] = field(default_factory=dict)
     """Model name → versions its policy names by number (canaries, shadows, fallbacks)."""
-    tokens: tuple[tuple[str, str, tuple[str, ...]], ...] = ()
-    """Every bearer token as (name, sha256 of the secret, scopes): what servers accept."""
+    tokens: tuple[TokenRecord, ...] = ()
+    """Every bearer token: what servers accept."""

@@ -177,6 +177,9 @@ class TokenRow(Base):
     scopes: Mapped[list[str]] = mapped_column(JSON)
     created_at: Mapped[datetime]
     created_by: Mapped[str] = mapped_column(String(ACTOR_LENGTH))
+    expires_at: Mapped[datetime | None] = mapped_column(default=None)
+    rate_limit: Mapped[float | None] = mapped_column(Float(), default=None)
+    burst: Mapped[int | None] = mapped_column(default=None)
 
 
 class StepWindowRow(Base):
@@ -263,3 +266,23 @@ class ReferenceRow(Base):
     source: Mapped[str] = mapped_column(String(NAME_LENGTH))
     created_at: Mapped[datetime]
     created_by: Mapped[str] = mapped_column(String(ACTOR_LENGTH))
+
+
+class SignatureRow(Base):
+    """A signature of one version's digest by one key. The registry keeps it as given; whoever
+    loads the version verifies it (:mod:`pitstop.security.signature`)."""
+
+    __tablename__ = "signatures"
+    __table_args__ = (
+        ForeignKeyConstraint(["model_id", "version"], ["versions.model_id", "versions.number"]),
+    )
+
+    model_id: Mapped[int] = mapped_column(ForeignKey("models.id"), primary_key=True)
+    version: Mapped[int] = mapped_column(primary_key=True, autoincrement=False)
+    key_id: Mapped[str] = mapped_column(String(NAME_LENGTH), primary_key=True)
+    algorithm: Mapped[str] = mapped_column(String(32))
+    public_key: Mapped[str] = mapped_column(Text)
+    """PEM of the signing key, for people: trust comes from the server's own key files."""
+    signature: Mapped[str] = mapped_column(String(512))
+    signed_by: Mapped[str] = mapped_column(String(ACTOR_LENGTH))
+    signed_at: Mapped[datetime]

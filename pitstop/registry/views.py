@@ -15,7 +15,7 @@ from pitstop.registry.digest import FileEntry
 from pitstop.registry.manifest import ModelManifest
 from pitstop.registry.notices import CHANNEL
 from pitstop.registry.policy import TrafficPolicy
-from pitstop.registry.records import ModelRecord, RegistrySnapshot, VersionRecord
+from pitstop.registry.records import ModelRecord, RegistrySnapshot, TokenRecord, VersionRecord
 from pitstop.registry.schema import (
     AliasRow,
     CatalogStateRow,
@@ -161,7 +161,14 @@ def read_snapshot(session: Session) -> RegistrySnapshot:
         policies={names[model_id]: policy for model_id, policy in policies.items()},
         pinned=pinned,
         tokens=tuple(
-            (row.name, row.sha256, tuple(row.scopes))
-            for row in session.scalars(select(TokenRow).order_by(TokenRow.name))
+            token_record(row) for row in session.scalars(select(TokenRow).order_by(TokenRow.name))
         ),
     )
+
+
+def token_record(row: TokenRow) -> TokenRecord:
+    """A token row as the record servers and the CLI read."""
+    return TokenRecord(
+        row.name, row.sha256, tuple(row.scopes), row.created_at, row.created_by,
+        expires_at=row.expires_at, rate_limit=row.rate_limit, burst=row.burst,
+    )  # fmt: skip

@@ -37,6 +37,8 @@ class Call:
     started_ns: int
     fallback: str | None = None
     """Set on the call a policy's fallback serves: why the chosen arm did not answer."""
+    principal: str | None = None
+    """Who sent it (the security gate's principal), for the access log."""
 
 
 class Progress:
@@ -76,6 +78,7 @@ class Progress:
             transport=call.transport,
             request=request,
             metadata=call.metadata,
+            principal=call.principal,
             started_ns=started,
             elapsed_ns=ended - started,
             request_ns=ended - call.started_ns,

@@ -171,6 +171,7 @@ class DataPlane:
         deadline: float | None = None,
         use_cache: bool = True,
         transport: str = "other",
+        principal: str | None = None,
     ) -> Served:
         """Serve one request. With no ``version`` the model's traffic policy picks the arm
         (``metadata`` holds lower-cased request headers, for a sticky key and the trace
@@ -178,9 +179,11 @@ class DataPlane:
         shadows. ``deadline`` is when the request expires on the monotonic clock (the
         transport reads it from the request's ``timeout`` parameter or the caller's own
         deadline); None means the server default (``PITSTOP_DEFAULT_TIMEOUT_US``, 0: none).
-        ``transport`` (rest, grpc, openai, ...) labels its metrics. Raises only pitstop
-        errors."""
-        call = Call(metadata, deadline, use_cache, transport, time.monotonic_ns())
+        ``transport`` (rest, grpc, openai, ...) labels its metrics; ``principal`` (who sent
+        it) goes to the access log. Raises only pitstop errors."""
+        call = Call(
+            metadata, deadline, use_cache, transport, time.monotonic_ns(), principal=principal
+        )
         if self._tracing is None:
             return await self._route(model, version, request, call)
         attributes = {"pitstop.model": model, "pitstop.transport": transport}
@@ -275,6 +278,7 @@ class DataPlane:
                 transport=call.transport, request=request, metadata=call.metadata,
                 started_ns=started, elapsed_ns=ended - started,
                 request_ns=ended - call.started_ns, error=exc, routed=routed,
+                principal=call.principal,
             ))  # fmt: skip
             raise
         with lease as loaded:
@@ -369,14 +373,16 @@ class DataPlane:
                 number = self._manager.resolve(model, version).key.version
         return self.statistics.select(model, number)
 
-    def rejected(self, model: str, transport: str, error: PitstopError) -> None:
+    def rejected(
+        self, model: str, transport: str, error: PitstopError, principal: str | None = None
+    ) -> None:
         """Count a request the transport refused before it reached :meth:`infer` (a body that
-        does not decode), so error rates see it."""
+        does not decode), so error rates see it; ``principal``: who sent it, for the log."""
         now = time.monotonic_ns()
         self._observe(Attempt(
             model=model, registered=self._registered(model), version=None, digest="",
             transport=transport, request=None, metadata=None, started_ns=now, elapsed_ns=0,
-            request_ns=0, error=error,
+            request_ns=0, error=error, principal=principal,
         ))  # fmt: skip
 
     def require_model(self, model: str) -> None:

@@ -1,7 +1,8 @@
 """Loading one version off the event loop, under a timeout.
 
-A load fetches the version's files (re-verifying every digest), deserialises the model and warms
-it up, all in a worker thread. A thread cannot be stopped: a load that times out keeps running,
+A load asks the trust policy (when there is one) whether the version may be loaded at all, then
+fetches its files (re-verifying every digest), deserialises the model and warms it up, all in a
+worker thread. A thread cannot be stopped: a load that times out keeps running,
 and if it ever finishes, what it loaded is released. Retries and their back-off are the
 manager's policy, not this module's.
 """
@@ -32,12 +33,25 @@ class Loader(Protocol):
     async def load(self, record: VersionRecord) -> Loaded: ...
 
 
+class TrustPolicy(Protocol):
+    """Whether a version may be loaded, decided from its record (digest) before any of its
+    files is fetched or deserialised: the Engine builds it from ``PITSTOP_REQUIRE_SIGNATURE``.
+
+    ``check`` runs in the load's worker thread and may block (it reads the registry). It
+    returns when the version is trusted and raises a pitstop error whose message is the FAILED
+    reason when it is not (not ``Unavailable``: a refusal is never retried; a registry that
+    cannot be reached is ``RegistryUnavailable``, and is)."""
+
+    def check(self, record: VersionRecord) -> None: ...
+
+
 class LoadTimeout(TimeoutError):
     """The load did not finish within the loader's timeout."""
 
 
 class VersionLoader:
-    """Loads versions with ``fetch`` (record → verified local folder) and the warm-up settings."""
+    """Loads versions with ``fetch`` (record → verified local folder) and the warm-up settings;
+    with a ``trust`` policy, only versions it accepts."""
 
     def __init__(
         self,
@@ -45,11 +59,13 @@ class VersionLoader:
         timeout_s: float,
         runtime_threads: int,
         warmup_runs: int,
+        trust: TrustPolicy | None = None,
     ) -> None:
         self._fetch = fetch
         self._timeout_s = timeout_s
         self._threads = runtime_threads
         self._runs = warmup_runs
+        self._trust = trust
 
     async def load(self, record: VersionRecord) -> Loaded:
         """The loaded, warmed-up runtime; ``TimeoutError`` after the timeout, or whatever
@@ -62,6 +78,8 @@ class VersionLoader:
             raise LoadTimeout(f"load timed out after {self._timeout_s:g} s") from None
 
     def _load_blocking(self, record: VersionRecord) -> Loaded:
+        if self._trust is not None:
+            self._trust.check(record)  # before a single file is read
         path = self._fetch(record)  # re-verifies every file against the digest
         return load_and_validate(
             path,

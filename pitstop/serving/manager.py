@@ -27,6 +27,7 @@ from pitstop.errors import (
 from pitstop.protocol.reference import VersionRef
 from pitstop.registry import RegistrySnapshot, TrafficPolicy, VersionRecord
 from pitstop.registry.options import DEFAULT_MAX_QUEUE_SIZE, SwapPolicy
+from pitstop.registry.records import TokenRecord
 from pitstop.serving.batcher import execution_for
 from pitstop.serving.cache import ResponseCache
 from pitstop.serving.contact import RegistryContact, follow
@@ -103,8 +104,8 @@ class ModelManager:
         """``model``'s traffic policy as last read from the registry (default: 100% production)."""
         return self._policies.get(model) or DEFAULT_POLICY
 
-    def tokens(self) -> tuple[tuple[str, str, tuple[str, ...]], ...]:
-        """The registry's bearer tokens as last read (name, sha256, scopes); no I/O."""
+    def tokens(self) -> tuple[TokenRecord, ...]:
+        """The registry's bearer tokens as last read; no I/O."""
         return self._snapshot.tokens if self._snapshot is not None else ()
 
     def require_model(self, model: str) -> None:

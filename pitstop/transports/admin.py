@@ -6,10 +6,11 @@
     POST /v2/pitstop/models/{m}/rollout/{action}        admin: pause | resume | abort
     POST /v2/pitstop/models/{m}/rollback                admin: production → previous version
 
-Bodies are JSON; every call needs ``Authorization: Bearer <token>`` with the scope shown, and is
-audited with the actor ``token:<name>``. Routes answer through ``kit.guarded``. Blocking registry
-calls run in worker threads; the decisions are :class:`pitstop.registry.Delivery`'s, which the
-CLI calls too. Every replica applies a change at its next registry poll.
+Bodies are JSON; every call needs ``Authorization: Bearer <token>`` (or a mapped client
+certificate) with the scope shown, and is audited with the principal (``token:<name>``).
+Routes answer through ``kit.guarded``. Blocking registry calls run in worker threads; the
+decisions are :class:`pitstop.registry.Delivery`'s, which the CLI calls too. Every replica
+applies a change at its next registry poll.
 """
 
 from __future__ import annotations
@@ -25,12 +26,15 @@ from starlette.routing import Route
 from pitstop import errors
 from pitstop.engine import Engine
 from pitstop.registry import Guard, RolloutVerb, TrafficPolicy
-from pitstop.security.token import ADMIN, READ, Authenticator
+from pitstop.security.authorization import Action
+from pitstop.security.gate import Gate
 from pitstop.transports.body import read_json_object
-from pitstop.transports.kit import Endpoint, guarded
+from pitstop.transports.kit import Endpoint, guarded, principal_of
 
 MAX_BODY = 1024 * 1024
 PREFIX = "/v2/pitstop/models/{model}"
+
+READ, ADMIN = Action.READ, Action.ADMIN
 
 STEERING = frozenset({RolloutVerb.PAUSE, RolloutVerb.RESUME, RolloutVerb.ABORT})
 """What an operator may do to a running rollout over HTTP (the controller steps it)."""
@@ -39,9 +43,9 @@ STEERING = frozenset({RolloutVerb.PAUSE, RolloutVerb.RESUME, RolloutVerb.ABORT})
 class AdminApi:
     """The delivery routes over a started Engine (its registry and DataPlane)."""
 
-    def __init__(self, engine: Engine, authenticator: Authenticator) -> None:
+    def __init__(self, engine: Engine, gate: Gate) -> None:
         self._engine = engine
-        self._auth = authenticator
+        self._gate = gate
         self._delivery = engine.registry.delivery
         self._dataplane = engine.dataplane
 
@@ -54,15 +58,16 @@ class AdminApi:
             Route(PREFIX + "/rollback", self._guard(self.rollback, ADMIN), methods=["POST"]),
         ]
 
-    def _guard(self, endpoint: Callable[[Request, str], Awaitable[Any]], scope: str) -> Endpoint:
-        """``endpoint(request, actor)`` as a route: the token must have ``scope``, the answer is
-        JSON, and the actor (``token:<name>``) goes to the audit history."""
+    def _guard(
+        self, endpoint: Callable[[Request, str], Awaitable[Any]], action: Action
+    ) -> Endpoint:
+        """``endpoint(request, actor)`` as a route admitted for ``action``: the answer is
+        JSON, and the actor (the principal, ``token:<name>``) goes to the audit history."""
 
         async def route(request: Request) -> Response:
-            token = self._auth.require(request.headers.get("authorization"), scope)
-            return JSONResponse(await endpoint(request, f"token:{token.name}"))
+            return JSONResponse(await endpoint(request, principal_of(request).name))
 
-        return guarded(route, self._engine)
+        return guarded(route, self._engine, self._gate, action)
 
     async def traffic(self, request: Request, _actor: str) -> Any:
         """Policy, current or last rollout, and what this server observed of fallbacks and

@@ -28,8 +28,11 @@ from starlette.types import ASGIApp
 
 from pitstop import __version__
 from pitstop.engine import Engine
-from pitstop.errors import Conflict, NotFound, RegistryUnavailable
+from pitstop.errors import Conflict, InvalidInput, NotFound, RegistryUnavailable
 from pitstop.monitoring import logs
+from pitstop.security.authorization import Action, parse_scopes
+from pitstop.security.exposure import Exposure, exposure
+from pitstop.security.gate import Gate
 from pitstop.security.token import (
     ADMIN,
     READ,
@@ -44,14 +47,16 @@ from pitstop.transports import openapi
 from pitstop.transports.admin import AdminApi
 from pitstop.transports.codec_pool import CodecPool
 from pitstop.transports.codec_worker import CodecWorker
-from pitstop.transports.grpc import GrpcApi, GrpcServer
-from pitstop.transports.http11 import JsonErrorsProtocol
-from pitstop.transports.kit import EXCEPTION_HANDLERS
+from pitstop.transports.grpc import GrpcApi
+from pitstop.transports.grpc_server import GrpcServer
+from pitstop.transports.http11 import protocol
+from pitstop.transports.kit import EXCEPTION_HANDLERS, guarded
 from pitstop.transports.listener import refuse_new_connections, shared_socket
 from pitstop.transports.observability import ObservabilityApi
 from pitstop.transports.openai import OpenAIApi
 from pitstop.transports.rest import RestApi
 from pitstop.transports.supervisor import Supervisor, end_with_parent
+from pitstop.transports.tls import TlsFiles
 
 log = logging.getLogger(__name__)
 
@@ -119,32 +124,64 @@ class Server(uvicorn.Server):
 
 
 class Host:
-    """HTTP and gRPC over one started Engine. Build it on the Engine's event loop."""
+    """HTTP and gRPC over one started Engine. Build it on the Engine's event loop.
 
-    def __init__(self, engine: Engine, settings: Settings, authenticator: Authenticator) -> None:
+    The security gate is built here from the settings (inference open or not, certificate
+    scopes, rate limits) over ``authenticator``; TLS material comes from ``tls`` (None: plain
+    TCP), which :meth:`serve` keeps following for rotations."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        settings: Settings,
+        authenticator: Authenticator,
+        tls: TlsFiles | None = None,
+    ) -> None:
         self.engine = engine
         self._settings = settings
+        self.tls = tls
+        self.exposure = server_exposure(settings)
+        self.gate = Gate(
+            authenticator,
+            open_inference=self.exposure.open_inference,
+            certificate_scopes=settings.tls_client_scopes,
+            rate_limit=settings.rate_limit,
+            burst=settings.rate_burst,
+            share=settings.rate_share,
+            on_denied=lambda action, reason: engine.observability.access.denied(
+                action.value, reason
+            ),
+        )
         worker = CodecWorker(settings.decode_memory_bytes)
         worker.start()  # its process imports while models load
         self.codecs = CodecPool(worker, max_waiting=settings.max_queue_size)
         limit = settings.max_request_bytes
+        gate = self.gate
         self.routes: list[Route] = [
-            *(rest := RestApi(engine, limit, authenticator, self.codecs)).routes(),
-            *OpenAIApi(engine, limit).routes(),
-            *AdminApi(engine, authenticator).routes(),
-            *ObservabilityApi(engine, authenticator).routes(),
+            *(
+                rest := RestApi(engine, limit, gate, self.codecs, insecure=self.exposure.insecure)
+            ).routes(),
+            *OpenAIApi(engine, limit, gate).routes(),
+            *AdminApi(engine, gate).routes(),
+            *ObservabilityApi(engine, gate).routes(),
         ]
         described = orjson.dumps(openapi.document(__version__))
 
         async def openapi_json(_request: Request) -> Response:
             return Response(described, media_type="application/json")
 
-        self.routes.append(Route("/openapi.json", openapi_json, methods=["GET"]))
+        self.routes.append(
+            Route(
+                "/openapi.json",
+                guarded(openapi_json, engine, gate, Action.DESCRIBE),
+                methods=["GET"],
+            )
+        )
         app = Starlette(routes=self.routes, exception_handlers=EXCEPTION_HANDLERS)
         # A trailing slash is a different path (404 naming it), not a redirect clients must follow.
         app.router.redirect_slashes = False
         self.asgi: ASGIApp = rest.front(app)
-        self.grpc = GrpcApi(engine, authenticator, self.codecs)
+        self.grpc = GrpcApi(engine, gate, self.codecs)
         self._server: Server | None = None
 
     async def serve(self) -> None:
@@ -160,18 +197,43 @@ class Host:
             access_log=False,
             timeout_graceful_shutdown=int(settings.drain_timeout_s),
             lifespan="off",  # the Engine's lifetime is its owner's, not the ASGI app's
-            http=JsonErrorsProtocol,
+            http=protocol(settings.max_header_bytes),
             ws="none",  # no WebSocket routes: an upgrade request is served as plain HTTP
+            h11_max_incomplete_event_size=settings.max_header_bytes,
         )
+        watching: asyncio.Task[None] | None = None
+        if self.tls is not None:
+            config.ssl_certfile, config.ssl_keyfile = self.tls.certificate, self.tls.key
+            config.load()
+            config.ssl = self.tls.context  # reloaded in place when the files change
+            watching = asyncio.create_task(self.tls.watch(), name="tls-files")
         self._server = Server(config, self.engine, settings.shutdown_grace_s)
         worker = settings.worker_dir is not None  # one of several sharing the ports
-        if worker and not await self._until_ready():
-            self.codecs.close()
-            return
-        grpc_server = GrpcServer(self.grpc, settings.grpc_max_message_bytes, share_port=worker)
         try:
-            port = await grpc_server.start(settings.host, settings.grpc_port)
-            log.info("gRPC listening on %s:%d", settings.host, port)
+            if worker and not await self._until_ready():
+                self.codecs.close()
+                return
+            await self._listen(worker)
+        finally:
+            if watching is not None:
+                watching.cancel()
+
+    async def _listen(self, worker: bool) -> None:
+        settings = self._settings
+        assert self._server is not None
+        grpc_server = GrpcServer(
+            self.grpc,
+            settings.grpc_max_message_bytes,
+            share_port=worker,
+            max_metadata_bytes=settings.max_header_bytes,
+        )
+        try:
+            port = await grpc_server.start(settings.host, settings.grpc_port, self.tls)
+            scheme = "TLS" if self.tls is None else ("mutual TLS" if self.tls.mutual else "TLS")
+            log.info(
+                "gRPC listening on %s:%d%s", settings.host, port,
+                "" if self.tls is None else f" ({scheme})",
+            )  # fmt: skip
             sockets = [shared_socket(settings.host, settings.http_port)] if worker else None
             await self._server.serve(sockets)
         finally:
@@ -253,6 +315,8 @@ def serve(settings: Settings, companions: Sequence[Companion] = ()) -> None:
     """Run the server until SIGINT/SIGTERM: this process, or a supervisor of
     ``settings.workers`` worker processes sharing the ports (each worker runs the
     ``companions`` too)."""
+    server_exposure(settings)  # a server that must not start fails here, before any worker
+    tls_files(settings)
     if settings.workers > 1 and settings.worker_dir is None:
         stop_logging = logs.configure(settings.log_format, settings.log_level)
         try:
@@ -264,6 +328,12 @@ def serve(settings: Settings, companions: Sequence[Companion] = ()) -> None:
         end_with_parent(settings.worker_dir)
     stop_logging = logs.configure(settings.log_format, settings.log_level)
     tokens = TokenFile(settings.home)
+    posture = server_exposure(settings)
+    tls = tls_files(settings)
+    if posture.insecure is not None:
+        log.warning("INSECURE (PITSTOP_INSECURE): %s", posture.insecure)
+    if not posture.open_inference:
+        log.info("inference and metadata calls need a token (PITSTOP_INFERENCE_AUTH)")
 
     # Large bodies are coded in a thread (codec_pool): when the event loop's thread wants the
     # GIL back it waits for the switch interval, after every await that blocked. At the default
@@ -287,13 +357,41 @@ def serve(settings: Settings, companions: Sequence[Companion] = ()) -> None:
             async with contextlib.AsyncExitStack() as stack:
                 for companion in companions:
                     await stack.enter_async_context(companion(engine))
-                await Host(engine, settings, authenticator).serve()
+                await Host(engine, settings, authenticator, tls).serve()
 
     try:
         with asyncio.Runner(loop_factory=_loop_factory()) as runner:
             runner.run(main())
     finally:
         stop_logging()
+
+
+def server_exposure(settings: Settings) -> Exposure:
+    """Whether inference is open, and why the server is insecure if it is; InvalidInput when
+    the settings must not start a server (pitstop.security.exposure), or when
+    ``PITSTOP_TLS_CLIENT_SCOPES`` grants a scope that does not parse."""
+    for name, scopes in settings.tls_client_scopes.items():
+        try:
+            parse_scopes(scopes)
+        except InvalidInput as exc:
+            raise InvalidInput(f"PITSTOP_TLS_CLIENT_SCOPES[{name!r}]: {exc}") from None
+    tls = settings.tls_cert is not None
+    return exposure(
+        settings.host, tls=tls, inference_auth=settings.inference_auth,
+        insecure=settings.insecure,
+    )  # fmt: skip
+
+
+def tls_files(settings: Settings) -> TlsFiles | None:
+    """The TLS files the settings name, read and checked; None without a certificate."""
+    cert, key, ca = settings.tls_cert, settings.tls_key, settings.tls_client_ca
+    if cert is None and key is None:
+        if ca is not None:
+            raise InvalidInput("PITSTOP_TLS_CLIENT_CA needs PITSTOP_TLS_CERT and PITSTOP_TLS_KEY")
+        return None
+    if cert is None or key is None:
+        raise InvalidInput("TLS needs both PITSTOP_TLS_CERT and PITSTOP_TLS_KEY")
+    return TlsFiles(cert, key, ca)
 
 
 def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:

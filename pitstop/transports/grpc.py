@@ -3,6 +3,12 @@
 Every RPC converts (:mod:`pitstop.transports.grpc_convert`), calls the DataPlane, converts back:
 the same request path as REST. Errors map to status codes in one table, :data:`CODE_BY_ERROR`.
 The server runs on the event loop of the HTTP server and is started and stopped by its lifespan.
+
+Access: every method in the route table names its :class:`Action`; the guard authenticates the
+call (``authorization`` metadata, the verified client certificate) before the request is parsed
+and authorizes it on the request's model once parsed, through the same
+:class:`~pitstop.security.gate.Gate` as HTTP. ModelInfer and ModelStreamInfer learn their model
+while decoding, so they ask the gate with it (:data:`CALLER` holds who called).
 """
 
 from __future__ import annotations
@@ -12,6 +18,7 @@ import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
+from contextvars import ContextVar
 from typing import Any, Final, TypeVar
 
 import grpc
@@ -21,7 +28,8 @@ from pitstop import errors
 from pitstop.engine import Engine
 from pitstop.protocol.binary_codec import decode_body
 from pitstop.protocol.reference import parse_ref
-from pitstop.security.token import ADMIN, Authenticator
+from pitstop.security.authorization import ANONYMOUS, Action, Principal
+from pitstop.security.gate import Credentials, Gate
 from pitstop.serving.parameters import deadline_of
 from pitstop.transports import grpc_convert as convert
 from pitstop.transports.codec_pool import CodecPool, outputs_size
@@ -51,6 +59,9 @@ STREAM_WINDOW: Final = 64
 """Requests of one ModelStreamInfer call served concurrently; the stream stops reading beyond
 that until the oldest response is sent (responses keep request order)."""
 
+CALLER: ContextVar[Principal] = ContextVar("pitstop_grpc_caller", default=ANONYMOUS)
+"""Who made the current call: set by the guard before a method runs (each call is a task)."""
+
 Req = TypeVar("Req")
 Resp = TypeVar("Resp")
 Context = grpc.aio.ServicerContext[Any, Any]
@@ -66,59 +77,66 @@ def code_of(error: errors.PitstopError) -> grpc.StatusCode:
 class GrpcApi:
     """The V2 RPCs over a started Engine's DataPlane."""
 
-    def __init__(self, engine: Engine, authenticator: Authenticator, codecs: CodecPool) -> None:
+    def __init__(self, engine: Engine, gate: Gate, codecs: CodecPool) -> None:
         self._dataplane = engine.dataplane
-        self._auth = authenticator
+        self._gate = gate
         self._codecs = codecs
 
     def handler(self) -> grpc.GenericRpcHandler:
-        """The route table: RPC name → method, with its message types."""
-        unary: dict[str, tuple[Callable[[Any, Context], Awaitable[Any]], Any, Any]] = {
-            "ServerLive": (self.server_live, pb.ServerLiveRequest, pb.ServerLiveResponse),
-            "ServerReady": (self.server_ready, pb.ServerReadyRequest, pb.ServerReadyResponse),
-            "ModelReady": (self.model_ready, pb.ModelReadyRequest, pb.ModelReadyResponse),
+        """The route table: RPC name → method, its message types, its action and the request
+        field naming its model (None: a call about no model, or one that finds its model while
+        decoding and asks the gate itself)."""
+        health, describe, infer = Action.HEALTH, Action.DESCRIBE, Action.INFER
+        observe, admin = Action.OBSERVE, Action.ADMIN
+        unary: dict[str, tuple[Callable[[Any, Context], Awaitable[Any]], Any, Any, Action, str | None]] = {  # noqa: E501
+            "ServerLive": (
+                self.server_live, pb.ServerLiveRequest, pb.ServerLiveResponse, health, None
+            ),
+            "ServerReady": (
+                self.server_ready, pb.ServerReadyRequest, pb.ServerReadyResponse, health, None
+            ),
+            "ModelReady": (
+                self.model_ready, pb.ModelReadyRequest, pb.ModelReadyResponse, describe, "name"
+            ),
             "ServerMetadata": (
-                self.server_metadata,
-                pb.ServerMetadataRequest,
-                pb.ServerMetadataResponse,
+                self.server_metadata, pb.ServerMetadataRequest, pb.ServerMetadataResponse,
+                describe, None,
             ),
             "ModelMetadata": (
-                self.model_metadata,
-                pb.ModelMetadataRequest,
-                pb.ModelMetadataResponse,
+                self.model_metadata, pb.ModelMetadataRequest, pb.ModelMetadataResponse,
+                describe, "name",
             ),
-            "ModelConfig": (self.model_config, pb.ModelConfigRequest, pb.ModelConfigResponse),
-            "ModelInfer": (self.model_infer, bytes, pb.ModelInferResponse),
+            "ModelConfig": (
+                self.model_config, pb.ModelConfigRequest, pb.ModelConfigResponse, describe,
+                "name",
+            ),
+            "ModelInfer": (self.model_infer, bytes, pb.ModelInferResponse, infer, None),
             "ModelStatistics": (
-                self.model_statistics,
-                pb.ModelStatisticsRequest,
-                pb.ModelStatisticsResponse,
+                self.model_statistics, pb.ModelStatisticsRequest, pb.ModelStatisticsResponse,
+                observe, "name",
             ),
             "RepositoryIndex": (
-                self.repository_index,
-                pb.RepositoryIndexRequest,
-                pb.RepositoryIndexResponse,
+                self.repository_index, pb.RepositoryIndexRequest, pb.RepositoryIndexResponse,
+                observe, None,
             ),
             "RepositoryModelLoad": (
-                self.repository_model_load,
-                pb.RepositoryModelLoadRequest,
-                pb.RepositoryModelLoadResponse,
+                self.repository_model_load, pb.RepositoryModelLoadRequest,
+                pb.RepositoryModelLoadResponse, admin, "model_name",
             ),
             "RepositoryModelUnload": (
-                self.repository_model_unload,
-                pb.RepositoryModelUnloadRequest,
-                pb.RepositoryModelUnloadResponse,
+                self.repository_model_unload, pb.RepositoryModelUnloadRequest,
+                pb.RepositoryModelUnloadResponse, admin, "model_name",
             ),
-        }
+        }  # fmt: skip
         # Requests arrive as bytes and are parsed here, not by grpc: a message that does not
         # parse is the client's error (INVALID_ARGUMENT naming the message), where grpc's own
         # deserializer answers INTERNAL; and a large one is parsed off the event loop.
         handlers: dict[str, grpc.RpcMethodHandler[Any, Any]] = {
             name: grpc.unary_unary_rpc_method_handler(
-                _guard(method, request, self._codecs),
+                _guard(method, request, self._codecs, self._gate, action, field),
                 response_serializer=response.SerializeToString,
             )
-            for name, (method, request, response) in unary.items()
+            for name, (method, request, response, action, field) in unary.items()
         }
         handlers["ModelStreamInfer"] = grpc.stream_stream_rpc_method_handler(
             self.model_stream_infer,
@@ -168,13 +186,16 @@ class GrpcApi:
     async def model_infer(self, data: bytes, c: Context) -> pb.ModelInferResponse:
         """Trailing metadata names the version and digest that answered."""
         metadata = _metadata(c) if self._dataplane.wants_metadata else None
-        response, version, digest = await self._infer(data, c.time_remaining(), metadata)
+        response, version, digest = await self._infer(
+            data, CALLER.get(), c.time_remaining(), metadata
+        )
         c.set_trailing_metadata(((VERSION_HEADER, version), (DIGEST_HEADER, digest)))
         return response
 
     async def _infer(
         self,
         data: bytes,
+        caller: Principal,
         remaining_s: float | None = None,
         metadata: dict[str, str] | None = None,
     ) -> tuple[pb.ModelInferResponse, str, str]:
@@ -191,6 +212,7 @@ class GrpcApi:
         model, version = name, parse_ref(version_text)
         if not model:
             raise errors.InvalidInput("model_name must be set")
+        self._gate.allow(caller, Action.INFER, model)
         try:
             if parsed is not None:
                 request = convert.decode_infer_request(parsed)
@@ -208,7 +230,7 @@ class GrpcApi:
             now = time.monotonic()
             deadline = deadline_of(request.parameters, now)
         except errors.InvalidInput as error:  # counted like the DataPlane's own refusals
-            self._dataplane.rejected(model, "grpc", error)
+            self._dataplane.rejected(model, "grpc", error, caller.name)
             raise
         if remaining_s is not None:
             # The client's gRPC deadline bounds the request too: work it gave up on is never
@@ -216,8 +238,9 @@ class GrpcApi:
             client = now + remaining_s
             deadline = client if deadline is None else min(deadline, client)
         served = await self._dataplane.infer(
-            model, version, request, metadata=metadata, deadline=deadline, transport="grpc"
-        )
+            model, version, request, metadata=metadata, deadline=deadline, transport="grpc",
+            principal=caller.name,
+        )  # fmt: skip
         response = await self._codecs.run(
             outputs_size(served.response.outputs),
             convert.encode_infer_response,
@@ -227,10 +250,19 @@ class GrpcApi:
         return response, str(served.version), served.digest
 
     async def model_stream_infer(
-        self, requests: AsyncIterator[bytes], _c: Context
+        self, requests: AsyncIterator[bytes], c: Context
     ) -> AsyncIterator[pb.ModelStreamInferResponse]:
         """One response per request, in request order; a failed request yields its
-        ``error_message`` and the stream goes on (Triton's behaviour)."""
+        ``error_message`` and the stream goes on (Triton's behaviour). The call is
+        authenticated when it opens (UNAUTHENTICATED ends it) and again for each request, so a
+        token revoked or expired meanwhile stops working on an open stream too; each request is
+        authorized on its model (a denied one answers its ``error_message``)."""
+        credentials = credentials_of(c)
+        try:
+            self._gate.authenticate(credentials, Action.INFER)
+        except errors.PitstopError as error:
+            await c.abort(code_of(error), str(error))
+            return
         # The semaphore bounds the requests in flight; the queue keeps their order and never
         # blocks, so the reader can always signal the end (None) and never strands a task.
         slots = asyncio.Semaphore(STREAM_WINDOW)
@@ -240,7 +272,7 @@ class GrpcApi:
             try:
                 async for request in requests:
                     await slots.acquire()
-                    window.put_nowait(asyncio.ensure_future(self._stream_one(request)))
+                    window.put_nowait(asyncio.ensure_future(self._stream_one(request, credentials)))
             finally:
                 window.put_nowait(None)
 
@@ -260,9 +292,12 @@ class GrpcApi:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await reader
 
-    async def _stream_one(self, data: bytes) -> pb.ModelStreamInferResponse:
+    async def _stream_one(
+        self, data: bytes, credentials: Credentials
+    ) -> pb.ModelStreamInferResponse:
         try:
-            response, _, _ = await self._infer(data)
+            caller = self._gate.authenticate(credentials, Action.INFER)
+            response, _, _ = await self._infer(data, caller)
         except errors.PitstopError as error:
             return pb.ModelStreamInferResponse(error_message=str(error))
         except Exception as exc:
@@ -284,16 +319,14 @@ class GrpcApi:
         return convert.encode_repository_index(self._dataplane.repository_index(r.ready))
 
     async def repository_model_load(
-        self, r: pb.RepositoryModelLoadRequest, c: Context
+        self, r: pb.RepositoryModelLoadRequest, _c: Context
     ) -> pb.RepositoryModelLoadResponse:
-        self._auth.require(_authorization(c), ADMIN)
         await self._dataplane.load_model(r.model_name)
         return pb.RepositoryModelLoadResponse()
 
     async def repository_model_unload(
-        self, r: pb.RepositoryModelUnloadRequest, c: Context
+        self, r: pb.RepositoryModelUnloadRequest, _c: Context
     ) -> pb.RepositoryModelUnloadResponse:
-        self._auth.require(_authorization(c), ADMIN)
         await self._dataplane.unload_model(r.model_name)
         return pb.RepositoryModelUnloadResponse()
 
@@ -306,33 +339,50 @@ def _metadata(context: Context) -> dict[str, str]:
     }
 
 
-def _authorization(context: Context) -> str | None:
+def credentials_of(context: Context) -> Credentials:
+    """The call's ``authorization`` metadata and, over mutual TLS, the verified client
+    certificate's common name (gRPC's auth context holds it only once verified)."""
+    authorization: str | None = None
     for key, value in context.invocation_metadata() or ():
         if key == "authorization":
-            return value if isinstance(value, str) else value.decode("latin-1")
-    return None
+            authorization = value if isinstance(value, str) else value.decode("latin-1")
+            break
+    names = list(context.auth_context().get("x509_common_name") or ())
+    common_name = names[0].decode("utf-8", "replace") if names else None
+    return Credentials(authorization, common_name)
 
 
 def _guard(
-    method: Callable[[Any, Context], Awaitable[Resp]], request_type: type[Any], codecs: CodecPool
+    method: Callable[[Any, Context], Awaitable[Resp]],
+    request_type: type[Any],
+    codecs: CodecPool,
+    gate: Gate,
+    action: Action,
+    model_field: str | None,
 ) -> Callable[[bytes, Context], Awaitable[Resp]]:
-    """Parses the request as ``request_type`` (``bytes``: the method parses it), calls
-    ``method``; pitstop errors end the call with their status code, anything else with
+    """Authenticates the call for ``action``, parses the request as ``request_type``
+    (``bytes``: the method parses it), authorizes it on the model its ``model_field`` names,
+    calls ``method``; pitstop errors end the call with their status code, anything else with
     INTERNAL."""
 
     async def guarded(data: bytes, context: Context) -> Resp:
         trailing: tuple[tuple[str, str], ...] = ()
         try:
+            caller = gate.authenticate(credentials_of(context), action)
             request = (
                 data
                 if request_type is bytes
                 else await codecs.run(len(data), convert.parse, request_type, data)
             )
+            if request_type is not bytes:
+                model = (getattr(request, model_field) or None) if model_field else None
+                caller = gate.allow(caller, action, model)
+            CALLER.set(caller)
             return await method(request, context)
         except errors.PitstopError as error:
             code, message = code_of(error), str(error)
             if isinstance(error, errors.Overloaded):
-                trailing = (("retry-after", str(max(1, round(error.retry_after)))),)
+                trailing = (("retry-after", error.retry_after_header),)
         except (asyncio.CancelledError, grpc.aio.AbortError):
             raise
         except Exception as exc:
@@ -344,38 +394,3 @@ def _guard(
         await context.abort(code, message, trailing)
 
     return guarded
-
-
-class GrpcServer:
-    """A grpc.aio server for one :class:`GrpcApi`; create, start and stop it on one event loop."""
-
-    def __init__(self, api: GrpcApi, max_message_bytes: int, share_port: bool = False) -> None:
-        """``share_port``: the workers of one server listen on one port (SO_REUSEPORT; the
-        kernel spreads connections over them)."""
-        self._server = grpc.aio.server(
-            options=[
-                ("grpc.max_send_message_length", max_message_bytes),
-                ("grpc.max_receive_message_length", max_message_bytes),
-                # gRPC sets SO_REUSEPORT by default, which lets two servers bind one port
-                # silently; a port in use must be an error, unless sharing it is the point.
-                ("grpc.so_reuseport", int(share_port)),
-            ]
-        )
-        self._server.add_generic_rpc_handlers((api.handler(),))
-
-    async def start(self, host: str, port: int) -> int:
-        """Listen on ``host:port`` (0 picks a free port); returns the port bound."""
-        address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-        try:
-            bound = self._server.add_insecure_port(address)
-        except RuntimeError as exc:
-            raise OSError(f"gRPC cannot listen on {address}: {exc}") from exc
-        if bound == 0:
-            raise OSError(f"gRPC cannot listen on {address}")
-        await self._server.start()
-        return bound
-
-    async def stop(self, grace_s: float) -> None:
-        """Refuse new calls; give calls in flight ``grace_s`` seconds, then cancel them."""
-        with contextlib.suppress(asyncio.CancelledError):
-            await self._server.stop(grace_s)

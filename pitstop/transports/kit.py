@@ -1,7 +1,9 @@
 """How every HTTP route answers: the error-to-status table, the JSON error body, Starlette's own
 errors in the same shape, and :func:`guarded`, the wrapper every route of every HTTP API
-(REST, admin, OpenAI, observability) is served through, so errors, authentication and draining
-behave the same everywhere. gRPC has its own table (``grpc.CODE_BY_ERROR``).
+(REST, admin, OpenAI, observability) is served through, so errors, access and draining behave
+the same everywhere: a route cannot be built without naming its :class:`Action`, and the
+:class:`~pitstop.security.gate.Gate` admits the call before the route runs. gRPC has its own
+table (``grpc.CODE_BY_ERROR``) and the same gate.
 """
 
 from __future__ import annotations
@@ -13,10 +15,12 @@ import orjson
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
+from starlette.types import Scope
 
 from pitstop import errors
 from pitstop.engine import Engine
-from pitstop.security.token import Authenticator
+from pitstop.security.authorization import Action, Principal
+from pitstop.security.gate import Credentials, Gate
 
 Endpoint = Callable[[Request], Awaitable[Response]]
 
@@ -52,8 +56,10 @@ def error_body(error: errors.PitstopError) -> tuple[bytes, list[tuple[bytes, byt
     """The JSON body ``{"error": message}`` and its headers (Retry-After when overloaded), as
     raw ASGI headers."""
     headers = [(b"content-type", b"application/json")]
+    if isinstance(error, errors.Unauthenticated):
+        headers.append((b"www-authenticate", b'Bearer realm="pitstop"'))
     if isinstance(error, errors.Overloaded):
-        headers.append((b"retry-after", str(max(1, round(error.retry_after))).encode()))
+        headers.append((b"retry-after", error.retry_after_header.encode()))
     return orjson.dumps({"error": str(error)}), headers
 
 
@@ -94,24 +100,56 @@ def error_response(error: errors.PitstopError) -> Response:
     )
 
 
+PRINCIPAL: Final = "pitstop.principal"
+"""The scope key under which a guarded route finds who called (:func:`principal_of`)."""
+
+
+def credentials_of(scope: Scope) -> Credentials:
+    """What an HTTP request carries: its ``Authorization`` header and, over mutual TLS, the
+    verified client certificate's common name (``http11`` puts it in the ASGI ``tls``
+    extension)."""
+    authorization: str | None = None
+    for name, value in scope["headers"]:
+        if name == b"authorization":
+            authorization = value.decode("latin-1")
+            break
+    tls = scope.get("extensions", {}).get("tls")
+    common_name = tls.get("client_common_name") if isinstance(tls, dict) else None
+    return Credentials(authorization, common_name if isinstance(common_name, str) else None)
+
+
+def principal_of(request: Request) -> Principal:
+    """Who called a guarded route (set by :func:`guarded` before the route runs)."""
+    principal = request.scope.get(PRINCIPAL)
+    if not isinstance(principal, Principal):
+        raise errors.InternalError("the route was not served through kit.guarded")
+    return principal
+
+
 def guarded(
     endpoint: Endpoint,
     engine: Engine,
+    gate: Gate,
+    action: Action,
     *,
-    scope: str | None = None,
-    authenticator: Authenticator | None = None,
     on_error: Callable[[errors.PitstopError], Response] = error_response,
+    model_in_body: bool = False,
 ) -> Endpoint:
-    """``endpoint`` answering pitstop errors with ``on_error`` (the JSON error body by
-    default), after checking the bearer token for ``scope`` when one is given; while the
-    Engine drains, every answer says ``Connection: close`` so clients reconnect elsewhere."""
-    if scope is not None and authenticator is None:
-        raise ValueError("a scope needs an authenticator")
+    """``endpoint`` behind the gate: the call is admitted for ``action`` on the path's
+    ``{model}`` (if any) first — or, with ``model_in_body``, only authenticated here and the
+    endpoint must call ``gate.allow(principal_of(request), action, model)`` once it has read
+    the model from the body (so one request takes one unit of its rate); pitstop errors are
+    answered with ``on_error`` (the JSON error body by default); while the Engine drains, every
+    answer says ``Connection: close`` so clients reconnect elsewhere."""
 
     async def route(request: Request) -> Response:
         try:
-            if scope is not None and authenticator is not None:
-                authenticator.require(request.headers.get("authorization"), scope)
+            credentials = credentials_of(request.scope)
+            if model_in_body:
+                request.scope[PRINCIPAL] = gate.authenticate(credentials, action)
+            else:
+                model = request.path_params.get("model")
+                request.scope[PRINCIPAL] = gate.admit(credentials, action, model)
             response = await endpoint(request)
         except ClientGone:
             response = Response(status_code=499)  # nobody reads it; uvicorn drops it

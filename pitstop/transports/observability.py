@@ -1,7 +1,8 @@
 """Observability over HTTP: the routes of the Engine's monitoring parts
 (:mod:`pitstop.engine.monitors`).
 
-    GET /metrics                           Prometheus text format; no token (read-only, standard)
+    GET /metrics                           Prometheus text format; observe: no token while
+                                           inference is open (loopback), else a read token
     GET /v2/pitstop/models/{m}/drift       read: drift scores per version, worst feature first
                                            (``?refresh=1`` scores now instead of on the timer)
     GET /v2/pitstop/cost                   read: cost per model version (``?window_s=3600``)
@@ -20,7 +21,8 @@ from starlette.routing import Route
 from pitstop import __version__, errors
 from pitstop.engine import Engine
 from pitstop.monitoring.metrics import CONTENT_TYPE, MetricsExporter
-from pitstop.security.token import READ, Authenticator
+from pitstop.security.authorization import Action
+from pitstop.security.gate import Gate
 from pitstop.transports.kit import Endpoint, guarded
 
 log = logging.getLogger(__name__)
@@ -29,9 +31,9 @@ log = logging.getLogger(__name__)
 class ObservabilityApi:
     """The routes above, over a started Engine."""
 
-    def __init__(self, engine: Engine, authenticator: Authenticator) -> None:
+    def __init__(self, engine: Engine, gate: Gate) -> None:
         self._engine = engine
-        self._auth = authenticator
+        self._gate = gate
         dataplane, observability = engine.dataplane, engine.observability
         exporter = MetricsExporter(
             server_version=__version__,
@@ -40,20 +42,23 @@ class ObservabilityApi:
             drift=observability.drift,
             cost=observability.cost_report if observability.cost is not None else None,
             streams=observability.streams_everywhere,
+            access=observability.access_everywhere,
         )
         self._parts = (dataplane, observability, exporter)
 
     def routes(self) -> list[Route]:
         return [
-            Route("/metrics", self._guard(self.metrics, None), methods=["GET"]),
+            Route("/metrics", self._guard(self.metrics, Action.OBSERVE), methods=["GET"]),
             Route(
-                "/v2/pitstop/models/{model}/drift", self._guard(self.drift, READ), methods=["GET"]
+                "/v2/pitstop/models/{model}/drift",
+                self._guard(self.drift, Action.READ),
+                methods=["GET"],
             ),
-            Route("/v2/pitstop/cost", self._guard(self.cost, READ), methods=["GET"]),
+            Route("/v2/pitstop/cost", self._guard(self.cost, Action.READ), methods=["GET"]),
         ]
 
-    def _guard(self, endpoint: Endpoint, scope: str | None) -> Endpoint:
-        return guarded(endpoint, self._engine, scope=scope, authenticator=self._auth)
+    def _guard(self, endpoint: Endpoint, action: Action) -> Endpoint:
+        return guarded(endpoint, self._engine, self._gate, action)
 
     async def metrics(self, _request: Request) -> Response:
         _dataplane, _observability, exporter = self._parts

@@ -32,9 +32,11 @@ from pitstop import errors
 from pitstop.engine import Engine
 from pitstop.protocol.reference import parse_ref
 from pitstop.protocol.tensor import InferRequest, TensorSpec
+from pitstop.security.authorization import Action
+from pitstop.security.gate import Gate
 from pitstop.transports.body import read_json_object
 from pitstop.transports.headers import DIGEST_HEADER, TRUNCATED_HEADER, VERSION_HEADER
-from pitstop.transports.kit import Endpoint, guarded, status_of
+from pitstop.transports.kit import Endpoint, guarded, principal_of, status_of
 
 MAX_INPUTS: Final = 2048
 """OpenAI's own limit of inputs per request."""
@@ -76,30 +78,51 @@ def error_response(error: errors.PitstopError) -> JSONResponse:
         "code": _CODES.get(status),
     }
     headers = {}
+    if isinstance(error, errors.Unauthenticated):
+        headers["WWW-Authenticate"] = 'Bearer realm="pitstop"'
     if isinstance(error, errors.Overloaded):
-        headers["Retry-After"] = str(max(1, round(error.retry_after)))
+        headers["Retry-After"] = error.retry_after_header
     return JSONResponse({"error": body}, status_code=status, headers=headers)
 
 
 class OpenAIApi:
     """The OpenAI routes over a started Engine's DataPlane."""
 
-    def __init__(self, engine: Engine, max_request_bytes: int) -> None:
+    def __init__(self, engine: Engine, max_request_bytes: int, gate: Gate) -> None:
         self._engine = engine
+        self._gate = gate
         self._dataplane = engine.dataplane
         self._max_bytes = max_request_bytes
 
     def routes(self) -> list[Route]:
         return [
-            Route("/v1/embeddings", self._guarded(self.embeddings), methods=["POST"]),
-            Route("/v1/models", self._guarded(self.models), methods=["GET"]),
+            # The model is in the body: authenticated here, authorized (and rate-limited) on
+            # the named model once the body is read.
+            Route(
+                "/v1/embeddings",
+                self._guarded(self.embeddings, Action.INFER, model_in_body=True),
+                methods=["POST"],
+            ),
+            Route("/v1/models", self._guarded(self.models, Action.DESCRIBE), methods=["GET"]),
         ]
 
-    def _guarded(self, endpoint: Endpoint) -> Endpoint:
-        return guarded(endpoint, self._engine, on_error=error_response)
+    def _guarded(
+        self, endpoint: Endpoint, action: Action, *, model_in_body: bool = False
+    ) -> Endpoint:
+        return guarded(
+            endpoint, self._engine, self._gate, action, on_error=error_response,
+            model_in_body=model_in_body,
+        )  # fmt: skip
 
-    async def models(self, _request: Request) -> Response:
-        names = sorted({row.name for row in self._dataplane.repository_index(ready_only=True)})
+    async def models(self, request: Request) -> Response:
+        """The ready models the caller may embed with (an ``infer:fraud*`` token sees only
+        those)."""
+        caller = principal_of(request)
+        names = sorted(
+            name
+            for name in {row.name for row in self._dataplane.repository_index(ready_only=True)}
+            if self._gate.permits(caller, Action.INFER, name)
+        )
         data = [{"id": n, "object": "model", "created": 0, "owned_by": "pitstop"} for n in names]
         return JSONResponse({"object": "list", "data": data})
 
@@ -107,6 +130,7 @@ class OpenAIApi:
         body = await self._read_json(request)
         target = _field(body, "model", str)
         model, _, ref = target.partition("@")
+        self._gate.allow(principal_of(request), Action.INFER, model)
         version = parse_ref(ref)
         texts = _texts(body.get("input"))
         encoding = body.get("encoding_format") or "float"
@@ -133,6 +157,7 @@ class OpenAIApi:
                 input_datatypes={text_input.name: "BYTES"},
             ),
             transport="openai",
+            principal=principal_of(request).name,
         )
         vectors = np.asarray(served.response.outputs[output.name], dtype="<f4")
         parameters = served.response.parameters

@@ -26,12 +26,21 @@ from pitstop import errors
 from pitstop.engine import Engine
 from pitstop.protocol.binary_codec import HEADER_LENGTH, encode_body
 from pitstop.protocol.reference import VersionRef, parse_ref
-from pitstop.security.token import ADMIN, Authenticator
+from pitstop.security.authorization import Action
+from pitstop.security.gate import Gate
 from pitstop.serving.parameters import deadline_of
 from pitstop.transports.body import read_body, read_json, read_stream
 from pitstop.transports.codec_pool import CodecPool, outputs_size
 from pitstop.transports.headers import DIGEST_HEADER, FALLBACK_HEADER, VERSION_HEADER
-from pitstop.transports.kit import ClientGone, Endpoint, error_body, guarded, status_of
+from pitstop.transports.kit import (
+    ClientGone,
+    Endpoint,
+    credentials_of,
+    error_body,
+    guarded,
+    principal_of,
+    status_of,
+)
 
 _RAW_VERSION: Final = VERSION_HEADER.encode()
 _RAW_DIGEST: Final = DIGEST_HEADER.encode()
@@ -52,40 +61,56 @@ class RestApi:
         self,
         engine: Engine,
         max_request_bytes: int,
-        authenticator: Authenticator,
+        gate: Gate,
         codecs: CodecPool,
+        insecure: str | None = None,
     ) -> None:
+        """``insecure``: why this server runs without TLS and inference authentication on a
+        non-loopback address (``PITSTOP_INSECURE``), reported in the server metadata."""
         self._engine = engine
         self._dataplane = engine.dataplane
         self._max_bytes = max_request_bytes
-        self._auth = authenticator
+        self._gate = gate
         self._codecs = codecs
+        self._insecure = insecure
 
     def routes(self) -> list[Route]:
         model = "/v2/models/{model}"
         version = "/v2/models/{model}/versions/{version}"
         # Inference first: Starlette tries routes in order, and infer is the hot path.
+        infer, describe, observe = Action.INFER, Action.DESCRIBE, Action.OBSERVE
+        health, admin = Action.HEALTH, Action.ADMIN
         return [
-            Route(model + "/infer", self._guard(self.infer), methods=["POST"]),
-            Route(version + "/infer", self._guard(self.infer), methods=["POST"]),
-            Route("/v2/models/stats", self._guard(self.statistics), methods=["GET"]),
-            Route(model + "/stats", self._guard(self.statistics), methods=["GET"]),
-            Route(version + "/stats", self._guard(self.statistics), methods=["GET"]),
-            Route("/v2/repository/index", self._guard(self.repository_index), methods=["POST"]),
-            Route("/v2/repository/models/{model}/load", self._guard(self.load), methods=["POST"]),
+            Route(model + "/infer", self._guard(self.infer, infer), methods=["POST"]),
+            Route(version + "/infer", self._guard(self.infer, infer), methods=["POST"]),
+            Route("/v2/models/stats", self._guard(self.statistics, observe), methods=["GET"]),
+            Route(model + "/stats", self._guard(self.statistics, observe), methods=["GET"]),
+            Route(version + "/stats", self._guard(self.statistics, observe), methods=["GET"]),
             Route(
-                "/v2/repository/models/{model}/unload", self._guard(self.unload), methods=["POST"]
+                "/v2/repository/index",
+                self._guard(self.repository_index, observe),
+                methods=["POST"],
             ),
-            Route("/v2/health/live", self._guard(self.live), methods=["GET"]),
-            Route("/v2/health/ready", self._guard(self.ready), methods=["GET"]),
-            Route("/v2", self._guard(self.server_metadata), methods=["GET"]),
-            Route("/v2/", self._guard(self.server_metadata), methods=["GET"]),
-            Route(model, self._guard(self.model_metadata), methods=["GET"]),
-            Route(version, self._guard(self.model_metadata), methods=["GET"]),
-            Route(model + "/ready", self._guard(self.model_ready), methods=["GET"]),
-            Route(version + "/ready", self._guard(self.model_ready), methods=["GET"]),
-            Route(model + "/config", self._guard(self.model_config), methods=["GET"]),
-            Route(version + "/config", self._guard(self.model_config), methods=["GET"]),
+            Route(
+                "/v2/repository/models/{model}/load",
+                self._guard(self.load, admin),
+                methods=["POST"],
+            ),
+            Route(
+                "/v2/repository/models/{model}/unload",
+                self._guard(self.unload, admin),
+                methods=["POST"],
+            ),
+            Route("/v2/health/live", self._guard(self.live, health), methods=["GET"]),
+            Route("/v2/health/ready", self._guard(self.ready, health), methods=["GET"]),
+            Route("/v2", self._guard(self.server_metadata, describe), methods=["GET"]),
+            Route("/v2/", self._guard(self.server_metadata, describe), methods=["GET"]),
+            Route(model, self._guard(self.model_metadata, describe), methods=["GET"]),
+            Route(version, self._guard(self.model_metadata, describe), methods=["GET"]),
+            Route(model + "/ready", self._guard(self.model_ready, describe), methods=["GET"]),
+            Route(version + "/ready", self._guard(self.model_ready, describe), methods=["GET"]),
+            Route(model + "/config", self._guard(self.model_config, describe), methods=["GET"]),
+            Route(version + "/config", self._guard(self.model_config, describe), methods=["GET"]),
         ]
 
     def front(self, app: ASGIApp) -> ASGIApp:
@@ -109,7 +134,8 @@ class RestApi:
         headers = Headers(scope=scope)
         status = 200
         try:
-            content, extra = await self._infer(model, version, headers, receive)
+            caller = self._gate.admit(credentials_of(scope), Action.INFER, model)
+            content, extra = await self._infer(model, version, headers, receive, caller.name)
         except ClientGone:
             return
         except errors.PitstopError as error:
@@ -132,7 +158,12 @@ class RestApi:
         await send({"type": "http.response.body", "body": content})
 
     async def _infer(
-        self, model: str, version: VersionRef, headers: Headers, receive: Receive
+        self,
+        model: str,
+        version: VersionRef,
+        headers: Headers,
+        receive: Receive,
+        principal: str,
     ) -> tuple[bytes, list[tuple[bytes, bytes]]]:
         try:
             body = await self._receive_body(headers, receive)
@@ -140,11 +171,12 @@ class RestApi:
             del body  # the decoded arrays are all the request needs from here on
             deadline = deadline_of(decoded.parameters, time.monotonic())
         except errors.InvalidInput as error:  # counted like the DataPlane's own refusals
-            self._dataplane.rejected(model, "rest", error)
+            self._dataplane.rejected(model, "rest", error, principal)
             raise
         served = await self._dataplane.infer(
-            model, version, decoded, metadata=headers, deadline=deadline, transport="rest"
-        )
+            model, version, decoded, metadata=headers, deadline=deadline, transport="rest",
+            principal=principal,
+        )  # fmt: skip
         outputs = served.response.outputs
         encoded = await self._codecs.run(
             outputs_size(outputs), encode_body, served.response, decoded.parameters
@@ -172,8 +204,8 @@ class RestApi:
 
         return await read_stream(headers.get("content-length"), chunks(), self._max_bytes)
 
-    def _guard(self, endpoint: Endpoint) -> Endpoint:
-        return guarded(endpoint, self._engine)
+    def _guard(self, endpoint: Endpoint, action: Action) -> Endpoint:
+        return guarded(endpoint, self._engine, self._gate, action)
 
     async def live(self, _request: Request) -> Response:
         registry = self._engine.manager.contact.to_json()
@@ -190,9 +222,14 @@ class RestApi:
 
     async def server_metadata(self, _request: Request) -> Response:
         info = self._dataplane.info
-        return JSONResponse(
-            {"name": info.name, "version": info.version, "extensions": list(info.extensions)}
-        )
+        body: dict[str, Any] = {
+            "name": info.name,
+            "version": info.version,
+            "extensions": list(info.extensions),
+        }
+        if self._insecure:
+            body["pitstop_insecure"] = self._insecure
+        return JSONResponse(body)
 
     async def model_metadata(self, request: Request) -> Response:
         model, version = _target(request)
@@ -212,7 +249,9 @@ class RestApi:
         """JSON, or JSON plus binary tensors (the binary tensor extension) both ways. Served by
         :meth:`front` in the server; this route is what an un-fronted app answers with."""
         model, version = _target(request)
-        content, extra = await self._infer(model, version, request.headers, request.receive)
+        content, extra = await self._infer(
+            model, version, request.headers, request.receive, principal_of(request).name
+        )
         return Response(content, headers={k.decode(): v.decode() for k, v in extra})
 
     async def statistics(self, request: Request) -> Response:
@@ -230,13 +269,11 @@ class RestApi:
         )
 
     async def load(self, request: Request) -> Response:
-        self._auth.require(request.headers.get("authorization"), ADMIN)
         await self._read_json(request, optional=True)
         await self._dataplane.load_model(request.path_params["model"])
         return JSONResponse({})
 
     async def unload(self, request: Request) -> Response:
-        self._auth.require(request.headers.get("authorization"), ADMIN)
         await self._read_json(request, optional=True)
         await self._dataplane.unload_model(request.path_params["model"])
         return JSONResponse({})

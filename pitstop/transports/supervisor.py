@@ -229,6 +229,8 @@ def worker_environment(
         PITSTOP_HTTP_PORT=str(http_port),
         PITSTOP_GRPC_PORT=str(grpc_port),
         PITSTOP_REPLICA=replica,
+        # Each worker keeps its own token buckets: together they allow the configured rates.
+        PITSTOP_RATE_SHARE=repr(1 / max(1, settings.workers)),
     )
     return environment
 

@@ -8,6 +8,7 @@ import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Final
 
 import httpx
 
@@ -56,11 +57,9 @@ def _embedder(folder: Path) -> Path:
     )
 
 
-@contextmanager
-def healthy_server(root: Path) -> Iterator[ServerProcess]:
-    """iris (ONNX, two versions, production → 1), text (BYTES identity), slow (0.4 s per call,
-    one thread, a queue of 2), embed (an OpenAI-embeddable model); requests up to 1 MiB."""
-    home, src = root / "home", root / "src"
+def push_documented_models(home: Path, src: Path) -> None:
+    """iris (ONNX, two versions, production → 1), text (BYTES identity), slow (0.4 s per call),
+    embed (an OpenAI-embeddable model), into the embedded registry of ``home``."""
     with open_registry(home) as registry:
         iris = mf.make_onnx_package(src / "iris")
         registry.push(iris, name="iris", aliases=["production"], actor="test")
@@ -71,14 +70,24 @@ def healthy_server(root: Path) -> Iterator[ServerProcess]:
         registry.push(slow, name="slow", aliases=["production"], actor="test", trust_code=True)
         embed = _embedder(src / "embed")
         registry.push(embed, name="embed", aliases=["production"], actor="test", trust_code=True)
-    env = {
-        "PITSTOP_MAX_REQUEST_BYTES": str(MAX_REQUEST_BYTES),
-        "PITSTOP_INFERENCE_THREADS": "1",
-        "PITSTOP_MAX_QUEUE_SIZE": "2",
-        "PITSTOP_WARMUP_RUNS": "0",
-        "PITSTOP_COST_PER_HOUR": "1.5",
-    }
-    with ServerProcess(home, env) as server:
+
+
+DOCUMENTED_ENV: Final = {
+    "PITSTOP_MAX_REQUEST_BYTES": str(MAX_REQUEST_BYTES),
+    "PITSTOP_INFERENCE_THREADS": "1",
+    "PITSTOP_MAX_QUEUE_SIZE": "2",
+    "PITSTOP_WARMUP_RUNS": "0",
+    "PITSTOP_COST_PER_HOUR": "1.5",
+}
+
+
+@contextmanager
+def healthy_server(root: Path) -> Iterator[ServerProcess]:
+    """The documented models (:func:`push_documented_models`): one thread, a queue of 2 for
+    slow; requests up to 1 MiB."""
+    home, src = root / "home", root / "src"
+    push_documented_models(home, src)
+    with ServerProcess(home, DOCUMENTED_ENV) as server:
         yield server
 
 

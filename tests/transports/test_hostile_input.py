@@ -271,6 +271,41 @@ def test_model_ready_tells_unknown_from_not_ready(client: httpx.Client, stub: St
     assert stub.ModelReady(pb.ModelReadyRequest(name="iris")).ready is True
 
 
+# -- JSON nesting: bounded by the parser (1,024 levels), and never a recursion in the server ------
+
+
+def nested(depth: int, leaf: str = "1") -> str:
+    return "[" * depth + leaf + "]" * depth
+
+
+@pytest.mark.parametrize("depth", [64, 900, 1023, 1025, 100_000])
+def test_deeply_nested_json_is_a_clear_400_everywhere(
+    client: httpx.Client, server: ServerProcess, depth: int
+) -> None:
+    admin = {"Authorization": f"Bearer {(server.home / 'admin.token').read_text().strip()}"}
+    value = nested(depth)
+    templates = {  # @ marks where the nested value goes
+        "/v2/models/iris/infer": [
+            "@",
+            '{"inputs": [{"name": "input", "shape": [1, 4], "datatype": "FP32", "data": @}]}',
+            '{"inputs": [@], "parameters": {"p": @}}',
+            '{"id": @, "inputs": []}',
+        ],
+        "/v2/pitstop/models/iris/traffic": ['{"weights": @}', "@"],
+        "/v1/embeddings": ['{"model": "iris", "input": @}'],
+    }
+    bodies = {path: [t.replace("@", value) for t in ts] for path, ts in templates.items()}
+    for path, payloads in bodies.items():
+        for payload in payloads:
+            method = "PUT" if path.endswith("/traffic") else "POST"
+            answer = client.request(method, path, content=payload, headers=admin)
+            assert 400 <= answer.status_code < 500, (path, payload[:80], answer.text[:200])
+            assert answer.json()["error"], (path, payload[:80])
+            if depth > 1024 and path.startswith("/v2/models"):
+                assert "depth limit exceeded" in answer.json()["error"]
+    assert client.get("/v2/models/iris/ready").status_code == 200  # and it still serves
+
+
 # -- every error body is JSON, router-level ones included ---------------------------------------
 
 

@@ -1,5 +1,5 @@
 """kit.guarded, the wrapper every HTTP route answers through: errors as JSON with their status,
-tokens checked for the route's scope, and ``Connection: close`` on every answer while the
+the gate asked for the route's action, and ``Connection: close`` on every answer while the
 Engine drains."""
 
 from __future__ import annotations
@@ -15,6 +15,8 @@ from starlette.testclient import TestClient
 
 from pitstop import errors
 from pitstop.engine import Engine
+from pitstop.security.authorization import Action
+from pitstop.security.gate import Gate
 from pitstop.security.token import ADMIN, READ, Authenticator, TokenFile
 from pitstop.settings import Settings
 from pitstop.transports.kit import guarded
@@ -25,13 +27,20 @@ def engine(tmp_path: Path) -> Engine:
     return Engine(Settings(home=tmp_path))  # never started: guarded reads only its drain state
 
 
-def app(engine: Engine, failure: Exception | None, **guard: object) -> TestClient:
+def app(
+    engine: Engine,
+    failure: Exception | None,
+    action: Action = Action.INFER,
+    gate: Gate | None = None,
+) -> TestClient:
     async def endpoint(_request: Request) -> Response:
         if failure is not None:
             raise failure
         return JSONResponse({"ok": True})
 
-    route = guarded(endpoint, engine, **guard)  # type: ignore[arg-type]
+    if gate is None:
+        gate = Gate(Authenticator(TokenFile(engine.settings.home)), open_inference=True)
+    route = guarded(endpoint, engine, gate, action)
     return TestClient(Starlette(routes=[Route("/r", route)]))
 
 
@@ -59,14 +68,17 @@ def test_pitstop_errors_answer_json_with_their_status(
 def test_overloaded_says_when_to_retry(engine: Engine) -> None:
     answer = app(engine, errors.Overloaded("queue full", retry_after=2.4)).get("/r")
     assert answer.status_code == 429
-    assert answer.headers["retry-after"] == "2"
+    assert answer.headers["retry-after"] == "3"  # rounded up
 
 
 def test_a_scoped_route_checks_the_token_first(engine: Engine, tmp_path: Path) -> None:
     tokens = TokenFile(tmp_path)
     reader = tokens.create("reader", [READ])
-    client = app(engine, None, scope=ADMIN, authenticator=Authenticator(tokens))
-    assert client.get("/r").status_code == 401
+    gate = Gate(Authenticator(tokens), open_inference=True)
+    client = app(engine, None, Action.ADMIN, gate)
+    refused = client.get("/r")
+    assert refused.status_code == 401
+    assert refused.headers["www-authenticate"].startswith("Bearer")
     assert client.get("/r", headers={"authorization": f"Bearer {reader}"}).status_code == 403
     admin = tokens.create("admin2", [ADMIN])
     assert client.get("/r", headers={"authorization": f"Bearer {admin}"}).json() == {"ok": True}

@@ -45,7 +45,7 @@ class Example:
     url: str
     server: str = "healthy"
     auth: str = ""
-    """'' none, 'admin', 'read' (read scope only), 'write' (admin scope only), 'bad'."""
+    """'' none, 'admin', 'read' (read scope only), 'infer' (infer scope only), 'bad'."""
     json: Any = None
     content: bytes | None = None
     headers: dict[str, str] = field(default_factory=dict)
@@ -184,7 +184,7 @@ def management_examples() -> list[Example]:
     out = [
         Example(traffic, "GET", 200, iris + "/traffic", auth="read"),
         Example(traffic, "GET", 401, iris + "/traffic"),
-        Example(traffic, "GET", 403, iris + "/traffic", auth="write"),
+        Example(traffic, "GET", 403, iris + "/traffic", auth="infer"),
         Example(traffic, "GET", 404, "/v2/pitstop/models/nope/traffic", auth="read"),
         Example(traffic, "PUT", 200, iris + "/traffic", auth="admin", json=whole),
         Example(
@@ -231,12 +231,12 @@ def management_examples() -> list[Example]:
     out += [
         Example(drift, "GET", 200, iris + "/drift", auth="read"),
         Example(drift, "GET", 401, iris + "/drift"),
-        Example(drift, "GET", 403, iris + "/drift", auth="write"),
+        Example(drift, "GET", 403, iris + "/drift", auth="infer"),
         Example(drift, "GET", 404, "/v2/pitstop/models/nope/drift", auth="read"),
         Example(cost, "GET", 200, cost + "?window_s=60", auth="read"),
         Example(cost, "GET", 400, cost + "?window_s=nan", auth="read"),
         Example(cost, "GET", 401, cost),
-        Example(cost, "GET", 403, cost, auth="write"),
+        Example(cost, "GET", 403, cost, auth="infer"),
         Example(cost, "GET", 404, cost, "ailing", auth="read"),
     ]
     return out
@@ -256,8 +256,8 @@ def auth_headers(server: ServerProcess, auth: str) -> dict[str, str]:
         return admin_headers(server)
     if auth == "read":
         return scoped_headers(server, "reader", ["read"])
-    if auth == "write":
-        return scoped_headers(server, "writer", ["admin"])
+    if auth == "infer":
+        return scoped_headers(server, "inferrer", ["infer"])
     return {"Authorization": "Bearer not-a-token"} if auth == "bad" else {}
 
 
