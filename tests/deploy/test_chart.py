@@ -1,12 +1,15 @@
 """The Helm chart, validated without a cluster: ``helm lint`` and ``helm template`` over the
-defaults and three other value sets; every object checked against the Kubernetes 1.30 OpenAPI
+defaults and four other value sets; every object checked against the Kubernetes 1.30 OpenAPI
 schemas (kubernetes-validate, strict: unknown fields fail) or, for custom resources, against
 the CRD's published schema kept in tests/deploy/crds/; then what each object must say for a
-rolling update to drop nothing, autoscaling on queue depth, and KServe."""
+rolling update to drop nothing, autoscaling on queue depth, KServe, and the security settings
+(tokens, TLS from a cert-manager Secret, mutual TLS, authenticated scraping, signed versions)."""
 
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -45,7 +48,28 @@ EVERYTHING = {
 }
 KEDA = {"autoscaling": {"keda": {"enabled": True}}}
 KSERVE = {"kserve": {"enabled": True, "inferenceService": {"enabled": True}}}
-VALUE_SETS = {"defaults": {}, "everything": EVERYTHING, "keda": KEDA, "kserve": KSERVE}
+CLIENT_SCOPES = {"billing": ["infer:fraud"], "prometheus": ["read"]}
+PROMETHEUS_TLS = {
+    "ca": {"secret": {"name": "pitstop-tls", "key": "ca.crt"}},
+    "cert": {"secret": {"name": "prometheus-client", "key": "tls.crt"}},
+    "keySecret": {"name": "prometheus-client", "key": "tls.key"},
+    "serverName": "pitstop.serving.svc",
+}
+SECURE = {
+    "workers": 2,
+    "auth": {"inference": "on", "rateLimit": 50, "rateBurst": 100, "clientScopes": CLIENT_SCOPES},
+    "tls": {"secretName": "pitstop-tls", "mutual": True},
+    "metrics": {
+        "tokenSecret": "pitstop-metrics",
+        "tlsConfig": PROMETHEUS_TLS,
+        "serviceMonitor": {"enabled": True},
+        "podMonitor": {"enabled": True},
+    },
+    "signing": {"requireSignature": True, "trustedKeysConfigMap": "pitstop-trusted-keys"},
+}
+VALUE_SETS = {
+    "defaults": {}, "everything": EVERYTHING, "keda": KEDA, "kserve": KSERVE, "secure": SECURE,
+}  # fmt: skip
 
 
 def test_helm_lint_passes() -> None:
@@ -168,6 +192,14 @@ def test_alert_rules_and_dashboard_are_the_ones_in_deploy() -> None:
             "from",
         ),
         ({"streams": [{"model": "m", "from": "nats://n:4222/t"}]}, "to"),
+        ({"auth": {"inference": "sometimes"}}, "auth.inference"),
+        ({"auth": {"insecure": "yes"}}, "auth.insecure"),
+        ({"auth": {"rateLimit": -1}}, "auth.rateLimit"),
+        ({"auth": {"rateBurst": 1.5}}, "auth.rateBurst"),
+        ({"tls": {"mutual": True}}, "tls.secretName"),
+        ({"tls": {"secretName": "t"}, "auth": {"clientScopes": CLIENT_SCOPES}}, "tls.mutual"),
+        ({"signing": {"requireSignature": True}}, "signing.trustedKeysConfigMap"),
+        ({"signing": {"trustedKeys": "k"}}, "trustedKeys"),
     ],
 )
 def test_values_outside_the_schema_are_refused_naming_the_field(
@@ -257,3 +289,237 @@ def test_streams_reach_every_server_as_settings_it_reads(monkeypatch: pytest.Mon
     ]
     (plain,) = one(render(), "Deployment")["spec"]["template"]["spec"]["containers"]
     assert "PITSTOP_STREAMS" not in {e["name"] for e in plain["env"]}
+
+
+def server(values: dict[str, Any] | None = None) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The Deployment's pod spec and its one container."""
+    pod = one(render(values), "Deployment")["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    return pod, container
+
+
+def plain_env(container: dict[str, Any]) -> dict[str, str]:
+    return {e["name"]: e["value"] for e in container["env"] if "value" in e}
+
+
+def test_the_defaults_ask_for_tokens_and_probe_plain_http() -> None:
+    pod, container = server()
+    env = plain_env(container)
+    assert env["PITSTOP_INFERENCE_AUTH"] == "auto"  # on: the pods bind 0.0.0.0
+    assert not {name for name in env if name.startswith("PITSTOP_TLS_")}
+    assert not {"PITSTOP_INSECURE", "PITSTOP_RATE_LIMIT", "PITSTOP_RATE_BURST",
+                "PITSTOP_REQUIRE_SIGNATURE", "PITSTOP_TRUSTED_KEYS"} & env.keys()  # fmt: skip
+    for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
+        assert "scheme" not in container[probe]["httpGet"]
+        assert "tcpSocket" not in container[probe]
+    assert {v["name"] for v in pod["volumes"]} == {"home", "cache", "tmp", "shm"}
+
+
+def test_a_tls_secret_is_mounted_whole_and_probed_over_https() -> None:
+    monitors = {"serviceMonitor": {"enabled": True}, "podMonitor": {"enabled": True}}
+    values = {"tls": {"secretName": "pitstop-tls"}, "metrics": monitors}
+    objects = render(values)
+    pod = one(objects, "Deployment")["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    env = plain_env(container)
+    assert env["PITSTOP_TLS_CERT"] == "/etc/pitstop/tls/tls.crt"
+    assert env["PITSTOP_TLS_KEY"] == "/etc/pitstop/tls/tls.key"
+    assert "PITSTOP_TLS_CLIENT_CA" not in env
+    assert "PITSTOP_TLS_CLIENT_SCOPES" not in env
+    (mount,) = [m for m in container["volumeMounts"] if m["mountPath"] == "/etc/pitstop/tls"]
+    assert mount["readOnly"] is True
+    assert "subPath" not in mount  # a subPath mount never sees the renewed certificate
+    (volume,) = [v for v in pod["volumes"] if v["name"] == mount["name"]]
+    assert volume["secret"]["secretName"] == "pitstop-tls"
+    assert volume["secret"]["defaultMode"] == 0o440  # the key: the pod's fsGroup only
+    for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
+        assert container[probe]["httpGet"]["scheme"] == "HTTPS"
+        assert container[probe]["httpGet"]["port"] == "http"
+    assert container["livenessProbe"]["httpGet"]["path"] == "/v2/health/live"
+    (endpoint,) = one(objects, "ServiceMonitor")["spec"]["endpoints"]
+    (pod_endpoint,) = one(objects, "PodMonitor")["spec"]["podMetricsEndpoints"]
+    for scrape in (endpoint, pod_endpoint):
+        assert scrape["scheme"] == "https"
+        assert scrape["tlsConfig"] == {"insecureSkipVerify": True}
+        assert "authorization" not in scrape
+    verified = {**values, "metrics": {**monitors, "tlsConfig": PROMETHEUS_TLS}}
+    (endpoint,) = one(render(verified), "ServiceMonitor")["spec"]["endpoints"]
+    assert endpoint["tlsConfig"] == PROMETHEUS_TLS  # verbatim
+
+
+def test_mutual_tls_maps_certificates_to_scopes_and_probes_tcp() -> None:
+    _pod, container = server(SECURE)
+    env = plain_env(container)
+    assert env["PITSTOP_TLS_CLIENT_CA"] == "/etc/pitstop/tls/ca.crt"
+    assert json.loads(env["PITSTOP_TLS_CLIENT_SCOPES"]) == CLIENT_SCOPES
+    # The kubelet has no client certificate: a handshake would fail, so the probes connect.
+    for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
+        assert container[probe]["tcpSocket"] == {"port": "http"}
+        assert "httpGet" not in container[probe]
+    assert int(env["PITSTOP_WORKERS"]) >= 2  # a worker listens once its models are loaded
+
+
+def test_prometheus_scrapes_with_a_read_token_from_a_secret() -> None:
+    monitors = {"serviceMonitor": {"enabled": True}, "podMonitor": {"enabled": True}}
+    objects = render({"metrics": {**monitors, "tokenSecret": "pitstop-metrics"}})
+    (endpoint,) = one(objects, "ServiceMonitor")["spec"]["endpoints"]
+    (pod_endpoint,) = one(objects, "PodMonitor")["spec"]["podMetricsEndpoints"]
+    for scrape in (endpoint, pod_endpoint):
+        assert scrape["authorization"] == {
+            "type": "Bearer", "credentials": {"name": "pitstop-metrics", "key": "token"},
+        }  # fmt: skip
+        assert "scheme" not in scrape  # no TLS: plain http
+        assert "tlsConfig" not in scrape
+    plain = render({"metrics": monitors})
+    assert "authorization" not in one(plain, "ServiceMonitor")["spec"]["endpoints"][0]
+    assert "authorization" not in one(plain, "PodMonitor")["spec"]["podMetricsEndpoints"][0]
+
+
+def test_trusted_keys_come_from_a_config_map() -> None:
+    signing = {"requireSignature": True, "trustedKeysConfigMap": "pitstop-trusted-keys"}
+    pod, container = server({"signing": signing})
+    env = plain_env(container)
+    assert env["PITSTOP_REQUIRE_SIGNATURE"] == "1"
+    assert json.loads(env["PITSTOP_TRUSTED_KEYS"]) == ["/etc/pitstop/keys"]
+    (mount,) = [m for m in container["volumeMounts"] if m["mountPath"] == "/etc/pitstop/keys"]
+    assert mount["readOnly"] is True
+    (volume,) = [v for v in pod["volumes"] if v["name"] == mount["name"]]
+    assert volume["configMap"]["name"] == "pitstop-trusted-keys"
+    # Keys without the requirement: mounted and checked at start, nothing enforced.
+    _pod, checked = server({"signing": {"trustedKeysConfigMap": "pitstop-trusted-keys"}})
+    assert "PITSTOP_REQUIRE_SIGNATURE" not in plain_env(checked)
+    assert "PITSTOP_TRUSTED_KEYS" in plain_env(checked)
+
+
+POD_MONITOR = {"podMonitor": {"enabled": True}}
+
+
+@pytest.mark.parametrize(
+    ("values", "says"),
+    [
+        # What the server itself would refuse at start (CrashLoopBackOff), refused at install.
+        ({"auth": {"inference": "off"}}, "auth.insecure=true"),
+        ({"kserve": {"enabled": True}, "auth": {"inference": "off"}}, "auth.insecure=true"),
+        # A setting owned by a value is not also taken from env (two entries, one silently lost).
+        ({"env": {"PITSTOP_INFERENCE_AUTH": "on"}}, "env.PITSTOP_INFERENCE_AUTH"),
+        (
+            {"signing": {"trustedKeysConfigMap": "k"}, "env": {"PITSTOP_TRUSTED_KEYS": "[]"}},
+            "signing.trustedKeysConfigMap",
+        ),
+        # Prometheus without a client certificate cannot complete a mutual TLS handshake.
+        (
+            {"tls": {"secretName": "t", "mutual": True}, "metrics": POD_MONITOR},
+            "metrics.tlsConfig",
+        ),
+    ],
+)
+def test_settings_a_server_could_not_run_with_are_refused(
+    values: dict[str, Any], says: str
+) -> None:
+    result = template(values)
+    assert result.returncode != 0
+    assert says in result.stderr
+
+
+@pytest.mark.parametrize(
+    "values",
+    [{"tls": None}, {"signing": None}, {"auth": {"inference": None}}, {"kserve": {"enabled": True},
+     "tls": None}],
+)  # fmt: skip
+def test_values_of_an_older_chart_are_named_not_a_nil_pointer(values: dict[str, Any]) -> None:
+    """``helm upgrade --reuse-values`` from a chart version without the security values renders
+    this chart without their defaults (null in a values file removes a default just the same)."""
+    result = template(values)
+    assert result.returncode != 0
+    assert "--reset-then-reuse-values" in result.stderr
+    assert "nil pointer" not in result.stderr
+
+
+def test_security_values_reach_the_server_as_settings_it_reads(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from pitstop.settings import Settings
+
+    _pod, container = server(SECURE)
+    for name, value in plain_env(container).items():
+        if name.startswith("PITSTOP_"):
+            monkeypatch.setenv(name, value)  # as the server reads them
+    read = Settings()
+    assert read.inference_auth == "on"
+    assert (read.tls_cert, read.tls_key, read.tls_client_ca) == (
+        Path("/etc/pitstop/tls/tls.crt"), Path("/etc/pitstop/tls/tls.key"),
+        Path("/etc/pitstop/tls/ca.crt"),
+    )  # fmt: skip
+    assert read.tls_client_scopes == CLIENT_SCOPES
+    assert (read.rate_limit, read.rate_burst) == (50.0, 100)
+    assert read.require_signature is True
+    assert read.trusted_keys == [Path("/etc/pitstop/keys")]
+    assert read.insecure is False
+    # Each file the settings name is in a read-only volume mounted where they look.
+    mounts = {m["mountPath"]: m for m in container["volumeMounts"]}
+    for path in (read.tls_cert, read.tls_key, read.tls_client_ca, *read.trusted_keys):
+        assert path is not None
+        folder = str(path if path in read.trusted_keys else path.parent)
+        assert mounts[folder]["readOnly"] is True
+
+
+def test_a_renewed_secret_is_served_through_the_kubelets_symlink_swap(tmp_path: Path) -> None:
+    """What the kubelet does to a Secret volume when cert-manager renews the Secret: each file
+    is a symlink through ``..data`` to a timestamped folder, and ``..data`` is swapped atomically
+    to a new folder (then the old one is removed). The server's TLS files, at the paths the
+    chart renders, follow the swap without a restart."""
+    from pitstop.transports.tls import TlsFiles
+    from tests.security.pki import Authority, Issued
+
+    _pod, container = server(SECURE)
+    env = plain_env(container)
+    (mount,) = [m for m in container["volumeMounts"] if m["name"] == "tls"]
+    volume = tmp_path / "volume"
+    volume.mkdir()
+    pki = Authority(tmp_path / "pki")
+
+    def in_volume(variable: str) -> Path:
+        return volume / Path(env[variable]).relative_to(mount["mountPath"])
+
+    def publish(stamp: str, issued: Issued) -> None:
+        folder = volume / f"..{stamp}"
+        folder.mkdir()
+        for name, source in (("tls.crt", issued.cert), ("tls.key", issued.key),
+                             ("ca.crt", pki.cert)):  # fmt: skip
+            shutil.copyfile(source, folder / name)
+            if not (volume / name).is_symlink():
+                (volume / name).symlink_to(f"..data/{name}")
+        (volume / "..data_tmp").symlink_to(folder.name)
+        os.replace(volume / "..data_tmp", volume / "..data")
+
+    publish("2025_01_01_00_00_00.000000001", pki.issue("localhost", server=True, stem="first"))
+    files = TlsFiles(
+        in_volume("PITSTOP_TLS_CERT"), in_volume("PITSTOP_TLS_KEY"),
+        in_volume("PITSTOP_TLS_CLIENT_CA"),
+    )  # fmt: skip
+    first = files.material.certificate
+    assert files.refresh() is False  # nothing changed
+    renewed = pki.issue("localhost", server=True, stem="renewed")
+    publish("2025_03_01_00_00_00.000000002", renewed)
+    shutil.rmtree(volume / "..2025_01_01_00_00_00.000000001")
+    assert files.refresh() is True
+    assert files.material.certificate == renewed.cert.read_bytes() != first
+    assert files.material.key == renewed.key.read_bytes()
+
+
+def test_unquoted_on_and_off_in_a_values_file_mean_what_they_say(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """YAML reads ``inference: off`` as false: the chart takes it as "off"."""
+    from pitstop.settings import Settings
+
+    _pod, container = server({"auth": {"inference": False, "insecure": True}})
+    env = plain_env(container)
+    assert (env["PITSTOP_INFERENCE_AUTH"], env["PITSTOP_INSECURE"]) == ("off", "1")
+    monkeypatch.setenv("PITSTOP_INFERENCE_AUTH", env["PITSTOP_INFERENCE_AUTH"])
+    monkeypatch.setenv("PITSTOP_INSECURE", env["PITSTOP_INSECURE"])
+    assert (Settings().inference_auth, Settings().insecure) == ("off", True)
+    assert plain_env(server({"auth": {"inference": True}})[1])["PITSTOP_INFERENCE_AUTH"] == "on"
+    runtime = one(render(KSERVE), "ClusterServingRuntime")["spec"]
+    (kserve,) = runtime["containers"]
+    assert plain_env(kserve)["PITSTOP_INFERENCE_AUTH"] == "auto"
