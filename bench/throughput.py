@@ -126,17 +126,21 @@ def wrk(
     )
 
 
-def h2load(url: str, body: Path, concurrency: int, duration: float) -> Load:
-    """gRPC unary load: ``body`` is a length-prefixed gRPC message. Percentiles come from
-    h2load's per-request log. (gRPC errors travel in trailers with HTTP 200: the servers here
-    are checked separately to answer these bodies.)"""
+def h2load(
+    url: str, body: Path, concurrency: int, duration: float, headers: tuple[str, ...] = ()
+) -> Load:
+    """gRPC unary load: ``body`` is a length-prefixed gRPC message; ``headers``: extra
+    ``name: value`` metadata. Percentiles come from h2load's per-request log. (gRPC errors
+    travel in trailers with HTTP 200: the servers here are checked separately to answer these
+    bodies.)"""
+    extra = [arg for header in headers for arg in ("-H", header)]
     streams = max(1, concurrency // 4)
     clients = max(1, concurrency // streams)
     with tempfile.NamedTemporaryFile(suffix=".tsv") as log:
         out = subprocess.run(
             [need("h2load", "nghttp2-client"), "-D", str(int(duration)), "-c", str(clients),
              "-m", str(streams), "-t", "1", "-d", str(body), "-H", "content-type: application/grpc",
-             "-H", "te: trailers", f"--log-file={log.name}", url],
+             "-H", "te: trailers", *extra, f"--log-file={log.name}", url],
             capture_output=True, text=True, timeout=duration + 60, check=True,
         ).stdout  # fmt: skip
         rows = [line.split("\t") for line in Path(log.name).read_text().splitlines() if line]
