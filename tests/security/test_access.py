@@ -17,7 +17,6 @@ from pathlib import Path
 import grpc
 import httpx
 import pytest
-from starlette.routing import Route
 
 from pitstop.engine import Engine
 from pitstop.security.token import Authenticator, TokenFile
@@ -26,6 +25,7 @@ from pitstop.transports.app import Host
 from pitstop.transports.proto import inference_pb2 as pb
 from tests import model_factory as mf
 from tests.server import ServerProcess, free_port, open_registry
+from tests.transports.documented import served_routes
 
 X = {"inputs": [{"name": "x", "shape": [1, 4], "datatype": "FP32", "data": [1, 2, 3, 4]}]}
 PUBLIC_ROUTES = {("/v2/health/live", "GET"), ("/v2/health/ready", "GET")}
@@ -64,24 +64,6 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     env = {"PITSTOP_INFERENCE_AUTH": "on", "PITSTOP_LOG_REQUESTS": "true"}
     with ServerProcess(home, env) as process:
         yield process
-
-
-def served_routes(tmp_path: Path) -> list[tuple[str, str]]:
-    """Every (path, method) the HTTP app serves, from the Host itself."""
-    settings = Settings(home=tmp_path)
-
-    async def routes() -> list[Route]:
-        async with Engine(settings) as engine:
-            host = Host(engine, settings, Authenticator(TokenFile(tmp_path)))
-            host.codecs.close()
-            return host.routes
-
-    return sorted(
-        (route.path, method)
-        for route in asyncio.run(routes())
-        for method in (route.methods or ())
-        if method != "HEAD"
-    )
 
 
 def concrete(path: str) -> str:

@@ -4,6 +4,7 @@ loads (so readiness is 503) and has metrics off."""
 
 from __future__ import annotations
 
+import asyncio
 import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -12,7 +13,10 @@ from typing import Final
 
 import httpx
 
-from pitstop.security.token import TokenFile
+from pitstop.engine import Engine
+from pitstop.security.token import Authenticator, TokenFile
+from pitstop.settings import Settings
+from pitstop.transports.app import Host
 from tests import model_factory as mf
 from tests.server import ServerProcess, open_registry, wait_for
 
@@ -131,3 +135,22 @@ def scoped_headers(server: ServerProcess, name: str, scopes: list[str]) -> dict[
         return bearer(tokens.create(name, scopes))
     tokens.revoke(name)
     return bearer(tokens.create(name, scopes))
+
+
+def served_routes(home: Path) -> list[tuple[str, str]]:
+    """Every (path, method) the HTTP app serves, from the Host itself (HEAD left out: Starlette
+    answers it for every GET)."""
+    settings = Settings(home=home)
+
+    async def routes() -> list[tuple[str, str]]:
+        async with Engine(settings) as engine:
+            host = Host(engine, settings, Authenticator(TokenFile(home)))
+            host.codecs.close()
+            return [
+                (route.path, method)
+                for route in host.routes
+                for method in (getattr(route, "methods", None) or ())
+                if method != "HEAD"
+            ]
+
+    return sorted(asyncio.run(routes()))

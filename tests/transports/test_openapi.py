@@ -4,7 +4,6 @@ sent to a real server."""
 
 from __future__ import annotations
 
-import asyncio
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -14,12 +13,7 @@ from typing import Any
 
 import httpx
 import pytest
-from starlette.routing import Route
 
-from pitstop.engine import Engine
-from pitstop.security.token import Authenticator, TokenFile
-from pitstop.settings import Settings
-from pitstop.transports.app import Host
 from pitstop.transports.openapi import document
 from tests.server import ServerProcess, open_registry
 from tests.transports.documented import (
@@ -28,6 +22,7 @@ from tests.transports.documented import (
     ailing_server,
     healthy_server,
     scoped_headers,
+    served_routes,
 )
 
 IRIS = {"inputs": [{"name": "input", "shape": [1, 4], "datatype": "FP32", "data": [1, 2, 3, 4]}]}
@@ -301,20 +296,7 @@ def documented(described: dict[str, Any]) -> set[tuple[str, str, int]]:
 
 
 def test_every_route_of_the_app_is_documented_and_nothing_else(tmp_path: Path) -> None:
-    settings = Settings(home=tmp_path)
-
-    async def routes() -> list[Route]:
-        async with Engine(settings) as engine:
-            host = Host(engine, settings, Authenticator(TokenFile(tmp_path)))
-            host.codecs.close()
-            return host.routes
-
-    served = {
-        (route.path, method)
-        for route in asyncio.run(routes())
-        for method in (route.methods or ())
-        if method != "HEAD"  # Starlette answers HEAD for every GET
-    }
+    served = set(served_routes(tmp_path))
     paths = document("test")["paths"]
     described = {(path, method.upper()) for path, ops in paths.items() for method in ops}
     assert served == described
