@@ -6,7 +6,10 @@
   answer, a 500 when an app fails before starting a response, cannot happen here: the inference
   front and Starlette's error middleware always answer.)
 - A request head (request line and headers) longer than ``max_head_bytes`` is refused with 431
-  before the app sees it; llhttp itself sets no such bound.
+  before the app sees it; llhttp itself sets no such bound, and httptools buffers an unfinished
+  header without one: a header that never ends is refused once the bytes read in the head pass
+  the limit (counting whole reads after the one where the request began, so a connection holds
+  at most the limit plus two reads).
 - Over TLS, the verified client certificate's subject goes into the ASGI ``tls`` extension
   (``client_cert_name``, and ``client_common_name`` for the security gate).
 """
@@ -39,6 +42,9 @@ class JsonErrorsProtocol(HttpToolsProtocol):
         super().connection_made(transport)
         self._head_bytes = 0
         self._head_too_large = False
+        self._in_head = True
+        self._head_read = 0
+        self._began_in_read = False
         self._tls: dict[str, Any] | None = None
         ssl_object = transport.get_extra_info("ssl_object")
         if ssl_object is not None:
@@ -53,8 +59,25 @@ class JsonErrorsProtocol(HttpToolsProtocol):
                 "client_common_name": peer_common_name(certificate),
             }
 
+    def data_received(self, data: bytes) -> None:
+        super().data_received(data)
+        if not self._in_head or self.transport.is_closing():
+            return
+        if self._began_in_read:  # part of this read may be the previous request's
+            self._began_in_read = False
+            return
+        self._head_read += len(data)
+        if self._head_read > self.max_head_bytes:
+            self._head_too_large = True
+            self.send_400_response("request head too large")
+
+    def on_headers_complete(self) -> None:
+        self._in_head = False
+        super().on_headers_complete()
+
     def on_message_begin(self) -> None:
         super().on_message_begin()
+        self._in_head, self._head_read, self._began_in_read = True, 0, True
         self._head_bytes = 0
         if self._tls is not None:
             extensions: dict[str, Any] = {"tls": self._tls}

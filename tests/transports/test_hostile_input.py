@@ -5,6 +5,7 @@ naming the field, quickly, without disturbing other clients or the server's memo
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import json
 import socket
 import struct
@@ -304,6 +305,40 @@ def test_deeply_nested_json_is_a_clear_400_everywhere(
             if depth > 1024 and path.startswith("/v2/models"):
                 assert "depth limit exceeded" in answer.json()["error"]
     assert client.get("/v2/models/iris/ready").status_code == 200  # and it still serves
+
+
+# -- a request head that never ends: refused at the head limit, memory bounded -------------------
+
+
+@pytest.mark.parametrize("where", ["header value", "header name", "request line"])
+def test_a_head_that_never_ends_is_431_and_costs_no_memory(
+    server: ServerProcess, client: httpx.Client, where: str
+) -> None:
+    """httptools buffers an unfinished header (or URL) without bound: the server stops reading
+    once the head passes PITSTOP_MAX_HEADER_BYTES."""
+    start = {
+        "header value": b"GET /v2 HTTP/1.1\r\nHost: x\r\nX-Long: ",
+        "header name": b"GET /v2 HTTP/1.1\r\nHost: x\r\nX-",
+        "request line": b"GET /v2/",
+    }[where]
+    before = rss_kib(server)
+    sent = 0
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+        sock.sendall(start)
+        chunk = b"a" * (1 << 20)
+        with contextlib.suppress(OSError):  # the server closes the connection
+            for _ in range(64):
+                sock.sendall(chunk)
+                sent += 1
+        answer = b""
+        with contextlib.suppress(OSError):
+            while part := sock.recv(4096):
+                answer += part
+    assert sent < 64, "the server kept reading a head of 64 MiB"
+    assert answer.startswith(b"HTTP/1.1 431"), answer[:80]
+    assert b"request head" in answer
+    assert rss_kib(server) - before < 32 * 1024
+    assert client.get("/v2/models/iris/ready").status_code == 200
 
 
 # -- every error body is JSON, router-level ones included ---------------------------------------
