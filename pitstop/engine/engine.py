@@ -41,7 +41,6 @@ from pitstop.registry import Registry
 from pitstop.serving.dataplane import DataPlane, ServerInfo
 from pitstop.serving.evidence import SharedEvidence, publish
 from pitstop.serving.inventory import build_inventory
-from pitstop.serving.loader import VersionLoader
 from pitstop.serving.manager import ManagerOptions, ModelManager
 from pitstop.serving.rollout_controller import RolloutController
 from pitstop.serving.statistics import Statistics
@@ -216,13 +215,7 @@ class Engine:
                 drain_timeout_s=settings.drain_timeout_s,
                 runtime_threads=settings.runtime_threads,
             ),
-            VersionLoader(
-                registry.fetch,
-                settings.load_timeout_s,
-                settings.runtime_threads,
-                settings.warmup_runs,
-                trust=self._trust,
-            ),
+            trust=self._trust,
         )
         observability = Observability.build(settings, registry, self.replica, self._tracing)
         dataplane = DataPlane(

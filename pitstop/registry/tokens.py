@@ -47,7 +47,7 @@ class Tokens:
         burst: int | None = None,
     ) -> None:
         """Store a token; Conflict if the name (or, by astronomical chance, the digest) is
-        taken. Scopes are checked by the caller (:mod:`pitstop.security.scope`); this layer
+        taken. Scopes are checked by the caller (:mod:`pitstop.security.authorization`); this layer
         keeps them as given."""
         check_name("token name", name)
         check_actor(actor)

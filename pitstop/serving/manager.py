@@ -32,7 +32,13 @@ from pitstop.serving.batcher import execution_for
 from pitstop.serving.cache import ResponseCache
 from pitstop.serving.contact import RegistryContact, follow
 from pitstop.serving.lease import Lease, LoadedVersion
-from pitstop.serving.loader import Loader, VersionLoader, failure_reason, is_transient
+from pitstop.serving.loader import (
+    Loader,
+    TrustPolicy,
+    VersionLoader,
+    failure_reason,
+    is_transient,
+)
 from pitstop.serving.repository import RepositoryEntry, repository_rows
 from pitstop.serving.routing import DEFAULT_ALIAS, resolve
 from pitstop.serving.source import VersionSource
@@ -63,8 +69,11 @@ class ModelManager:
         source: VersionSource,
         options: ManagerOptions,
         loader: Loader | None = None,
+        *,
+        trust: TrustPolicy | None = None,
     ) -> None:
-        """``loader`` replaces the VersionLoader the options describe (tests load fakes)."""
+        """``loader`` replaces the VersionLoader the options describe (tests load fakes);
+        ``trust``: the policy that VersionLoader asks before fetching a version."""
         self._source = source
         self._options = options
         self._generation = -1
@@ -78,8 +87,9 @@ class ModelManager:
         self._lock = asyncio.Lock()
         self._closed = False
         self._loader: Loader = loader or VersionLoader(
-            source.fetch, options.load_timeout_s, options.runtime_threads, options.warmup_runs
-        )
+            source.fetch, options.load_timeout_s, options.runtime_threads, options.warmup_runs,
+            trust=trust,
+        )  # fmt: skip
         self._pool = ThreadPoolExecutor(options.inference_threads, "pitstop-infer")
         """Runs every framework call, so the event loop never blocks on a model."""
         self._changed = asyncio.Condition()

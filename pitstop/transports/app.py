@@ -229,11 +229,8 @@ class Host:
         )
         try:
             port = await grpc_server.start(settings.host, settings.grpc_port, self.tls)
-            scheme = "TLS" if self.tls is None else ("mutual TLS" if self.tls.mutual else "TLS")
-            log.info(
-                "gRPC listening on %s:%d%s", settings.host, port,
-                "" if self.tls is None else f" ({scheme})",
-            )  # fmt: skip
+            tls = "" if self.tls is None else " (mutual TLS)" if self.tls.mutual else " (TLS)"
+            log.info("gRPC listening on %s:%d%s", settings.host, port, tls)
             sockets = [shared_socket(settings.host, settings.http_port)] if worker else None
             await self._server.serve(sockets)
         finally:
@@ -315,8 +312,8 @@ def serve(settings: Settings, companions: Sequence[Companion] = ()) -> None:
     """Run the server until SIGINT/SIGTERM: this process, or a supervisor of
     ``settings.workers`` worker processes sharing the ports (each worker runs the
     ``companions`` too)."""
-    server_exposure(settings)  # a server that must not start fails here, before any worker
-    tls_files(settings)
+    posture = server_exposure(settings)  # a server that must not start fails here, before
+    tls = tls_files(settings)  # any worker; the supervisor's workers check again, in theirs
     if settings.workers > 1 and settings.worker_dir is None:
         stop_logging = logs.configure(settings.log_format, settings.log_level)
         try:
@@ -328,8 +325,6 @@ def serve(settings: Settings, companions: Sequence[Companion] = ()) -> None:
         end_with_parent(settings.worker_dir)
     stop_logging = logs.configure(settings.log_format, settings.log_level)
     tokens = TokenFile(settings.home)
-    posture = server_exposure(settings)
-    tls = tls_files(settings)
     if posture.insecure is not None:
         log.warning("INSECURE (PITSTOP_INSECURE): %s", posture.insecure)
     if not posture.open_inference:
