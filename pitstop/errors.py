@@ -32,6 +32,10 @@ class InvalidInput(PitstopError):
     """The request is malformed; the message names the offending input or field."""
 
 
+class UnsupportedMediaType(InvalidInput):
+    """The request body's Content-Type is not one the route reads (HTTP 415)."""
+
+
 class PayloadTooLarge(InvalidInput):
     """The request body is larger than the configured maximum."""
 

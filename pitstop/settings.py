@@ -138,6 +138,10 @@ class Settings(BaseSettings):
     max_request_bytes: int = Field(default=64 * 1024 * 1024, gt=0)
     """Largest request body accepted; larger bodies get 413."""
 
+    default_model: str | None = None
+    """The model MLflow's root route ``POST /invocations`` serves (``pitstop serve FOLDER``
+    sets it to the folder's model). Unset: that route answers 404 naming this setting."""
+
     decode_memory_bytes: int = Field(default=2 * 1024**3, gt=0)
     """Memory the codec worker process may use to parse one large JSON body or typed gRPC message
     (address space beyond what it maps at start). Parsing builds up to ~35 bytes of objects per

@@ -49,6 +49,12 @@ def test_a_read_only_mlflow_folder_is_served_without_a_registry_database(tmp_pat
             assert response.headers["pitstop-model-version"] == "1", start
             ready = httpx.get(f"{server.url}/v2/models/fraud/ready", timeout=5)
             assert ready.status_code == 200
+            # The folder's model is the default of MLflow's root route, as under MLflow.
+            scored = httpx.post(
+                f"{server.url}/invocations", json={"instances": [[5.1, 3.5, 1.4, 0.2]]}
+            )
+            assert scored.status_code == 200, scored.text
+            assert scored.headers["pitstop-model-version"] == "1"
     with open_registry(home) as registry:
         assert [v.number for v in registry.versions("fraud")] == [1]
         assert registry.aliases("fraud") == {"production": 1}

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from contextlib import ExitStack
 from pathlib import Path
+from tempfile import TemporaryDirectory
 
 import click
 from rich.table import Table
@@ -20,8 +22,11 @@ from pitstop.cli.context import (
     v,
     when,
 )
+from pitstop.cli.mlflow import tracking_uri
 from pitstop.cli.observability import store_reference
 from pitstop.cli.signing import KEY_OPTION_HELP, print_signed, read_signing_keys, sign_version
+from pitstop.packaging.mlflow_import import lineage
+from pitstop.packaging.mlflow_tracking import ModelUri, TrackingServer
 from pitstop.registry import (
     read_manifest,
 )
@@ -34,7 +39,7 @@ def models() -> None:
 
 
 @models.command("push")
-@click.argument("path", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.argument("source")
 @click.option("--name", required=True, help="Model name.")
 @click.option("--alias", "aliases", multiple=True, help="Point this alias at the version.")
 @click.option("--meta", "metas", multiple=True, help="Lineage metadata KEY=VALUE (repeatable).")
@@ -62,7 +67,7 @@ def models() -> None:
 @pass_context
 def push(
     ctx: Context,
-    path: Path,
+    source: str,
     name: str,
     aliases: tuple[str, ...],
     metas: tuple[str, ...],
@@ -74,12 +79,52 @@ def push(
     sign_keys: tuple[Path, ...],
     as_json: bool,
 ) -> None:
-    """Push PATH (a folder with pitstop.yaml, or an MLflow model folder) as a new version.
+    """Push SOURCE (a folder with pitstop.yaml, an MLflow model folder, or an MLflow registry
+    URI models:/NAME@ALIAS or models:/NAME/VERSION read from MLFLOW_TRACKING_URI) as a new
+    version.
 
     Unless --no-validate, the model is loaded here first and its warm-up examples run (and
     compared with their expected outputs), so a broken package is never registered. With
     --sign, the version's digest is signed and the signature stored (docs/signing.md)."""
     meta = _parse_meta(metas)
+    if source.startswith("models:/"):
+        with ExitStack() as stack:
+            tracking = stack.enter_context(TrackingServer(tracking_uri(None)))
+            version = tracking.resolve(ModelUri.parse(source))
+            path = Path(stack.enter_context(TemporaryDirectory(prefix="pitstop-mlflow-")))
+            path = path / "model"
+            tracking.download(version, path)
+            meta = {**lineage(version, tracking.uri), **meta}
+            _push(
+                ctx, path, name, aliases, meta, trust_pickle, trust_code, reason, reference,
+                no_validate, sign_keys, as_json,
+            )  # fmt: skip
+        return
+    path = Path(source)
+    if not path.is_dir():
+        raise click.BadParameter(
+            f"{source!r} is not a folder (nor a models:/ URI)", param_hint="SOURCE"
+        )
+    _push(
+        ctx, path, name, aliases, meta, trust_pickle, trust_code, reason, reference, no_validate,
+        sign_keys, as_json,
+    )  # fmt: skip
+
+
+def _push(
+    ctx: Context,
+    path: Path,
+    name: str,
+    aliases: tuple[str, ...],
+    meta: dict[str, str],
+    trust_pickle: bool,
+    trust_code: bool,
+    reason: str | None,
+    reference: Path | None,
+    no_validate: bool,
+    sign_keys: tuple[Path, ...],
+    as_json: bool,
+) -> None:
     signers = read_signing_keys(sign_keys)  # a bad key file stops the push before it starts
     if not no_validate:
         runtime, _metadata, report = load_and_validate(

@@ -12,8 +12,10 @@ import click
 import yaml
 
 from pitstop.cli.context import Context, err, pass_context
+from pitstop.cli.mlflow import tracking_uri
 from pitstop.engine import Engine
 from pitstop.errors import PitstopError
+from pitstop.packaging.mlflow_tracking import ModelUri, TrackingServer
 from pitstop.registry import read_manifest
 from pitstop.registry.layout import FORMATS, manifest_of
 from pitstop.registry.s3_store import download_folder
@@ -83,6 +85,8 @@ def serve(
     if model_dir is not None and settings.worker_dir is None:
         name = model_name or model_dir.resolve().name
         adopt(ctx, model_dir, name, model_format, trust=(trust_pickle, trust_code))
+        if settings.default_model is None:  # MLflow's root POST /invocations serves it
+            settings = settings.model_copy(update={"default_model": name})
     elif model_name or model_format or trust_pickle or trust_code:
         raise click.UsageError(
             "--model-name, --model-format, --trust-pickle and --trust-code need --model-dir"
@@ -147,7 +151,17 @@ def adopt(
 
 def fetch(ctx: Context, uri: str) -> Path:
     """The folder ``uri`` (PITSTOP_STORAGE_URI / KServe's STORAGE_URI) names: a local path as
-    it is, ``s3://bucket/prefix`` downloaded afresh into ``PITSTOP_HOME/storage``."""
+    it is, ``s3://bucket/prefix`` or an MLflow registry URI (``models:/fraud@champion``, from
+    ``MLFLOW_TRACKING_URI``) downloaded afresh into ``PITSTOP_HOME/storage``."""
+    if uri.startswith("models:/"):
+        folder = ctx.settings.home / "storage" / "model"
+        shutil.rmtree(folder, ignore_errors=True)
+        try:
+            with TrackingServer(tracking_uri(None)) as tracking:
+                tracking.download(tracking.resolve(ModelUri.parse(uri)), folder)
+        except PitstopError as exc:
+            raise click.ClickException(str(exc)) from exc
+        return folder
     if uri.startswith("file://") or uri.startswith("/"):
         folder = Path(uri.removeprefix("file://"))
         if not folder.is_dir():
@@ -168,7 +182,10 @@ def fetch(ctx: Context, uri: str) -> Path:
 
 
 def _name_of(uri: str) -> str:
-    """The last part of a storage URI's path: ``s3://models/fraud/`` → ``fraud``."""
+    """The model a storage URI names: ``s3://models/fraud/`` → ``fraud``; for MLflow,
+    ``models:/fraud@champion`` or ``models:/fraud/3`` → ``fraud``."""
+    if uri.startswith("models:/"):
+        return ModelUri.parse(uri).name
     return uri.rstrip("/").rsplit("/", 1)[-1]
 
 

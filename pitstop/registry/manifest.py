@@ -42,6 +42,7 @@ _FIELDS: Final = frozenset(
         "batching",
         "cache",
         "swap",
+        "columns",
     }
 )
 
@@ -68,6 +69,10 @@ class ModelManifest:
     source_format: SourceFormat = "pitstop"
     """Which file the manifest came from: ``pitstop.yaml`` or MLflow's ``MLmodel``."""
     swap: SwapPolicy = SwapPolicy.AVAILABILITY
+    columns: tuple[str, ...] = ()
+    """Names of the columns along the last axis of the one 2-D input, in order: how a table
+    (MLflow's ``dataframe_split``/``dataframe_records``, CSV, records by name) becomes that
+    tensor. Empty: columns are taken by position."""
     problem: str | None = None
     """Why a manifest stored by an older pitstop (which checked serving options only at load)
     cannot be served; its load fails with this reason. Never set on a manifest pushed now."""
@@ -85,6 +90,7 @@ class ModelManifest:
             "cache": None if self.cache is None else self.cache.to_json(),
             "source_format": self.source_format,
             "swap": self.swap.value,
+            "columns": list(self.columns),
         }
 
     @classmethod
@@ -114,6 +120,7 @@ class ModelManifest:
             cache=cache,
             source_format=cast(SourceFormat, source_format),
             swap=swap,
+            columns=tuple(body.get("columns") or ()),
             problem=problem,
         )
 
@@ -158,6 +165,7 @@ def parse_manifest(
     outputs = _specs(f"{source}: outputs", document.get("outputs"))
     parameters = _json_mapping(f"{source}: parameters", document.get("parameters")) or {}
     warmup = _warmup(f"{source}: warmup", document.get("warmup"), inputs)
+    columns = _columns(f"{source}: columns", document.get("columns"), inputs)
     return ModelManifest(
         runtime=runtime,
         artifact=artifact,
@@ -169,7 +177,26 @@ def parse_manifest(
         cache=_option(source, CacheOptions.parse, document.get("cache"), "cache"),
         source_format=source_format,
         swap=_option(source, SwapPolicy.parse, document.get("swap"), "swap"),
+        columns=columns,
     )
+
+
+def _columns(where: str, value: object, inputs: tuple[TensorSpec, ...]) -> tuple[str, ...]:
+    """Column names for the one 2-D input: unique non-empty strings, as many as its width."""
+    if value is None:
+        return ()
+    if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
+        raise InvalidInput(f"{where}: expected a list of column names")
+    if len(set(value)) != len(value):
+        raise InvalidInput(f"{where}: duplicate column name")
+    if len(inputs) != 1 or len(inputs[0].shape) != 2:
+        raise InvalidInput(f"{where}: needs exactly one declared input, of rank 2")
+    width = inputs[0].shape[1]
+    if width not in (-1, len(value)):
+        raise InvalidInput(
+            f"{where}: {len(value)} names for input {inputs[0].name!r} of width {width}"
+        )
+    return tuple(value)
 
 
 def _option(source: str, parse: Callable[[Any], T], value: object, name: str) -> T:

@@ -3,8 +3,11 @@
 The translation only reads YAML and JSON; it never imports MLflow or a framework. The result is
 validated by :func:`pitstop.registry.manifest.parse_manifest` like a hand-written manifest.
 
-Flavors are tried in this order: ``onnx``, ``xgboost``, ``lightgbm``, ``sklearn``. The signature
-becomes the declared inputs and outputs; an ``input_example.json`` in the ``dataframe`` (split)
+Flavors are tried in this order: ``onnx``, ``xgboost``, ``lightgbm``, ``sklearn``, then
+``python_function`` (MLflow's pyfunc, served by the ``pyfunc`` runtime through MLflow itself,
+which runs the model's code: only for versions pushed with ``--trust-code``). The signature
+becomes the declared inputs and outputs (a column-based input keeps its column names, in
+order, as the manifest's ``columns``); an ``input_example.json`` in the ``dataframe`` (split)
 or ``inputs`` form becomes one warm-up request, other examples are skipped.
 """
 
@@ -77,9 +80,16 @@ def translate_mlmodel(folder: Path) -> dict[str, Any]:
     if signature is not None:
         if not isinstance(signature, Mapping):
             raise InvalidInput(f"{MLMODEL_FILE}: signature: expected a mapping")
-        document["inputs"] = _schema("signature.inputs", signature.get("inputs"), "input")
-        document["outputs"] = _schema("signature.outputs", signature.get("outputs"), "output")
+        inputs, columns = _schema("signature.inputs", signature.get("inputs"), "input")
+        outputs, _ = _schema("signature.outputs", signature.get("outputs"), "output")
+        document["inputs"], document["outputs"] = inputs, outputs
+        if columns:
+            document["columns"] = columns
         _fit_to_runtime(document)
+    if document["runtime"] == "pyfunc":
+        requirements = _requirements(folder)
+        if requirements:
+            document["parameters"]["requirements"] = requirements
     example = _warmup_example(folder, mlmodel.get("saved_input_example_info"), document)
     if example is not None:
         document["warmup"] = [example]
@@ -92,6 +102,7 @@ def _flavor(flavors: Mapping[Any, Any]) -> dict[str, Any]:
         ("xgboost", _xgboost),
         ("lightgbm", _lightgbm),
         ("sklearn", _sklearn),
+        ("python_function", _pyfunc),
     ]
     for name, handler in handlers:
         config = flavors.get(name)
@@ -124,10 +135,15 @@ def _xgboost(config: Mapping[Any, Any]) -> dict[str, Any]:
             f"{MLMODEL_FILE}: flavors.xgboost.model_format: {model_format!r} is not one of "
             f"{', '.join(_XGBOOST_FORMATS)}"
         )
+    parameters: dict[str, Any] = {"model_format": model_format}
+    model_class = config.get("model_class")
+    if isinstance(model_class, str) and model_class.endswith("Classifier"):
+        # XGBClassifier.predict (so MLflow's pyfunc) answers labels, not the booster's scores.
+        parameters["predict"] = "label"
     return {
         "runtime": "xgboost",
         "artifact": _file("xgboost", config, "data"),
-        "parameters": {"model_format": model_format},
+        "parameters": parameters,
     }
 
 
@@ -162,6 +178,31 @@ def _sklearn(config: Mapping[Any, Any]) -> dict[str, Any]:
     }
 
 
+def _pyfunc(config: Mapping[Any, Any]) -> dict[str, Any]:
+    """Any other pyfunc model (a custom ``PythonModel``, a flavor pitstop has no runtime for):
+    MLflow loads it, in the server, with its code."""
+    loader = config.get("loader_module")
+    if not isinstance(loader, str) or not loader:
+        raise InvalidInput(f"{MLMODEL_FILE}: flavors.python_function.loader_module: required")
+    model = config.get("python_model")
+    artifact = model if isinstance(model, str) and model else None
+    return {
+        "runtime": "pyfunc",
+        "artifact": artifact,
+        "parameters": {"loader_module": loader},
+    }
+
+
+def _requirements(folder: Path) -> list[str]:
+    """The pip requirements MLflow recorded (``requirements.txt``), comments dropped."""
+    try:
+        text = (folder / "requirements.txt").read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        return []
+    lines = (line.split("#", 1)[0].strip() for line in text.splitlines())
+    return [line for line in lines if line and not line.startswith("-")][:200]
+
+
 _UNNAMED = re.compile(r"(input|output)-\d+")
 
 
@@ -187,14 +228,19 @@ def _fit_to_runtime(document: dict[str, Any]) -> None:
         document["outputs"] = []
     if len(inputs) == 1 and _UNNAMED.fullmatch(inputs[0]["name"]):
         inputs[0]["name"] = "input"
-    if runtime == "sklearn" and len(outputs) == 1 and _UNNAMED.fullmatch(outputs[0]["name"]):
+    # "output": a column-based output schema's one tensor (see _columns).
+    single = len(outputs) == 1 and (
+        _UNNAMED.fullmatch(outputs[0]["name"]) or outputs[0]["name"] == "output"
+    )
+    if runtime in ("sklearn", "pyfunc") and single:
         outputs[0]["name"] = "prediction"
 
 
-def _schema(where: str, value: object, default_name: str) -> list[dict[str, Any]]:
-    """Tensor specs for one side of an MLflow signature (a JSON string in the MLmodel)."""
+def _schema(where: str, value: object, default_name: str) -> tuple[list[dict[str, Any]], list[str]]:
+    """Tensor specs for one side of an MLflow signature (a JSON string in the MLmodel), and the
+    column names when it is column-based and every column is named."""
     if value is None:
-        return []
+        return [], []
     try:
         columns = json.loads(value) if isinstance(value, str) else value
     except json.JSONDecodeError as exc:
@@ -202,15 +248,22 @@ def _schema(where: str, value: object, default_name: str) -> list[dict[str, Any]
     if not isinstance(columns, list) or not all(isinstance(c, Mapping) for c in columns):
         raise InvalidInput(f"{MLMODEL_FILE}: {where}: expected a list of column or tensor specs")
     if not columns:
-        return []
+        return [], []
     if all(column.get("type") == "tensor" for column in columns):
-        return [
+        specs = [
             _tensor(f"{where}[{index}]", column, f"{default_name}-{index}")
             for index, column in enumerate(columns)
         ]
+        return specs, []
     if any(column.get("type") == "tensor" for column in columns):
         raise InvalidInput(f"{MLMODEL_FILE}: {where}: mixes tensor and column specs")
-    return [_columns(where, columns, default_name)]
+    spec = _columns(where, columns, default_name)
+    if default_name == "output" and len(columns) == 1:
+        spec["shape"] = [-1]  # one value per row: what MLflow's pyfunc returns (a Series)
+    names = [column.get("name") for column in columns]
+    if all(isinstance(name, str) and name for name in names) and len(set(names)) == len(names):
+        return [spec], [str(name) for name in names]
+    return [spec], []
 
 
 def _tensor(where: str, column: Mapping[Any, Any], default_name: str) -> dict[str, Any]:

@@ -41,6 +41,7 @@ BUILTIN_RUNTIMES: Final[dict[str, str]] = {
     "xgboost": "pitstop.runtimes.xgboost:XGBoostRuntime",
     "lightgbm": "pitstop.runtimes.lightgbm:LightGBMRuntime",
     "python": "pitstop.runtimes.python:PythonRuntime",
+    "pyfunc": "pitstop.runtimes.pyfunc:PyfuncRuntime",
     "embeddings": "pitstop.runtimes.embeddings:EmbeddingsRuntime",
 }
 """Runtime name → ``module:factory`` import string."""
@@ -62,6 +63,8 @@ class RuntimeContext:
     """Declared outputs (may be empty: the runtime then reads them from the model)."""
     parameters: Mapping[str, Any] = field(default_factory=dict)
     """Runtime-specific parameters from the manifest."""
+    columns: tuple[str, ...] = ()
+    """The manifest's column names for the one 2-D input (empty: by position)."""
     trust_pickle: bool = False
     trust_code: bool = False
     threads: int = 1

@@ -8,10 +8,16 @@ The model takes one input, a float32 ``[batch, n_features]`` matrix (without dec
 regression and binary objectives, ``[-1, k]`` for ``multi:softprob`` and multi-target models (the
 shape is read from a one-row probe at load time). Predictions use ``inplace_predict``, which is
 thread-safe, with ``nthread = context.threads``.
+
+``parameters.predict: label`` makes ``prediction`` the class label, as the scikit-learn API's
+``XGBClassifier.predict`` (and so MLflow's pyfunc) returns it: ``p > 0.5`` for one probability
+column, the index of the largest otherwise (INT64 ``[-1]``). The default, ``raw``, is the
+booster's output. MLflow folders of ``XGBClassifier`` models get ``label``.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Final
@@ -34,6 +40,7 @@ PLATFORM: Final = "xgboost"
 DEFAULT_ARTIFACT: Final = "model.json"
 OUTPUT: Final = "prediction"
 SUFFIXES: Final = frozenset({".json", ".ubj"})
+PREDICT_MODES: Final = ("raw", "label")
 
 
 @dataclass(frozen=True)
@@ -42,6 +49,8 @@ class _Loaded:
     input: TensorSpec
     n_features: int
     metadata: RuntimeMetadata
+    labels: str | None
+    """The booster's objective when ``prediction`` is the class label, else None."""
 
 
 class XGBoostRuntime:
@@ -54,6 +63,11 @@ class XGBoostRuntime:
     def load(self) -> None:
         import xgboost
 
+        mode = self._context.parameters.get("predict", "raw")
+        if mode not in PREDICT_MODES:
+            raise LoadError(
+                f"parameters.predict: {mode!r} is not one of {', '.join(PREDICT_MODES)}"
+            )
         path = self._context.path / (self._context.artifact or DEFAULT_ARTIFACT)
         if path.suffix not in SUFFIXES:
             raise LoadError(
@@ -71,6 +85,9 @@ class XGBoostRuntime:
         except Exception as exc:
             raise LoadError(f"XGBoost cannot load {path.name}: {exc}") from exc
         spec = tabular_input(self._context, n_features, "xgboost")
+        objective = _objective(booster) if mode == "label" else None
+        if objective is not None:
+            probe = _labels(probe, objective)
         outputs = self._context.outputs or (derived_output(OUTPUT, probe),)
         if [output.name for output in outputs] != [OUTPUT]:
             raise LoadError(
@@ -83,6 +100,7 @@ class XGBoostRuntime:
             input=spec,
             n_features=n_features,
             metadata=RuntimeMetadata(PLATFORM, (spec,), tuple(outputs)),
+            labels=objective,
         )
 
     def metadata(self) -> RuntimeMetadata:
@@ -94,6 +112,8 @@ class XGBoostRuntime:
         name = loaded.input.name
         with framework_call("XGBoost prediction failed", lambda exc: f"input {name!r}: {exc}"):
             prediction = loaded.booster.inplace_predict(features)
+        if loaded.labels is not None:
+            prediction = _labels(np.asarray(prediction), loaded.labels)
         return conform_outputs({OUTPUT: prediction}, loaded.metadata.outputs)
 
     def unload(self) -> None:
@@ -104,3 +124,23 @@ class XGBoostRuntime:
         if loaded is None:
             raise Unavailable("the XGBoost model is not loaded")
         return loaded
+
+
+def _objective(booster: Any) -> str:
+    try:
+        config = json.loads(booster.save_config())
+        return str(config["learner"]["objective"]["name"])
+    except (ValueError, KeyError, TypeError) as exc:
+        raise LoadError(f"parameters.predict: label: cannot read the objective: {exc}") from exc
+
+
+def _labels(scores: np.ndarray, objective: str) -> np.ndarray:
+    """Class labels from a classifier booster's output, as ``XGBClassifier.predict`` gives
+    them: ``multi:softmax`` already answers labels; one score per row is a probability (a
+    margin for ``binary:logitraw``); several are per-class probabilities."""
+    if objective == "multi:softmax":
+        return np.asarray(scores, dtype=np.int64)
+    if scores.ndim == 1 or scores.shape[-1] == 1:
+        threshold = 0.0 if objective == "binary:logitraw" else 0.5
+        return (scores.reshape(len(scores)) > threshold).astype(np.int64)
+    return np.asarray(np.argmax(scores, axis=-1), dtype=np.int64)

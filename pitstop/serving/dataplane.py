@@ -27,6 +27,7 @@ from pitstop.monitoring.attempt import Attempt, CacheUse, Observer, notify
 from pitstop.monitoring.tracing import Tracing
 from pitstop.protocol.model_config import DynamicBatching, ModelConfig, model_config
 from pitstop.protocol.reference import VersionRef, parse_ref
+from pitstop.protocol.scoring import Signature
 from pitstop.protocol.tensor import InferRequest, InferResponse, ModelMetadata
 from pitstop.registry import DEFAULT_TARGET
 from pitstop.runtimes.base import RuntimeMetadata
@@ -133,6 +134,12 @@ class DataPlane:
             inputs=metadata.inputs,
             outputs=metadata.outputs,
         )
+
+    def signature(self, model: str, version: VersionRef) -> Signature:
+        """The inputs and column names of the version ``version`` resolves to: how a row- or
+        table-shaped body (MLflow's ``/invocations``, KServe V1) becomes its tensors."""
+        loaded = self._manager.resolve(model, version)
+        return Signature(_metadata_of(loaded).inputs, loaded.record.manifest.columns)
 
     def model_config(self, model: str, version: VersionRef) -> ModelConfig:
         """Triton's model configuration of the version ``version`` (number, alias or default)

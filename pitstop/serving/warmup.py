@@ -62,6 +62,7 @@ def build_runtime(
             inputs=tuple(manifest.inputs),
             outputs=tuple(manifest.outputs),
             parameters=dict(manifest.parameters),
+            columns=manifest.columns,
             trust_pickle=trust_pickle,
             trust_code=trust_code,
             threads=threads,

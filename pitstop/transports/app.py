@@ -55,6 +55,7 @@ from pitstop.transports.listener import refuse_new_connections, shared_socket
 from pitstop.transports.observability import ObservabilityApi
 from pitstop.transports.openai import OpenAIApi
 from pitstop.transports.rest import RestApi
+from pitstop.transports.scoring import ScoringApi
 from pitstop.transports.supervisor import Supervisor, end_with_parent
 from pitstop.transports.tls import TlsFiles
 
@@ -162,6 +163,9 @@ class Host:
                 rest := RestApi(engine, limit, gate, self.codecs, insecure=self.exposure.insecure)
             ).routes(),
             *OpenAIApi(engine, limit, gate).routes(),
+            *ScoringApi(
+                engine, limit, gate, self.codecs, settings.default_model, __version__
+            ).routes(),
             *AdminApi(engine, gate).routes(),
             *ObservabilityApi(engine, gate).routes(),
         ]

@@ -31,6 +31,7 @@ class ClientGone(Exception):
 
 STATUS_BY_ERROR: Final[tuple[tuple[type[errors.PitstopError], int], ...]] = (
     (errors.PayloadTooLarge, 413),
+    (errors.UnsupportedMediaType, 415),
     (errors.InvalidInput, 400),
     (errors.NotFound, 404),
     (errors.Conflict, 409),

@@ -22,6 +22,7 @@ ERROR_REASONS: Final = {
     404: "No such model, version or resource",
     409: "The operation conflicts with the model's state",
     413: "The body, or the memory it needs to decode, exceeds the server's limit",
+    415: "The body's Content-Type is not one the route reads",
     429: "Too many requests wait; retry after the Retry-After header's seconds",
     501: "The request asks for something the model or server does not support",
     503: "Not ready: the model, version or server cannot serve now",
@@ -60,9 +61,10 @@ def _operation(
     success_type: str = JSON,
     extra: dict[int, Schema] | None = None,
     openai: bool = False,
+    mlflow: bool = False,
 ) -> Schema:
     """One operation: ``success`` is the 200 body's schema (None: any JSON object); errors are
-    ``{"error": "..."}``, or OpenAI's error object when ``openai``."""
+    ``{"error": "..."}``, OpenAI's error object when ``openai``, MLflow's when ``mlflow``."""
     responses: dict[str, Any] = {
         "200": {
             "description": "OK",
@@ -72,7 +74,7 @@ def _operation(
     for status, schema in (extra or {}).items():
         responses[str(status)] = {"description": "Answered", "content": {JSON: {"schema": schema}}}
     for status in errors:
-        kind = "OpenAI" if openai else "E"
+        kind = "OpenAI" if openai else "MLflow" if mlflow else "E"
         responses[str(status)] = {"$ref": f"#/components/responses/{kind}{status}"}
     operation: Schema = {"summary": summary, "tags": [tag], "responses": responses}
     if params:
@@ -214,6 +216,59 @@ def _management() -> dict[str, Schema]:
             "get": _operation("OpenAI-compatible model list", "openai", _ref("ModelList"))
         },
         "/openapi.json": {"get": _operation("This document", "metadata", None)},
+        **_scoring(),
+    }
+
+
+def _scoring() -> dict[str, Schema]:
+    """MLflow's scoring protocol and KServe V1 (transports/scoring.py)."""
+    versioned = "/v2/models/{model}/versions/{version}/invocations"
+    body, text = _ref("ScoringRequest"), "text/plain"
+
+    def invocations(errors: tuple[int, ...], *params: Schema) -> Schema:
+        return _operation(
+            "MLflow scoring: JSON (dataframe_split, dataframe_records, instances, inputs) or "
+            "CSV in, predictions out",
+            "mlflow", _ref("Predictions"), errors, params=params, body=body, mlflow=True,
+        )  # fmt: skip
+
+    def health() -> Schema:
+        return _operation(
+            "MLflow scoring server health (the server is ready)",
+            "mlflow", {"type": "string"}, (503,), success_type=text, mlflow=True,
+        )  # fmt: skip
+
+    return {
+        "/invocations": {"post": invocations((400, 404, 415))},
+        "/v2/models/{model}/invocations": {"post": invocations((400, 404, 413, 415, 503), MODEL)},
+        versioned: {"post": invocations((400, 404, 415), MODEL, VERSION)},
+        "/ping": {"get": health()},
+        "/health": {"get": health()},
+        "/version": {
+            "get": _operation(
+                "The server's version", "mlflow", {"type": "string"}, success_type=text
+            )
+        },
+        "/v1/models/{model}:predict": {
+            "post": _operation(
+                "KServe V1 / TF Serving predict: instances → predictions, inputs → outputs",
+                "v1",
+                _ref("V1Predictions"),
+                (400, 404, 413, 503),
+                params=(MODEL,),
+                body=body,
+            )
+        },
+        "/v1/models/{model}": {
+            "get": _operation(
+                "KServe V1 model status (also an OpenAI model object)",
+                "v1",
+                _ref("V1Model"),
+                (404,),
+                params=(MODEL,),
+                extra={503: _ref("V1Model")},
+            )
+        },
     }
 
 
@@ -225,7 +280,7 @@ def document(server_version: str) -> Schema:
             "content": {JSON: {"schema": _ref(schema)}},
         }
         for status, reason in ERROR_REASONS.items()
-        for kind, schema in (("E", "Error"), ("OpenAI", "OpenAIError"))
+        for kind, schema in (("E", "Error"), ("OpenAI", "OpenAIError"), ("MLflow", "MLflowError"))
     }
     return {
         "openapi": "3.1.0",

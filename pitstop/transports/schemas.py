@@ -34,6 +34,32 @@ SCHEMAS: Final[dict[str, Schema]] = {
         "required": ["error"],
         "properties": {"error": {"type": "string"}},
     },
+    "MLflowError": {
+        "type": "object",
+        "required": ["error_code", "message"],
+        "properties": {"error_code": {"type": "string"}, "message": {"type": "string"}},
+    },
+    "Predictions": {
+        "type": "object",
+        "required": ["predictions"],
+        "properties": {"predictions": {}},
+    },
+    "V1Predictions": {
+        "type": "object",
+        "minProperties": 1,
+        "maxProperties": 1,
+        "properties": {"predictions": {"type": "array"}, "outputs": {}},
+    },
+    "ScoringRequest": {
+        "type": "object",
+        "description": "One of dataframe_split, dataframe_records, instances, inputs (MLflow); "
+        "instances or inputs (KServe V1)",
+    },
+    "V1Model": {
+        "type": "object",
+        "required": ["name", "ready"],
+        "properties": {"name": {"type": "string"}, "ready": {"type": "boolean"}},
+    },
     "OpenAIError": {
         "type": "object",
         "required": ["error"],

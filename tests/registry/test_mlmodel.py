@@ -158,7 +158,41 @@ def test_column_signature_becomes_one_widest_tensor(tmp_path: Path) -> None:
     )
     manifest = read_manifest(folder)
     assert manifest.inputs == (TensorSpec("input", "FP64", (-1, 3)),)
-    assert manifest.outputs == (TensorSpec("output", "INT64", (-1, 1)),)
+    # One unnamed column out is one value per row, named as the runtime's predict() output
+    # (MLflow 3 writes this signature for every scikit-learn model; it used to be refused).
+    assert manifest.outputs == (TensorSpec("prediction", "INT64", (-1,)),)
+    assert manifest.columns == ("a", "b", "c")
+
+
+def test_pyfunc_is_served_by_mlflow_with_its_requirements_reported(tmp_path: Path) -> None:
+    folder = mlflow_folder(
+        tmp_path,
+        {"python_function": {"loader_module": "mlflow.pyfunc.model", "python_model": "m.pkl"}},
+        {"m.pkl": b"p", "requirements.txt": b"mlflow==3.1.0\n# a comment\n-r other.txt\nnumpy\n"},
+        signature={"inputs": COLUMNS, "outputs": [{"type": "double"}]},
+    )
+    manifest = read_manifest(folder)
+    assert (manifest.runtime, manifest.artifact) == ("pyfunc", "m.pkl")
+    assert manifest.parameters == {
+        "loader_module": "mlflow.pyfunc.model",
+        "requirements": ["mlflow==3.1.0", "numpy"],
+    }
+    assert manifest.outputs == (TensorSpec("prediction", "FP64", (-1,)),)
+
+
+def test_xgboost_classifiers_answer_labels_like_their_pyfunc(tmp_path: Path) -> None:
+    flavor = {"data": "model.ubj", "model_format": "ubj"}
+    for model_class, predict in [
+        ("xgboost.sklearn.XGBClassifier", {"predict": "label"}),
+        ("xgboost.sklearn.XGBRegressor", {}),
+        ("xgboost.core.Booster", {}),
+    ]:
+        folder = tmp_path / model_class
+        folder.mkdir()
+        mlflow_folder(
+            folder, {"xgboost": {**flavor, "model_class": model_class}}, {"model.ubj": b"x"}
+        )
+        assert read_manifest(folder).parameters == {"model_format": "ubj", **predict}
 
 
 @pytest.mark.parametrize(
@@ -232,10 +266,17 @@ def test_example_that_does_not_fit_is_dropped(tmp_path: Path) -> None:
     assert read_manifest(folder).warmup == ()
 
 
-def test_no_supported_flavor(tmp_path: Path) -> None:
+def test_other_flavors_are_served_through_their_pyfunc(tmp_path: Path) -> None:
     folder = mlflow_folder(tmp_path, {"pytorch": {"model_data": "data"}}, {})
-    with pytest.raises(InvalidInput, match=r"MLmodel: flavors: no supported flavor in \['py"):
-        read_manifest(folder)
+    manifest = read_manifest(folder)  # the helper adds python_function with loader_module x
+    assert (manifest.runtime, manifest.artifact) == ("pyfunc", None)
+    assert manifest.parameters == {"loader_module": "x"}
+
+
+def test_no_supported_flavor(tmp_path: Path) -> None:
+    (tmp_path / "MLmodel").write_text(yaml.safe_dump({"flavors": {"pytorch": {"a": 1}}}))
+    with pytest.raises(InvalidInput, match=r"MLmodel: flavors: no supported flavor in \['pyt"):
+        read_manifest(tmp_path)
 
 
 def test_flavor_file_must_exist(tmp_path: Path) -> None:

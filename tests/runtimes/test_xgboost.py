@@ -51,3 +51,23 @@ def test_outputs_other_than_prediction_are_a_load_error(tmp_path: Path) -> None:
 
     with pytest.raises(LoadError, match="'prediction'"):
         runtime_for(folder, outputs=(TensorSpec("label", "INT64", (-1,)),)).load()
+
+
+@pytest.mark.parametrize("objective", ["binary:logistic", "multi:softprob", "multi:softmax"])
+def test_label_mode_answers_what_xgbclassifier_predict_does(tmp_path: Path, objective: str) -> None:
+    features = mf.iris_rows(150)
+    classes = 2 if objective.startswith("binary") else 3
+    labels = np.arange(150) * classes // 150
+    model = xgboost.XGBClassifier(n_estimators=3, max_depth=2, objective=objective)
+    model.fit(features, labels)
+    model.save_model(str(tmp_path / "model.json"))
+    document = {"runtime": "xgboost", "parameters": {"predict": "label"}}
+    runtime = loaded(mf.write_manifest(tmp_path, document))
+    (output,) = runtime.metadata().outputs
+    assert (output.name, output.datatype, output.shape) == ("prediction", "INT64", (-1,))
+    answered = runtime.predict({"input": features})["prediction"]
+    np.testing.assert_array_equal(answered, model.predict(features))
+    with pytest.raises(LoadError, match=r"parameters\.predict: 'labels' is not one of raw, label"):
+        runtime_for(
+            mf.write_manifest(tmp_path, {**document, "parameters": {"predict": "labels"}})
+        ).load()

@@ -82,6 +82,7 @@ DOCUMENTED_ENV: Final = {
     "PITSTOP_MAX_QUEUE_SIZE": "2",
     "PITSTOP_WARMUP_RUNS": "0",
     "PITSTOP_COST_PER_HOUR": "1.5",
+    "PITSTOP_DEFAULT_MODEL": "iris",
 }
 
 
