@@ -136,7 +136,20 @@ class Settings(BaseSettings):
     """Largest gRPC message received or sent; larger ones fail with RESOURCE_EXHAUSTED."""
 
     max_request_bytes: int = Field(default=64 * 1024 * 1024, gt=0)
-    """Largest request body accepted; larger bodies get 413."""
+    """Largest request body accepted; larger bodies get 413. A compressed body
+    (``Content-Encoding: gzip`` or ``deflate``) is held to it both as sent and decompressed."""
+
+    compress_responses: bool = True
+    """Compress HTTP responses of at least ``compress_min_bytes`` when the client's
+    ``Accept-Encoding`` accepts gzip or deflate (compressed requests are always read)."""
+
+    compress_min_bytes: int = Field(default=1024, ge=0)
+    """The smallest HTTP response body worth compressing."""
+
+    grpc_typed_outputs: bool = False
+    """gRPC inference responses carry their tensors in ``raw_output_contents``, as Triton's do;
+    true answers a request sent with typed contents with typed contents (what pitstop did before).
+    A request can ask for typed outputs itself with the parameter ``typed_output_contents``."""
 
     default_model: str | None = None
     """The model MLflow's root route ``POST /invocations`` serves (``pitstop serve FOLDER``

@@ -121,7 +121,10 @@ class ModelManager:
     def require_model(self, model: str) -> None:
         """Raise ModelNotFound unless the registry (as last read) has ``model``."""
         if self._snapshot is None or model not in self._snapshot.models:
-            raise ModelNotFound(f"model {model!r} is not registered")
+            raise ModelNotFound(
+                f"Request for unknown model: {model!r} is not found (no model of that name is "
+                "registered)"
+            )
 
     def resolve(self, model: str, ref: VersionRef) -> LoadedVersion:
         """The version ``ref`` serves. NotFound when the model, the alias or the version is

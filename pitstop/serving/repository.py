@@ -6,6 +6,7 @@ from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Final
 
+from pitstop.errors import InvalidInput
 from pitstop.serving.lease import LoadedVersion
 from pitstop.serving.version_policy import VersionKey, VersionState
 
@@ -57,3 +58,34 @@ def repository_rows(
             state, reason = REPOSITORY_STATES[loaded.state], loaded.error or ""
         rows.append(RepositoryEntry(key.model, key.version, state, reason))
     return rows
+
+
+UNLOAD_PARAMETERS: Final = frozenset({"unload_dependents"})
+"""Unload parameters accepted: Triton's ``unload_dependents`` (no pitstop model depends on
+another, so there is nothing more to unload either way)."""
+
+
+def check_repository_parameters(action: str, parameters: Mapping[str, object]) -> None:
+    """Refuse, naming it, any parameter of a repository ``load`` or ``unload`` that pitstop
+    would not apply. Triton's ``config`` (a configuration override) and ``file:…`` (model files
+    sent with the request) are refused: a served version is the content-addressed package in
+    the registry, so what serves is always what ``pitstop models push`` registered."""
+    for name, value in parameters.items():
+        if action == "unload" and name in UNLOAD_PARAMETERS:
+            if not isinstance(value, bool):
+                raise InvalidInput(f"parameters.{name} must be a bool")
+            continue
+        if action == "load" and name == "config":
+            why = (
+                "a configuration override is not applied: a version's configuration is part "
+                "of its registered package (pitstop.yaml); push a new version with the changed "
+                "configuration and point an alias at it"
+            )
+        elif action == "load" and name.startswith("file:"):
+            why = (
+                "model files cannot be sent with a load request: push them as a new version "
+                "with `pitstop models push` and point an alias at it"
+            )
+        else:
+            why = f"pitstop's repository {action} takes no such parameter"
+        raise InvalidInput(f"parameters.{name!r}: {why}")

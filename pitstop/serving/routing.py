@@ -53,8 +53,8 @@ def resolve(
         k.version for k, v in versions.items() if k.model == model and v.state is VersionState.READY
     )
     raise VersionNotFound(
-        f"model {model!r} version {ref} is not served here; "
-        f"served versions: {served or 'none'} (point an alias at a version to serve it)"
+        f"Request for unknown model: {model!r} version {ref} is not found (not served here; "
+        f"served versions: {served or 'none'}; point an alias at a version to serve it)"
     )
 
 

@@ -47,6 +47,7 @@ from pitstop.transports import openapi
 from pitstop.transports.admin import AdminApi
 from pitstop.transports.codec_pool import CodecPool
 from pitstop.transports.codec_worker import CodecWorker
+from pitstop.transports.compression import compression
 from pitstop.transports.grpc import GrpcApi
 from pitstop.transports.grpc_server import GrpcServer
 from pitstop.transports.http11 import protocol
@@ -184,8 +185,12 @@ class Host:
         app = Starlette(routes=self.routes, exception_handlers=EXCEPTION_HANDLERS)
         # A trailing slash is a different path (404 naming it), not a redirect clients must follow.
         app.router.redirect_slashes = False
-        self.asgi: ASGIApp = rest.front(app)
-        self.grpc = GrpcApi(engine, gate, self.codecs)
+        self.asgi: ASGIApp = compression(
+            rest.front(app),
+            limit,
+            settings.compress_min_bytes if settings.compress_responses else None,
+        )
+        self.grpc = GrpcApi(engine, gate, self.codecs, typed_outputs=settings.grpc_typed_outputs)
         self._server: Server | None = None
 
     async def serve(self) -> None:

@@ -31,6 +31,7 @@ from pitstop.protocol.reference import parse_ref
 from pitstop.security.authorization import ANONYMOUS, Action, Principal
 from pitstop.security.gate import Credentials, Gate
 from pitstop.serving.parameters import deadline_of
+from pitstop.serving.repository import check_repository_parameters
 from pitstop.transports import grpc_convert as convert
 from pitstop.transports.codec_pool import CodecPool, outputs_size
 from pitstop.transports.headers import DIGEST_HEADER, VERSION_HEADER
@@ -77,10 +78,15 @@ def code_of(error: errors.PitstopError) -> grpc.StatusCode:
 class GrpcApi:
     """The V2 RPCs over a started Engine's DataPlane."""
 
-    def __init__(self, engine: Engine, gate: Gate, codecs: CodecPool) -> None:
+    def __init__(
+        self, engine: Engine, gate: Gate, codecs: CodecPool, typed_outputs: bool = False
+    ) -> None:
+        """``typed_outputs``: answer a request sent with typed contents in kind (the setting
+        ``grpc_typed_outputs``); otherwise every response is raw, as Triton's are."""
         self._dataplane = engine.dataplane
         self._gate = gate
         self._codecs = codecs
+        self._typed_outputs = typed_outputs
 
     def handler(self) -> grpc.GenericRpcHandler:
         """The route table: RPC name → method, its message types, its action and the request
@@ -229,6 +235,7 @@ class GrpcApi:
                 )
             now = time.monotonic()
             deadline = deadline_of(request.parameters, now)
+            typed = convert.typed_outputs(request.parameters, self._typed_outputs and not raw)
         except errors.InvalidInput as error:  # counted like the DataPlane's own refusals
             self._dataplane.rejected(model, "grpc", error, caller.name)
             raise
@@ -245,7 +252,7 @@ class GrpcApi:
             outputs_size(served.response.outputs),
             convert.encode_infer_response,
             served.response,
-            raw=raw,
+            raw=not typed,
         )
         return response, str(served.version), served.digest
 
@@ -321,12 +328,14 @@ class GrpcApi:
     async def repository_model_load(
         self, r: pb.RepositoryModelLoadRequest, _c: Context
     ) -> pb.RepositoryModelLoadResponse:
+        check_repository_parameters("load", convert.decode_parameters(r.parameters))
         await self._dataplane.load_model(r.model_name)
         return pb.RepositoryModelLoadResponse()
 
     async def repository_model_unload(
         self, r: pb.RepositoryModelUnloadRequest, _c: Context
     ) -> pb.RepositoryModelUnloadResponse:
+        check_repository_parameters("unload", convert.decode_parameters(r.parameters))
         await self._dataplane.unload_model(r.model_name)
         return pb.RepositoryModelUnloadResponse()
 

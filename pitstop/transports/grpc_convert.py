@@ -2,9 +2,10 @@
 
 Tensor data arrives either typed (each input's ``contents``, in the field its datatype names) or
 raw (``raw_input_contents``, one entry per input, in the layout of
-:mod:`pitstop.protocol.raw_tensor`); never both. Responses answer in kind: raw when the request
-was raw, typed otherwise, except that FP16 and BF16 have no typed field, so a response with such
-an output is raw throughout (a response cannot mix the two). Every problem raises
+:mod:`pitstop.protocol.raw_tensor`); never both (a request mixing them is refused naming the
+input). Responses are raw (``raw_output_contents``), as Triton's always are, unless typed
+contents are asked for (:func:`typed_outputs`); FP16 and BF16 have no typed field, so a response
+with such an output is raw throughout (a response cannot mix the two). Every problem raises
 :class:`InvalidInput` naming the input.
 """
 
@@ -130,15 +131,21 @@ def _varint(view: memoryview, offset: int) -> tuple[int, int]:
 def decode_infer_request(message: pb.ModelInferRequest) -> InferRequest:
     """The request a ``ModelInferRequest`` carries (model name and version are not part of it)."""
     raw = list(message.raw_input_contents)
-    if raw and len(raw) != len(message.inputs):
-        raise InvalidInput(
-            f"raw_input_contents has {len(raw)} entries but the request has "
-            f"{len(message.inputs)} inputs; send one entry per input, in input order"
-        )
     inputs: dict[str, np.ndarray] = {}
     datatypes: dict[str, str] = {}
     if not message.inputs:
         raise InvalidInput("'inputs' must be a non-empty list of tensors")
+    if raw and len(raw) != len(message.inputs):
+        typed = [t.name for t in message.inputs if t.HasField("contents")]
+        if typed:
+            raise InvalidInput(
+                f"input {typed[0]!r}: sets contents although the request uses "
+                "raw_input_contents; send every input raw or every input typed"
+            )
+        raise InvalidInput(
+            f"raw_input_contents has {len(raw)} entries but the request has "
+            f"{len(message.inputs)} inputs; send one entry per input, in input order"
+        )
     for index, tensor in enumerate(message.inputs):
         if not tensor.name:
             raise InvalidInput(f"inputs[{index}].name must be a non-empty string")
@@ -241,6 +248,24 @@ def decode_parameters(parameters: Mapping[str, _ParameterMessage]) -> dict[str, 
 
 
 # ---- responses -----------------------------------------------------------------------------
+
+
+TYPED_OUTPUTS_PARAMETER: Final = "typed_output_contents"
+"""The request parameter asking for typed output contents instead of raw ones."""
+
+
+def typed_outputs(parameters: Mapping[str, Any], in_kind: bool) -> bool:
+    """Whether to answer with typed contents: the request's ``typed_output_contents``
+    parameter when it gives one, else ``in_kind`` (the request was typed and the server's
+    ``grpc_typed_outputs`` setting is on)."""
+    asked = parameters.get(TYPED_OUTPUTS_PARAMETER)
+    if asked is None:
+        return in_kind
+    if not isinstance(asked, bool):
+        raise InvalidInput(
+            f"parameters.{TYPED_OUTPUTS_PARAMETER} must be a bool, got {type(asked).__name__}"
+        )
+    return asked
 
 
 def encode_infer_response(response: InferResponse, raw: bool) -> pb.ModelInferResponse:

@@ -29,6 +29,7 @@ from pitstop.protocol.reference import VersionRef, parse_ref
 from pitstop.security.authorization import Action
 from pitstop.security.gate import Gate
 from pitstop.serving.parameters import deadline_of
+from pitstop.serving.repository import check_repository_parameters
 from pitstop.transports.body import read_body, read_json, read_stream
 from pitstop.transports.codec_pool import CodecPool, outputs_size
 from pitstop.transports.headers import DIGEST_HEADER, FALLBACK_HEADER, VERSION_HEADER
@@ -269,14 +270,29 @@ class RestApi:
         )
 
     async def load(self, request: Request) -> Response:
-        await self._read_json(request, optional=True)
+        check_repository_parameters("load", await self._repository_parameters(request))
         await self._dataplane.load_model(request.path_params["model"])
         return JSONResponse({})
 
     async def unload(self, request: Request) -> Response:
-        await self._read_json(request, optional=True)
+        check_repository_parameters("unload", await self._repository_parameters(request))
         await self._dataplane.unload_model(request.path_params["model"])
         return JSONResponse({})
+
+    async def _repository_parameters(self, request: Request) -> dict[str, Any]:
+        """The ``parameters`` object of a repository load or unload body (optional)."""
+        body = await self._read_json(request, optional=True)
+        if body is None:
+            return {}
+        if not isinstance(body, dict):
+            raise errors.InvalidInput("request body must be a JSON object")
+        unknown = sorted(set(body) - {"parameters"})
+        if unknown:
+            raise errors.InvalidInput(f"{unknown[0]!r}: not a field of a repository request")
+        parameters = body.get("parameters") or {}
+        if not isinstance(parameters, dict):
+            raise errors.InvalidInput("parameters must be a JSON object")
+        return parameters
 
     async def _read_json(self, request: Request, optional: bool = False) -> Any:
         return await read_json(request, self._max_bytes, optional=optional)

@@ -167,12 +167,21 @@ TYPED_FIELD = {
 
 @pytest.mark.parametrize("datatype", list(TYPED_FIELD))
 def test_grpc_typed_contents(stub: pb_grpc.GRPCInferenceServiceStub, datatype: str) -> None:
+    """Typed inputs are answered raw, as Triton answers (clients that read only
+    raw_output_contents get the values); typed outputs when the request asks for them."""
     want = VALUES[datatype]
     request = pb.ModelInferRequest(model_name=model_of(datatype))
     tensor = request.inputs.add(name="x", datatype=datatype, shape=[2, 2])
     getattr(tensor.contents, TYPED_FIELD[datatype]).extend(want.reshape(-1).tolist())
     response = stub.ModelInfer(request, timeout=10)
-    assert not response.raw_output_contents  # answered in kind
+    [output] = response.outputs
+    [raw] = response.raw_output_contents
+    assert not _has_typed(output)
+    assert_same(from_raw(datatype, raw, list(output.shape)), want)
+
+    request.parameters["typed_output_contents"].bool_param = True
+    response = stub.ModelInfer(request, timeout=10)
+    assert not response.raw_output_contents  # asked for typed
     [output] = response.outputs
     assert output.datatype == datatype
     values = list(getattr(output.contents, TYPED_FIELD[datatype]))
@@ -182,6 +191,38 @@ def test_grpc_typed_contents(stub: pb_grpc.GRPCInferenceServiceStub, datatype: s
         else np.array(values, dtype=want.dtype)
     )
     assert_same(got.reshape(list(output.shape)), want)
+
+
+def _has_typed(output: pb.ModelInferResponse.InferOutputTensor) -> bool:
+    return any(len(getattr(output.contents, field)) for field in set(TYPED_FIELD.values()))
+
+
+def test_grpc_typed_outputs_parameter_must_be_a_bool(
+    stub: pb_grpc.GRPCInferenceServiceStub,
+) -> None:
+    request = pb.ModelInferRequest(model_name=model_of("FP32"))
+    request.inputs.add(name="x", datatype="FP32", shape=[2, 2])
+    request.raw_input_contents.append(raw_bytes(VALUES["FP32"]))
+    request.parameters["typed_output_contents"].string_param = "yes"
+    with pytest.raises(grpc.RpcError) as caught:
+        stub.ModelInfer(request, timeout=10)
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "parameters.typed_output_contents must be a bool" in caught.value.details()
+
+
+def test_grpc_mixing_raw_and_typed_inputs_names_the_input(
+    stub: pb_grpc.GRPCInferenceServiceStub,
+) -> None:
+    request = pb.ModelInferRequest(model_name=model_of("FP32"))
+    request.inputs.add(name="x", datatype="FP32", shape=[2, 2])
+    request.inputs.add(name="z", datatype="FP32", shape=[1]).contents.fp32_contents.append(1)
+    request.raw_input_contents.append(raw_bytes(VALUES["FP32"]))
+    with pytest.raises(grpc.RpcError) as caught:
+        stub.ModelInfer(request, timeout=10)
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "input 'z': sets contents although the request uses raw_input_contents" in (
+        caught.value.details()
+    )
 
 
 def test_grpc_typed_fp16_is_refused(stub: pb_grpc.GRPCInferenceServiceStub) -> None:

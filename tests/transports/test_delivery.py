@@ -194,6 +194,19 @@ def test_sticky_ab_keeps_every_user_on_one_arm(
     # before the alias is routed, and an unrouted arm is served from production meanwhile.
     ready = f"{server.url}/v2/models/ab/versions/challenger/ready"
     assert wait_for(lambda: httpx.get(ready).status_code == 200, 10)
+
+    # The challenger may be loaded before the server has read the new policy: wait until the
+    # policy routes (some of 20 probe users land on the 30% arm; all miss it with p < 0.001).
+    def policy_applied() -> bool:
+        return any(
+            httpx.post(
+                url, json=body(random.Random(0)), headers={"x-user-id": f"probe-{i}"}
+            ).headers.get("pitstop-model-version")
+            == "2"
+            for i in range(20)
+        )
+
+    assert wait_for(policy_applied, 10)
     arms: dict[str, set[str]] = defaultdict(set)
     failures: list[str] = []
 

@@ -122,7 +122,7 @@ def test_infer_typed_contents_requested_outputs_and_version(stub: Stub) -> None:
     request.outputs.add(name="y")
     response, call = stub.ModelInfer.with_call(request, timeout=10)
     assert response.model_version == "2"
-    assert list(response.outputs[0].contents.fp32_contents) == [3, 6, 9, 12]
+    assert np.frombuffer(response.raw_output_contents[0], "<f4").tolist() == [3, 6, 9, 12]
     assert dict(call.trailing_metadata())["pitstop-model-version"] == "2"
     request.model_version = "1"
     assert stub.ModelInfer(request).model_version == "1"

@@ -6,7 +6,10 @@ Triton or KServe.
 
 from __future__ import annotations
 
+import gzip
+import json
 import queue
+import zlib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -172,13 +175,99 @@ def test_bytes_inputs(client: Any) -> None:
     assert result.as_numpy("s").tolist() == values.tolist()
 
 
-def test_unknown_model_raises_with_our_message(client: Any) -> None:
+def test_unknown_model_raises_with_tritons_wording(client: Any) -> None:
     with pytest.raises(InferenceServerException) as caught:
         client.infer("nope", [iris_input(client)])
-    assert "'nope'" in caught.value.message()
+    assert caught.value.message().startswith("Request for unknown model: 'nope' is not found")
+    assert "registered" in caught.value.message()  # and pitstop's explanation
     with pytest.raises(InferenceServerException) as caught:
         client.get_model_metadata("nope")
-    assert "'nope'" in caught.value.message()
+    assert caught.value.message().startswith("Request for unknown model: 'nope' is not found")
+    x = module_of(client).InferInput("x", [1, 4], "FP32")
+    x.set_data_from_numpy(np.ones((1, 4), dtype=np.float32))
+    with pytest.raises(InferenceServerException) as caught:
+        client.infer("py", [x], model_version="9")
+    assert caught.value.message().startswith(
+        "Request for unknown model: 'py' version 9 is not found"
+    )
+    assert "served versions: [1, 2]" in caught.value.message()
+
+
+@pytest.mark.parametrize("algorithm", ["gzip", "deflate"])
+def test_compressed_requests_and_responses(
+    http_client: thttp.InferenceServerClient, algorithm: str
+) -> None:
+    rows = np.arange(4000, dtype=np.float32).reshape(1000, 4)
+    for binary in (True, False):
+        x = thttp.InferInput("x", list(rows.shape), "FP32")
+        x.set_data_from_numpy(rows, binary_data=binary)
+        wanted = [thttp.InferRequestedOutput("y", binary_data=binary)]
+        result = http_client.infer(
+            "py",
+            [x],
+            outputs=wanted,
+            request_compression_algorithm=algorithm,
+            response_compression_algorithm=algorithm,
+        )
+        np.testing.assert_array_equal(result.as_numpy("y"), rows * 2)
+
+
+@pytest.mark.parametrize("algorithm", ["gzip", "deflate"])
+def test_compressed_grpc_messages(grpc_client: tgrpc.InferenceServerClient, algorithm: str) -> None:
+    rows = np.arange(4000, dtype=np.float32).reshape(1000, 4)
+    x = tgrpc.InferInput("x", list(rows.shape), "FP32")
+    x.set_data_from_numpy(rows)
+    result = grpc_client.infer("py", [x], compression_algorithm=algorithm)
+    np.testing.assert_array_equal(result.as_numpy("y"), rows * 2)
+
+
+def test_compression_on_the_wire(server: ServerProcess) -> None:
+    body = json.dumps(
+        {"inputs": [{"name": "x", "datatype": "FP32", "shape": [500, 4], "data": [1.5] * 2000}]}
+    ).encode()
+    url = f"{server.url}/v2/models/py/infer"
+    for coding, packed in (("gzip", gzip.compress(body)), ("deflate", zlib.compress(body))):
+        headers = {"content-encoding": coding, "accept-encoding": coding}
+        with httpx.stream("POST", url, content=packed, headers=headers, timeout=10) as answer:
+            assert answer.status_code == 200
+            assert answer.headers["content-encoding"] == coding
+            assert answer.headers["vary"] == "Accept-Encoding"
+            wire = b"".join(answer.iter_raw())
+        assert int(answer.headers["content-length"]) == len(wire)
+        inflated = gzip.decompress(wire) if coding == "gzip" else zlib.decompress(wire)
+        assert json.loads(inflated)["outputs"][0]["data"] == [3.0] * 2000
+    plain = httpx.post(url, content=body, headers={"accept-encoding": "identity"}, timeout=10)
+    assert "content-encoding" not in plain.headers
+    small = httpx.get(f"{server.url}/v2/health/ready", headers={"accept-encoding": "gzip"})
+    assert "content-encoding" not in small.headers  # not worth it under 1 KiB
+
+
+def test_compressed_bodies_that_are_bad(server: ServerProcess) -> None:
+    url = f"{server.url}/v2/models/py/infer"
+    # 80 MiB of zeros, ~80 KB on the wire: past the 64 MiB limit once inflated.
+    bomb = gzip.compress(bytes(80 * 1024 * 1024), compresslevel=9)
+    answer = httpx.post(url, content=bomb, headers={"content-encoding": "gzip"}, timeout=30)
+    assert answer.status_code == 413
+    assert "once decompressed" in answer.json()["error"]
+    answer = httpx.post(url, content=b"{}", headers={"content-encoding": "br"}, timeout=10)
+    assert answer.status_code == 415
+    assert "Content-Encoding 'br'" in answer.json()["error"]
+    answer = httpx.post(url, content=b"nope", headers={"content-encoding": "gzip"}, timeout=10)
+    assert answer.status_code == 400
+    assert "not valid gzip data" in answer.json()["error"]
+    cut = gzip.compress(b'{"inputs": []}')[:-6]
+    answer = httpx.post(url, content=cut, headers={"content-encoding": "gzip"}, timeout=10)
+    assert answer.status_code == 400
+    assert "ends before its compressed stream" in answer.json()["error"]
+    # Every route reads compressed bodies, not only inference (the repository index here).
+    models = httpx.post(
+        f"{server.url}/v2/repository/index",
+        content=gzip.compress(b'{"ready": true}'),
+        headers={"content-encoding": "gzip"},
+        timeout=10,
+    )
+    assert models.status_code == 200
+    assert {m["name"] for m in models.json()} >= {"iris", "py"}
 
 
 def test_bad_input_raises_with_our_message(client: Any) -> None:
@@ -231,3 +320,20 @@ def test_repository_index_load_unload(server: ServerProcess, client: Any) -> Non
     assert not client.is_model_ready("spare")
     client.load_model("spare", headers=headers)
     assert client.is_model_ready("spare")
+
+
+def test_load_with_a_config_override_or_files_is_refused(
+    server: ServerProcess, client: Any
+) -> None:
+    token = (server.home / "admin.token").read_text().strip()
+    headers = {"authorization": f"Bearer {token}"}
+    with pytest.raises(InferenceServerException) as caught:
+        client.load_model("spare", headers=headers, config='{"max_batch_size": 4}')
+    assert "parameters.'config'" in caught.value.message()
+    assert "push a new version" in caught.value.message()
+    with pytest.raises(InferenceServerException) as caught:
+        client.load_model(
+            "spare", headers=headers, config="{}", files={"file:1/model.onnx": b"\x00"}
+        )
+    assert "parameters.'" in caught.value.message()
+    assert client.is_model_ready("spare")  # still serving what it served
