@@ -146,6 +146,11 @@ class Settings(BaseSettings):
     compress_min_bytes: int = Field(default=1024, ge=0)
     """The smallest HTTP response body worth compressing."""
 
+    system_shared_memory: bool = True
+    """Serve the system shared-memory extension: clients on this host register POSIX
+    shared-memory objects owned by the server's user and pass tensors through them. False
+    refuses the extension's calls and requests that refer to a region (501)."""
+
     grpc_typed_outputs: bool = False
     """gRPC inference responses carry their tensors in ``raw_output_contents``, as Triton's do;
     true answers a request sent with typed contents with typed contents (what pitstop did before).

@@ -38,18 +38,26 @@ from pitstop.errors import RegistryUnavailable
 from pitstop.monitoring.inventory import Inventory
 from pitstop.monitoring.tracing import Tracing
 from pitstop.registry import Registry
-from pitstop.serving.dataplane import DataPlane, ServerInfo
+from pitstop.serving.dataplane import DataPlane
 from pitstop.serving.evidence import SharedEvidence, publish
 from pitstop.serving.inventory import build_inventory
 from pitstop.serving.manager import ManagerOptions, ModelManager
+from pitstop.serving.model_view import ServerInfo
 from pitstop.serving.rollout_controller import RolloutController
 from pitstop.serving.statistics import Statistics
 from pitstop.settings import Settings
 
 log = logging.getLogger(__name__)
 
-EXTENSIONS = ("binary_tensor_data", "model_configuration", "model_repository", "statistics")
-"""Protocol extensions the transports implement, advertised in the server metadata."""
+EXTENSIONS = (
+    "binary_tensor_data",
+    "model_configuration",
+    "model_repository",
+    "statistics",
+    "sequence",
+)
+"""Protocol extensions the transports implement, advertised in the server metadata (with
+``system_shared_memory`` when that setting is on)."""
 
 
 APPLIED_CHECK_S = 0.1
@@ -220,7 +228,12 @@ class Engine:
         observability = Observability.build(settings, registry, self.replica, self._tracing)
         dataplane = DataPlane(
             manager,
-            ServerInfo(name="pitstop", version=__version__, extensions=EXTENSIONS),
+            ServerInfo(
+                name="pitstop",
+                version=__version__,
+                extensions=EXTENSIONS
+                + (("system_shared_memory",) if settings.system_shared_memory else ()),
+            ),
             default_timeout_us=settings.default_timeout_us,
             statistics=Statistics(observability.tally, observability.everyone),
             observers=observability.observers(),

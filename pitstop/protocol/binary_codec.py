@@ -27,6 +27,7 @@ from pitstop.protocol.json_codec import (
     decode_input,
     decode_request,
     encode_output,
+    shared_entries,
 )
 from pitstop.protocol.raw_tensor import decode_raw, encode_raw
 from pitstop.protocol.reference import natural
@@ -85,6 +86,15 @@ def encode_request(request: InferRequest) -> tuple[bytes, int]:
                 "datatype": datatype,
                 "shape": list(array.shape),
                 "parameters": {"binary_data_size": len(raw)},
+            }
+        )
+    for name, shared in request.shared_inputs.items():
+        inputs.append(
+            {
+                "name": name,
+                "datatype": shared.datatype,
+                "shape": list(shared.shape),
+                "parameters": shared.ref.to_parameters(),
             }
         )
     header["inputs"] = inputs
@@ -149,6 +159,7 @@ def encode_body(response: InferResponse, request_parameters: Parameters) -> Enco
             )
         else:
             entries.append(encode_output(name, array))
+    entries += shared_entries(response)
     body: dict[str, Any] = {
         "model_name": response.model_name,
         "model_version": response.model_version,

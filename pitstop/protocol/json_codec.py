@@ -13,6 +13,7 @@ import numpy as np
 from pitstop.errors import InvalidInput, Unsupported
 from pitstop.protocol.datatype import datatype_of, numpy_dtype
 from pitstop.protocol.shape import decode_shape, element_count
+from pitstop.protocol.shared_memory import BYTE_SIZE, OFFSET, REGION, SharedInput, shared_ref
 from pitstop.protocol.tensor import InferRequest, InferResponse, RequestedOutput
 
 _BINARY_ONLY = frozenset({"FP16", "BF16"})
@@ -39,19 +40,46 @@ def decode_request(body: object, decode: InputDecoder | None = None) -> InferReq
     parameters = _parameters(body.get("parameters"), "parameters")
     inputs: dict[str, np.ndarray] = {}
     datatypes: dict[str, str] = {}
+    shared: dict[str, SharedInput] = {}
     for index, raw in enumerate(raw_inputs):
-        name, datatype, array = decoder(raw, f"inputs[{index}]")
-        if name in inputs:
+        where = f"inputs[{index}]"
+        reference = _shared_input(raw, where)
+        if reference is not None:
+            name, shared_input = reference
+        else:
+            name, datatype, array = decoder(raw, where)
+        if name in inputs or name in shared:
             raise InvalidInput(f"inputs[{index}].name: duplicate input {name!r}")
-        inputs[name] = array
-        datatypes[name] = datatype
+        if reference is not None:
+            shared[name] = shared_input
+        else:
+            inputs[name] = array
+            datatypes[name] = datatype
     return InferRequest(
         inputs=inputs,
         id=request_id,
         parameters=parameters,
         outputs=_requested_outputs(body.get("outputs")),
         input_datatypes=datatypes,
+        shared_inputs=shared,
     )
+
+
+def _shared_input(raw: object, where: str) -> tuple[str, SharedInput] | None:
+    """``(name, input)`` when the input object refers to shared memory, else None."""
+    if not isinstance(raw, dict) or not isinstance(raw.get("parameters"), dict):
+        return None
+    parameters = raw["parameters"]
+    if REGION not in parameters and OFFSET not in parameters and BYTE_SIZE not in parameters:
+        return None
+    name, datatype, shape = decode_header(raw, where)
+    where = f"input {name!r}"
+    ref = shared_ref(parameters, where)
+    assert ref is not None  # shared_ref refuses an offset or size without a region
+    if "data" in raw or "binary_data_size" in parameters:
+        raise InvalidInput(f"{where}: sends data as well as {REGION}; send one")
+    numpy_dtype(datatype, f"{where}: datatype")
+    return name, SharedInput(datatype, shape, ref)
 
 
 def decode_input(raw: object, where: str) -> tuple[str, str, np.ndarray]:
@@ -204,13 +232,27 @@ def encode_response(response: InferResponse) -> dict[str, Any]:
     body: dict[str, Any] = {
         "model_name": response.model_name,
         "model_version": response.model_version,
-        "outputs": [encode_output(name, array) for name, array in response.outputs.items()],
+        "outputs": [encode_output(name, array) for name, array in response.outputs.items()]
+        + shared_entries(response),
     }
     if response.id is not None:
         body["id"] = response.id
     if response.parameters:
         body["parameters"] = dict(response.parameters)
     return body
+
+
+def shared_entries(response: InferResponse) -> list[dict[str, Any]]:
+    """The output entries of the outputs written to shared memory: no data, the region."""
+    return [
+        {
+            "name": name,
+            "datatype": shared.datatype,
+            "shape": list(shared.shape),
+            "parameters": shared.to_parameters(),
+        }
+        for name, shared in response.shared_outputs.items()
+    ]
 
 
 def encode_output(name: str, array: np.ndarray) -> dict[str, Any]:

@@ -67,6 +67,10 @@ class ModelConfig:
     inputs: tuple[ConfigTensor, ...]
     outputs: tuple[ConfigTensor, ...]
     dynamic_batching: DynamicBatching | None = None
+    decoupled: bool = False
+    """Triton's decoupled transaction policy: any number of responses per request."""
+    sequence_idle_us: int | None = None
+    """A stateful model's ``max_sequence_idle_microseconds`` (Triton's sequence batching)."""
 
     def to_json(self) -> dict[str, Any]:
         """Triton's JSON form (``GET /v2/models/{m}/config``)."""
@@ -78,7 +82,11 @@ class ModelConfig:
             "input": [tensor.to_json() for tensor in self.inputs],
             "output": [tensor.to_json() for tensor in self.outputs],
         }
-        if self.dynamic_batching is not None:
+        if self.decoupled:
+            body["model_transaction_policy"] = {"decoupled": True}
+        if self.sequence_idle_us is not None:  # Triton's scheduling choice: one or the other
+            body["sequence_batching"] = {"max_sequence_idle_microseconds": self.sequence_idle_us}
+        elif self.dynamic_batching is not None:
             body["dynamic_batching"] = {
                 "preferred_batch_size": list(self.dynamic_batching.preferred_batch_size),
                 "max_queue_delay_microseconds": self.dynamic_batching.max_queue_delay_microseconds,
@@ -94,6 +102,8 @@ def model_config(
     outputs: Sequence[TensorSpec],
     max_batch_size: int = 0,
     dynamic_batching: DynamicBatching | None = None,
+    decoupled: bool = False,
+    sequence_idle_us: int | None = None,
 ) -> ModelConfig:
     """The configuration of a model with these tensors and batching (from the manifest's
     ``batching`` section). ``max_batch_size`` is reported as 0 (and dims in full) when batching
@@ -116,4 +126,6 @@ def model_config(
         inputs=tensors(inputs),
         outputs=tensors(outputs),
         dynamic_batching=(dynamic_batching or DynamicBatching()) if max_batch_size > 0 else None,
+        decoupled=decoupled,
+        sequence_idle_us=sequence_idle_us,
     )

@@ -13,6 +13,7 @@ import numpy as np
 
 from pitstop.errors import InvalidInput
 from pitstop.protocol.datatype import DATATYPES
+from pitstop.protocol.shared_memory import SharedInput, SharedOutput
 
 Parameters = Mapping[str, Any]
 """Free-form request/response parameters (JSON scalars)."""
@@ -61,6 +62,9 @@ class InferRequest:
     outputs: Sequence[RequestedOutput] = ()
     input_datatypes: Mapping[str, str] = field(default_factory=dict)
     """The datatype each input was declared with on the wire (``FP32``, ``BYTES``, ...)."""
+    shared_inputs: Mapping[str, SharedInput] = field(default_factory=dict)
+    """Inputs whose data is in a shared-memory region, not yet read (the transport reads them
+    into ``inputs`` before the request is served)."""
 
 
 @dataclass(frozen=True)
@@ -74,6 +78,9 @@ class InferResponse:
     parameters: Parameters = field(default_factory=dict)
     output_parameters: Mapping[str, Parameters] = field(default_factory=dict)
     """Per-output parameters from the request (e.g. ``binary_data``), for the codec."""
+    shared_outputs: Mapping[str, SharedOutput] = field(default_factory=dict)
+    """Outputs already written to shared memory: the codecs describe them, with no data, after
+    the others."""
 
 
 @dataclass(frozen=True)

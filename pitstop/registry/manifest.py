@@ -21,6 +21,7 @@ from pitstop.protocol.datatype import DATATYPES
 from pitstop.protocol.tensor import TensorSpec
 from pitstop.registry.mlmodel import MLMODEL_FILE, translate_mlmodel
 from pitstop.registry.options import BatchingOptions, CacheOptions, SwapPolicy
+from pitstop.registry.sequencing import SequenceOptions
 from pitstop.runtimes.base import runtime_names
 
 MANIFEST_FILE: Final = "pitstop.yaml"
@@ -43,6 +44,7 @@ _FIELDS: Final = frozenset(
         "cache",
         "swap",
         "columns",
+        "sequence",
     }
 )
 
@@ -73,6 +75,8 @@ class ModelManifest:
     """Names of the columns along the last axis of the one 2-D input, in order: how a table
     (MLflow's ``dataframe_split``/``dataframe_records``, CSV, records by name) becomes that
     tensor. Empty: columns are taken by position."""
+    sequence: SequenceOptions | None = None
+    """A stateful model's sequence options (Triton's sequence batcher); ``None``: stateless."""
     problem: str | None = None
     """Why a manifest stored by an older pitstop (which checked serving options only at load)
     cannot be served; its load fails with this reason. Never set on a manifest pushed now."""
@@ -91,6 +95,7 @@ class ModelManifest:
             "source_format": self.source_format,
             "swap": self.swap.value,
             "columns": list(self.columns),
+            "sequence": None if self.sequence is None else self.sequence.to_json(),
         }
 
     @classmethod
@@ -100,13 +105,14 @@ class ModelManifest:
         source_format = body.get("source_format", "pitstop")
         if source_format not in ("pitstop", "mlflow"):
             raise InvalidInput(f"stored manifest: unknown source_format {source_format!r}")
-        batching = cache = None
+        batching = cache = sequence = None
         swap = SwapPolicy.AVAILABILITY
         problem = None
         try:
             batching = BatchingOptions.parse(body.get("batching"))
             cache = CacheOptions.parse(body.get("cache"))
             swap = SwapPolicy.parse(body.get("swap"))
+            sequence = SequenceOptions.parse(body.get("sequence"))
         except InvalidInput as exc:
             problem = str(exc)
         return cls(
@@ -121,6 +127,7 @@ class ModelManifest:
             source_format=cast(SourceFormat, source_format),
             swap=swap,
             columns=tuple(body.get("columns") or ()),
+            sequence=sequence,
             problem=problem,
         )
 
@@ -166,6 +173,9 @@ def parse_manifest(
     parameters = _json_mapping(f"{source}: parameters", document.get("parameters")) or {}
     warmup = _warmup(f"{source}: warmup", document.get("warmup"), inputs)
     columns = _columns(f"{source}: columns", document.get("columns"), inputs)
+    sequence = _option(source, SequenceOptions.parse, document.get("sequence"), "sequence")
+    if sequence is not None:
+        _check_sequence(source, sequence, inputs, outputs)
     return ModelManifest(
         runtime=runtime,
         artifact=artifact,
@@ -178,7 +188,34 @@ def parse_manifest(
         source_format=source_format,
         swap=_option(source, SwapPolicy.parse, document.get("swap"), "swap"),
         columns=columns,
+        sequence=sequence,
     )
+
+
+def _check_sequence(
+    source: str,
+    sequence: SequenceOptions,
+    inputs: tuple[TensorSpec, ...],
+    outputs: tuple[TensorSpec, ...],
+) -> None:
+    """Controls and state must be declared tensors of the same datatype (when the manifest
+    declares its tensors; otherwise the load checks them against the model)."""
+    declared_in = {spec.name: spec for spec in inputs}
+    declared_out = {spec.name: spec for spec in outputs}
+    wanted = [(c.name, c.datatype, declared_in, "inputs") for c in sequence.controls]
+    for state in sequence.state:
+        wanted.append((state.input, state.datatype, declared_in, "inputs"))
+        wanted.append((state.output, state.datatype, declared_out, "outputs"))
+    for name, datatype, declared, kind in wanted:
+        if not declared:
+            continue
+        spec = declared.get(name)
+        if spec is None:
+            raise InvalidInput(f"{source}: sequence names {name!r}, which is not in {kind}")
+        if spec.datatype != datatype:
+            raise InvalidInput(
+                f"{source}: sequence gives {name!r} datatype {datatype}, {kind} {spec.datatype}"
+            )
 
 
 def _columns(where: str, value: object, inputs: tuple[TensorSpec, ...]) -> tuple[str, ...]:

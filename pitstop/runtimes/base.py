@@ -24,7 +24,7 @@ under the ``pitstop.runtimes`` entry-point group.
 from __future__ import annotations
 
 import importlib
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from importlib.metadata import entry_points
 from pathlib import Path
@@ -78,6 +78,10 @@ class RuntimeMetadata:
     platform: str
     inputs: tuple[TensorSpec, ...]
     outputs: tuple[TensorSpec, ...]
+    decoupled: bool = False
+    """The model answers a request with any number of responses (Triton's decoupled
+    transaction policy): served through :class:`Responder` ``responses()``, never ``predict()``,
+    and only over streams (gRPC ``ModelStreamInfer``, HTTP ``generate_stream``)."""
     summed_outputs: tuple[str, ...] = ()
     """Per-row outputs (counts, flags) whose totals pitstop reports in a response's
     ``parameters`` under the output's name, e.g. the embeddings runtime's ``tokens`` and
@@ -121,6 +125,20 @@ class SessionFeeds(Protocol):
     """
 
     def session_feeds(self, inputs: Mapping[str, np.ndarray]) -> list[dict[str, np.ndarray]]: ...
+
+
+@runtime_checkable
+class Responder(Protocol):
+    """A runtime whose model answers one request with any number of responses
+    (``metadata().decoupled`` is true).
+
+    ``responses(inputs)`` takes what ``predict`` would and returns an iterator of output dicts,
+    one per response, each with every declared output (checked as ``predict``'s are). pitstop
+    advances it from worker threads, one ``next()`` at a time and never two at once, and
+    closes it (``close()``) when the caller goes away or its deadline passes, so a generator's
+    ``finally`` runs. Exceptions follow ``predict``'s rules."""
+
+    def responses(self, inputs: Mapping[str, np.ndarray]) -> Iterator[dict[str, np.ndarray]]: ...
 
 
 RuntimeFactory = Callable[[RuntimeContext], Runtime]

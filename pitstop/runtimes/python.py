@@ -25,6 +25,13 @@ The handler contract — a plain class; it never needs to import pitstop::
         def unload(self) -> None:
             '''Optional. Release resources; no predict() is in flight.'''
 
+A ``predict`` written as a generator (``yield`` instead of ``return``) makes the model
+*decoupled* (Triton's term): each dict it yields is one response, any number of them (none
+too) for one request. Decoupled models are served over streams only (gRPC ``ModelStreamInfer``,
+HTTP ``/generate_stream``; ``/generate`` answers with the last response), one ``next()`` at a
+time from worker threads; when the client goes away or the deadline passes the generator is
+closed, so its ``finally`` blocks run.
+
 The manifest must declare inputs and outputs (:class:`LoadError` otherwise); pitstop checks
 requests against them before ``predict`` sees them. ``predict`` must return every declared output
 (:class:`InternalError` naming the one missing); each is cast to its declared datatype, and
@@ -35,10 +42,11 @@ undeclared ones are dropped. Exceptions from ``predict`` propagate unchanged: pi
 from __future__ import annotations
 
 import importlib.util
+import inspect
 import itertools
 import sys
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Generator, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
@@ -46,7 +54,14 @@ from typing import Any, Final
 
 import numpy as np
 
-from pitstop.errors import InternalError, LoadError, PermissionDenied, PitstopError, Unavailable
+from pitstop.errors import (
+    InternalError,
+    LoadError,
+    PermissionDenied,
+    PitstopError,
+    Unavailable,
+    Unsupported,
+)
 from pitstop.runtimes.base import RuntimeContext, RuntimeMetadata
 from pitstop.runtimes.signature import check_supported, conform_outputs
 
@@ -62,6 +77,7 @@ class _Loaded:
     handler: Any
     predict: Callable[[dict[str, np.ndarray]], object]
     module_name: str
+    decoupled: bool
     metadata: RuntimeMetadata
 
 
@@ -101,11 +117,15 @@ class PythonRuntime:
         except BaseException:
             _forget(unique)
             raise
+        decoupled = inspect.isgeneratorfunction(predict)
         self._loaded = _Loaded(
             handler=handler,
             predict=predict,
             module_name=unique,
-            metadata=RuntimeMetadata(PLATFORM, context.inputs, context.outputs),
+            decoupled=decoupled,
+            metadata=RuntimeMetadata(
+                PLATFORM, context.inputs, context.outputs, decoupled=decoupled
+            ),
         )
 
     def metadata(self) -> RuntimeMetadata:
@@ -113,13 +133,26 @@ class PythonRuntime:
 
     def predict(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         loaded = self._require_loaded()
-        produced = loaded.predict(dict(inputs))
-        if not isinstance(produced, Mapping):
-            raise InternalError(
-                f"the python handler's predict() returned {type(produced).__name__}, "
-                "not a dict of output name to array"
+        if loaded.decoupled:
+            raise Unsupported(
+                "this python model is decoupled (its predict() yields responses): it answers "
+                "over streams only"
             )
-        return conform_outputs(produced, loaded.metadata.outputs)
+        return _conform(loaded.predict(dict(inputs)), loaded.metadata)
+
+    def responses(self, inputs: Mapping[str, np.ndarray]) -> Iterator[dict[str, np.ndarray]]:
+        """A decoupled handler's responses, each checked as predict()'s result is."""
+        loaded = self._require_loaded()
+        if not loaded.decoupled:
+            yield self.predict(inputs)
+            return
+        produced = loaded.predict(dict(inputs))
+        assert isinstance(produced, Generator)
+        try:
+            for each in produced:
+                yield _conform(each, loaded.metadata)
+        finally:
+            produced.close()
 
     def unload(self) -> None:
         loaded = self._loaded
@@ -140,6 +173,15 @@ class PythonRuntime:
         if loaded is None:
             raise Unavailable("the python model is not loaded")
         return loaded
+
+
+def _conform(produced: object, metadata: RuntimeMetadata) -> dict[str, np.ndarray]:
+    if not isinstance(produced, Mapping):
+        raise InternalError(
+            f"the python handler's predict() gave {type(produced).__name__}, "
+            "not a dict of output name to array"
+        )
+    return conform_outputs(produced, metadata.outputs)
 
 
 def _parse_handler(handler: object) -> tuple[str, str]:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import random
 import time
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import AsyncGenerator, Mapping, Sequence
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -19,29 +19,28 @@ from pitstop.errors import (
     SERVER_FAILURES,
     DeadlineExceeded,
     InternalError,
+    InvalidInput,
     Overloaded,
     PitstopError,
     Unavailable,
 )
 from pitstop.monitoring.attempt import Attempt, CacheUse, Observer, notify
 from pitstop.monitoring.tracing import Tracing
-from pitstop.protocol.model_config import DynamicBatching, ModelConfig, model_config
 from pitstop.protocol.reference import VersionRef, parse_ref
-from pitstop.protocol.scoring import Signature
-from pitstop.protocol.tensor import InferRequest, InferResponse, ModelMetadata
-from pitstop.registry import DEFAULT_TARGET
-from pitstop.runtimes.base import RuntimeMetadata
+from pitstop.protocol.tensor import InferRequest, InferResponse
+from pitstop.registry import DEFAULT_TARGET, TrafficPolicy
 from pitstop.serving.cache import cacheable, request_digest
 from pitstop.serving.call import Call, Progress
 from pitstop.serving.conformance import check_inputs, check_requested, select_outputs
+from pitstop.serving.decoupled import DecoupledExecution, respond
 from pitstop.serving.lease import LoadedVersion
 from pitstop.serving.manager import DEFAULT_POLICY, ModelManager
+from pitstop.serving.model_view import ModelView, ServerInfo, metadata_of
 from pitstop.serving.parameters import priority_of
-from pitstop.serving.repository import RepositoryEntry
+from pitstop.serving.sequence import SequenceFlags, Sequences, sequence_flags
 from pitstop.serving.shadow import ShadowRunner
-from pitstop.serving.statistics import Statistics, VersionStatistics
+from pitstop.serving.statistics import Statistics
 from pitstop.serving.traffic import choose, shadows_for
-from pitstop.serving.version_policy import VersionState
 
 FALLBACK_REASONS: dict[type[PitstopError], str] = {
     InternalError: "error",
@@ -61,16 +60,14 @@ class Served:
     fallback: str | None = None
     """Why the policy's fallback answered instead of the chosen arm (error, overloaded,
     deadline, unavailable), or None."""
+    decoupled: bool = False
+    """One of a decoupled model's responses (there may be more, or there may have been none)."""
 
 
-@dataclass(frozen=True)
-class ServerInfo:
-    name: str
-    version: str
-    extensions: tuple[str, ...]
+class DataPlane(ModelView):
+    """The request path over a :class:`ModelView` (the read side: readiness, metadata,
+    configuration, statistics, repository)."""
 
-
-class DataPlane:
     def __init__(
         self,
         manager: ModelManager,
@@ -87,86 +84,16 @@ class DataPlane:
         ``tracing`` opens a span around each request and shadow copy (off when None).
         ``wants_metadata``: transports pass request headers / gRPC metadata (``traceparent``,
         ``x-request-id``) even when no traffic policy needs them."""
-        self._manager = manager
-        self._info = info
+        super().__init__(manager, info, statistics)
         self._default_timeout_s = default_timeout_us / 1e6
-        self._draining = False
-        self.statistics = statistics if statistics is not None else Statistics()
         self._observers: tuple[Observer, ...] = (self.statistics, *observers)
         self.shadows = ShadowRunner(self._shadow_call)
         self.fallbacks: Counter[tuple[str, str]] = Counter()
         """(model, reason) → requests the fallback answered."""
         self._tracing = tracing
         self.wants_metadata = wants_metadata or tracing is not None
-
-    @property
-    def info(self) -> ServerInfo:
-        return self._info
-
-    def live(self) -> bool:
-        return True
-
-    @property
-    def draining(self) -> bool:
-        """True from :meth:`begin_drain` on."""
-        return self._draining
-
-    def ready(self) -> bool:
-        return not self._draining and self._manager.ready()
-
-    def model_ready(self, model: str, version: VersionRef) -> bool:
-        """False for a known model or version that cannot serve now; NotFound for an unknown
-        one."""
-        return self._manager.model_ready(model, version) and not self._draining
-
-    def model_metadata(self, model: str, version: VersionRef) -> ModelMetadata:
-        loaded = self._manager.resolve(model, version)
-        metadata = _metadata_of(loaded)
-        served = [
-            str(v.key.version)
-            for v in self._manager.versions_of(model)
-            if v.state is VersionState.READY
-        ]
-        return ModelMetadata(
-            name=model,
-            versions=served,
-            platform=metadata.platform,
-            inputs=metadata.inputs,
-            outputs=metadata.outputs,
-        )
-
-    def signature(self, model: str, version: VersionRef) -> Signature:
-        """The inputs and column names of the version ``version`` resolves to: how a row- or
-        table-shaped body (MLflow's ``/invocations``, KServe V1) becomes its tensors."""
-        loaded = self._manager.resolve(model, version)
-        return Signature(_metadata_of(loaded).inputs, loaded.record.manifest.columns)
-
-    def model_config(self, model: str, version: VersionRef) -> ModelConfig:
-        """Triton's model configuration of the version ``version`` (number, alias or default)
-        resolves to; ``max_batch_size`` comes from its manifest's ``batching`` section."""
-        loaded = self._manager.resolve(model, version)
-        metadata = _metadata_of(loaded)
-        record = loaded.record
-        batching = record.manifest.batching
-        return model_config(
-            model,
-            metadata.platform,
-            record.runtime,
-            metadata.inputs,
-            metadata.outputs,
-            0 if batching is None else batching.max_batch_size,
-            None if batching is None else DynamicBatching(
-                batching.preferred_batch_size, batching.max_queue_delay_microseconds
-            ),
-        )  # fmt: skip
-
-    def sticky_header(self, model: str) -> str | None:
-        """The request header whose value keeps a caller on one arm of ``model``'s traffic
-        policy, or None (a stream groups messages by it before they become one request)."""
-        policy = self._manager.policy(model)
-        if policy is DEFAULT_POLICY or policy.is_default:
-            return None
-        return policy.sticky_header or None
+        self.sequences = Sequences()
+        """The live sequences of stateful models."""
 
     async def infer(
         self,
@@ -206,17 +133,65 @@ class DataPlane:
     async def _route(
         self, model: str, version: VersionRef, request: InferRequest, call: Call
     ) -> Served:
-        metadata = call.metadata
+        flags = sequence_flags(request.parameters)
+        if flags is not None:
+            return await self._sequence(model, version, request, flags, call)
+        if self._stateful(model, version):
+            raise InvalidInput(
+                f"inference request to model {model!r} must specify a non-zero or non-empty "
+                "correlation ID (parameters.sequence_id): the model is stateful"
+            )
+        return await self._unary(model, version, request, call)
+
+    async def _sequence(
+        self,
+        model: str,
+        version: VersionRef,
+        request: InferRequest,
+        flags: SequenceFlags,
+        call: Call,
+    ) -> Served:
+        """A request of a sequence: on the version its sequence is pinned to, after the
+        sequence's previous request, never cached, shadowed or answered by a fallback."""
+        sequences = self.sequences
+        ticket = sequences.admit(
+            model, version, flags, lambda ref: self._manager.resolve(model, ref),
+            lambda: self._pick(model, call),
+        )  # fmt: skip
+        try:
+            async with ticket.live.lock:
+                fed = sequences.request(ticket, model, request)
+                served = await self._serve(
+                    model, ticket.version, fed, replace(call, use_cache=False),
+                    routed=ticket.live.routed,
+                )  # fmt: skip
+                return replace(served, response=sequences.keep(ticket, model, served.response))
+        finally:
+            sequences.release(ticket)
+
+    def _stateful(self, model: str, version: VersionRef) -> bool:
+        try:
+            return self._manager.resolve(model, version).record.manifest.sequence is not None
+        except PitstopError:
+            return False  # the unary path says what is wrong
+
+    def _pick(self, model: str, call: Call) -> tuple[VersionRef, bool]:
+        """The version a request without one goes to, and whether a traffic policy chose it."""
+        policy = self._manager.policy(model)
+        if policy is DEFAULT_POLICY or policy.is_default:
+            return None, False
+        return parse_ref(self._arm(model, policy, call)), True
+
+    async def _unary(
+        self, model: str, version: VersionRef, request: InferRequest, call: Call
+    ) -> Served:
         if version is not None:
             return await self._serve(model, version, request, call)
         policy = self._manager.policy(model)
         if policy is DEFAULT_POLICY or policy.is_default:
             return await self._serve(model, None, request, call)
         # Routed by a policy (A/B, canary): outcomes are recorded for the rollout judge.
-        sticky = metadata.get(policy.sticky_header) if metadata and policy.sticky_header else None
-        target = choose(policy, sticky, random.random())
-        if target != DEFAULT_TARGET and not self._manager.can_serve(model, parse_ref(target)):
-            target = DEFAULT_TARGET  # an arm still loading (or failed) serves from production
+        target = self._arm(model, policy, call)
         fallback = policy.fallback if policy.fallback != target else None
         try:
             served = await self._serve(
@@ -240,6 +215,63 @@ class DataPlane:
             for shadow in shadows_for(policy, target, draws):
                 self.shadows.offer(model, shadow, request, served.response.outputs)
         return served
+
+    def _arm(self, model: str, policy: TrafficPolicy, call: Call) -> str:
+        """The arm of ``policy`` that serves a request (by its sticky key or a random draw)."""
+        metadata = call.metadata
+        sticky = metadata.get(policy.sticky_header) if metadata and policy.sticky_header else None
+        target = choose(policy, sticky, random.random())
+        if target != DEFAULT_TARGET and not self._manager.can_serve(model, parse_ref(target)):
+            target = DEFAULT_TARGET  # an arm still loading (or failed) serves from production
+        return target
+
+    async def infer_stream(
+        self,
+        model: str,
+        version: VersionRef,
+        request: InferRequest,
+        *,
+        metadata: Mapping[str, str] | None = None,
+        deadline: float | None = None,
+        transport: str = "other",
+        principal: str | None = None,
+    ) -> AsyncGenerator[Served, None]:
+        """Serve one request as a stream: a decoupled version's responses as its model gives
+        them (any number, none too), any other version's one response exactly as :meth:`infer`
+        serves it. The arm is chosen as for :meth:`infer`; a decoupled stream never falls back
+        (responses may already be out) and is not shadowed. Errors before the first response
+        come from the first ``__anext__``; later ones end the stream."""
+        call = Call(metadata, deadline, True, transport, time.monotonic_ns(), principal=principal)
+        target, routed = version, False
+        if version is None:
+            policy = self._manager.policy(model)
+            if policy is not DEFAULT_POLICY and not policy.is_default:
+                target, routed = parse_ref(self._arm(model, policy, call)), True
+        try:
+            loaded = self._manager.resolve(model, target)
+        except PitstopError:  # the unary path raises it again, and counts it
+            loaded = None
+        if loaded is None or not isinstance(loaded.execution, DecoupledExecution):
+            yield await self._route(model, version, request, call)
+            return
+        started = time.monotonic_ns()
+        expires = call.deadline
+        if expires is None and self._default_timeout_s:
+            expires = time.monotonic() + self._default_timeout_s
+        with self._manager.lease(model, target) as loaded:
+            run = Progress(loaded)
+            record = loaded.record
+            outputs: dict[str, np.ndarray] = {}
+            try:
+                async for outputs in respond(run, request, expires):
+                    response = self._response(model, loaded, request, outputs)
+                    yield Served(response, record.number, record.digest, decoupled=True)
+            except PitstopError as exc:
+                ended = time.monotonic_ns()
+                self._observe(run.attempt(request, call, started, ended, exc, routed))
+                raise
+            ended = time.monotonic_ns()
+            self._observe(run.attempt(request, call, started, ended, None, routed, outputs=outputs))
 
     async def _shadow_call(
         self, model: str, target: str, request: InferRequest
@@ -315,7 +347,7 @@ class DataPlane:
     ) -> dict[str, np.ndarray]:
         """Check, look up the cache, execute; what happened is noted on ``run``."""
         loaded = run.loaded
-        metadata = _metadata_of(loaded)
+        metadata = metadata_of(loaded)
         inputs = run.inputs = check_inputs(request, metadata.inputs)
         check_requested(request.outputs, metadata.outputs)
         execution = loaded.execution
@@ -348,37 +380,13 @@ class DataPlane:
             model_version=str(loaded.record.number),
             outputs=outputs,
             id=request.id,
-            parameters=_metadata_of(loaded).totals(outputs),
+            parameters=metadata_of(loaded).totals(outputs),
             output_parameters={o.name: o.parameters for o in request.outputs},
         )
 
     def _observe(self, attempt: Attempt) -> None:
         if self._observers:
             notify(self._observers, attempt)
-
-    # -- management (repository and statistics extensions) -----------------------------------
-
-    def repository_index(self, ready_only: bool = False) -> list[RepositoryEntry]:
-        entries = self._manager.repository_index()
-        return [e for e in entries if e.state == "READY"] if ready_only else entries
-
-    async def load_model(self, model: str) -> None:
-        await self._manager.load_model(model)
-
-    async def unload_model(self, model: str) -> None:
-        await self._manager.unload_model(model)
-
-    def model_statistics(self, model: str | None, version: VersionRef) -> list[VersionStatistics]:
-        """Statistics extension rows, live: encode them before awaiting. A version may be a
-        number or an alias."""
-        number: int | None = None
-        if model is not None:
-            self._manager.require_model(model)
-            if isinstance(version, int):
-                number = version
-            elif version is not None:
-                number = self._manager.resolve(model, version).key.version
-        return self.statistics.select(model, number)
 
     def rejected(
         self, model: str, transport: str, error: PitstopError, principal: str | None = None
@@ -392,28 +400,6 @@ class DataPlane:
             request_ns=0, error=error, principal=principal,
         ))  # fmt: skip
 
-    def require_model(self, model: str) -> None:
-        """Raise ModelNotFound unless the registry (as last read) has ``model``."""
-        self._manager.require_model(model)
-
-    def _registered(self, model: str) -> bool:
-        """Whether the registry has ``model`` (so it may be a metric label)."""
-        try:
-            self._manager.require_model(model)
-        except PitstopError:
-            return False
-        return True
-
-    def begin_drain(self) -> None:
-        """Readiness turns false at once; requests keep being served."""
-        self._draining = True
-
     async def close(self) -> None:
         """Stop background work (shadow workers)."""
         await self.shadows.close()
-
-
-def _metadata_of(loaded: LoadedVersion) -> RuntimeMetadata:
-    if loaded.metadata is None:
-        raise Unavailable(f"{loaded.key} is {loaded.state.value}")
-    return loaded.metadata

@@ -28,9 +28,11 @@ from pitstop.protocol.reference import VersionRef
 from pitstop.registry import RegistrySnapshot, TrafficPolicy, VersionRecord
 from pitstop.registry.options import DEFAULT_MAX_QUEUE_SIZE, SwapPolicy
 from pitstop.registry.records import TokenRecord
+from pitstop.runtimes.base import Responder
 from pitstop.serving.batcher import execution_for
 from pitstop.serving.cache import ResponseCache
 from pitstop.serving.contact import RegistryContact, follow
+from pitstop.serving.decoupled import DecoupledExecution
 from pitstop.serving.lease import Lease, LoadedVersion
 from pitstop.serving.loader import (
     Loader,
@@ -301,9 +303,16 @@ class ModelManager:
             loaded.runtime, loaded.metadata = runtime, metadata
             loaded.load_seconds = time.monotonic() - began
             loaded.deterministic = report.deterministic
-            loaded.execution = execution_for(
-                record.manifest.batching, runtime.predict, self._pool,
-                self._options.max_queue_size, f"{record.model} v{record.number}",
+            label = f"{record.model} v{record.number}"
+            loaded.execution = (
+                DecoupledExecution(
+                    runtime.responses, self._pool, self._options.max_queue_size, label
+                )
+                if metadata.decoupled and isinstance(runtime, Responder)
+                else execution_for(
+                    record.manifest.batching, runtime.predict, self._pool,
+                    self._options.max_queue_size, label,
+                )
             )  # fmt: skip
             cache = record.manifest.cache
             if cache is not None and report.deterministic:

@@ -33,3 +33,14 @@ def deadline_of(parameters: Mapping[str, Any], now: float) -> float | None:
 def priority_of(parameters: Mapping[str, Any]) -> int:
     """The batcher priority level: ``priority``, 0 (the highest) when absent."""
     return int_parameter(parameters, "priority") or 0
+
+
+def bool_parameter(parameters: Mapping[str, Any], name: str, default: bool = False) -> bool:
+    """The bool request parameter ``name`` (``default`` when absent); InvalidInput naming it
+    when it is not a bool."""
+    value = parameters.get(name)
+    if value is None:
+        return default
+    if not isinstance(value, bool):
+        raise InvalidInput(f"parameters.{name} must be a bool, got {type(value).__name__}")
+    return value

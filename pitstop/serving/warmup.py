@@ -3,7 +3,8 @@
 A version's manifest may carry warm-up examples. Each runs ``runs`` times (at least twice); where it
 gives ``expected_outputs`` the outputs must match within its tolerance, else the version is not
 loaded. If two runs of the same example differ, the version is flagged non-deterministic (served,
-with a warning, and never response-cached). The same check runs at push time (``pitstop models
+with a warning, and never response-cached). A decoupled model's examples run all its responses
+and compare the last. The same check runs at push time (``pitstop models
 push``) and at every load, so a broken artifact or conversion is caught before any user sees it.
 
 Example (``pitstop.yaml``)::
@@ -28,7 +29,13 @@ import numpy as np
 from pitstop.errors import InvalidInput, LoadError, PitstopError
 from pitstop.protocol.json_codec import decode_input, decode_request
 from pitstop.registry import ModelManifest
-from pitstop.runtimes.base import Runtime, RuntimeContext, RuntimeMetadata, resolve_runtime
+from pitstop.runtimes.base import (
+    Responder,
+    Runtime,
+    RuntimeContext,
+    RuntimeMetadata,
+    resolve_runtime,
+)
 from pitstop.serving.conformance import check_inputs
 
 DEFAULT_RTOL = 1e-4
@@ -83,9 +90,9 @@ def warm_up(
     for index, example in enumerate(examples):
         try:
             inputs = check_inputs(decode_request(dict(example)), metadata.inputs)
-            first = runtime.predict(inputs)
+            first = _run(runtime, metadata, inputs)
             for _ in range(max(runs, 2) - 1):
-                again = runtime.predict(inputs)
+                again = _run(runtime, metadata, inputs)
                 deterministic = deterministic and _same(first, again)
             checked += _check_expected(first, example, index)
         except LoadError:
@@ -96,6 +103,19 @@ def warm_up(
     return WarmupReport(
         examples=len(examples), deterministic=deterministic, checked_outputs=checked
     )
+
+
+def _run(
+    runtime: Runtime, metadata: RuntimeMetadata, inputs: Mapping[str, np.ndarray]
+) -> Mapping[str, np.ndarray]:
+    """One run of an example: ``predict``, or for a decoupled model every response, of which
+    the last is compared (a model that answers with none has no outputs to compare)."""
+    if not metadata.decoupled or not isinstance(runtime, Responder):
+        return runtime.predict(inputs)
+    last: Mapping[str, np.ndarray] = {}
+    for each in runtime.responses(inputs):
+        last = each
+    return last
 
 
 def load_and_validate(
@@ -117,6 +137,11 @@ def load_and_validate(
     _load_serially(runtime, manifest.runtime)
     try:
         metadata = runtime.metadata()
+        if metadata.decoupled and manifest.batching is not None:
+            raise LoadError(
+                "a decoupled model (its handler yields responses) is not batched: "
+                "remove batching from pitstop.yaml"
+            )
         report = warm_up(runtime, metadata, manifest.warmup, runs)
     except BaseException:
         runtime.unload()

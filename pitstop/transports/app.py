@@ -48,6 +48,7 @@ from pitstop.transports.admin import AdminApi
 from pitstop.transports.codec_pool import CodecPool
 from pitstop.transports.codec_worker import CodecWorker
 from pitstop.transports.compression import compression
+from pitstop.transports.generate import GenerateApi
 from pitstop.transports.grpc import GrpcApi
 from pitstop.transports.grpc_server import GrpcServer
 from pitstop.transports.http11 import protocol
@@ -57,6 +58,9 @@ from pitstop.transports.observability import ObservabilityApi
 from pitstop.transports.openai import OpenAIApi
 from pitstop.transports.rest import RestApi
 from pitstop.transports.scoring import ScoringApi
+from pitstop.transports.shared_memory import SharedMemory
+from pitstop.transports.shared_memory_api import SharedMemoryApi
+from pitstop.transports.shared_tensors import SharedTensors
 from pitstop.transports.supervisor import Supervisor, end_with_parent
 from pitstop.transports.tls import TlsFiles
 
@@ -159,10 +163,22 @@ class Host:
         self.codecs = CodecPool(worker, max_waiting=settings.max_queue_size)
         limit = settings.max_request_bytes
         gate = self.gate
+        self.shared_memory = (
+            SharedMemory(
+                settings.worker_dir / "shared-memory.json" if settings.worker_dir else None
+            )
+            if settings.system_shared_memory
+            else None
+        )
+        shared = SharedTensors(self.shared_memory)
         self.routes: list[Route] = [
             *(
-                rest := RestApi(engine, limit, gate, self.codecs, insecure=self.exposure.insecure)
+                rest := RestApi(
+                    engine, limit, gate, self.codecs, shared, insecure=self.exposure.insecure
+                )
             ).routes(),
+            *SharedMemoryApi(engine, gate, shared).routes(),
+            *GenerateApi(engine, limit, gate).routes(),
             *OpenAIApi(engine, limit, gate).routes(),
             *ScoringApi(
                 engine, limit, gate, self.codecs, settings.default_model, __version__
@@ -190,7 +206,9 @@ class Host:
             limit,
             settings.compress_min_bytes if settings.compress_responses else None,
         )
-        self.grpc = GrpcApi(engine, gate, self.codecs, typed_outputs=settings.grpc_typed_outputs)
+        self.grpc = GrpcApi(
+            engine, gate, self.codecs, shared, typed_outputs=settings.grpc_typed_outputs
+        )
         self._server: Server | None = None
 
     async def serve(self) -> None:
@@ -226,6 +244,8 @@ class Host:
         finally:
             if watching is not None:
                 watching.cancel()
+            if self.shared_memory is not None:
+                self.shared_memory.close()  # the mappings; the regions stay registered
 
     async def _listen(self, worker: bool) -> None:
         settings = self._settings

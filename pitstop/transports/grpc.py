@@ -1,24 +1,23 @@
 """gRPC transport: ``inference.GRPCInferenceService`` (KServe V2 + Triton extensions) on grpc.aio.
 
 Every RPC converts (:mod:`pitstop.transports.grpc_convert`), calls the DataPlane, converts back:
-the same request path as REST. Errors map to status codes in one table, :data:`CODE_BY_ERROR`.
+the same request path as REST. Errors map to status codes in one table,
+``grpc_context.CODE_BY_ERROR``.
 The server runs on the event loop of the HTTP server and is started and stopped by its lifespan.
 
 Access: every method in the route table names its :class:`Action`; the guard authenticates the
 call (``authorization`` metadata, the verified client certificate) before the request is parsed
 and authorizes it on the request's model once parsed, through the same
-:class:`~pitstop.security.gate.Gate` as HTTP. ModelInfer and ModelStreamInfer learn their model
-while decoding, so they ask the gate with it (:data:`CALLER` holds who called).
+:class:`~pitstop.security.gate.Gate` as HTTP. ModelInfer and ModelStreamInfer
+(``transports/grpc_inference.py``) learn their model while decoding, so they ask the gate with
+it (``grpc_context.CALLER`` holds who called).
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-import time
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextvars import ContextVar
+from collections.abc import Awaitable, Callable
 from typing import Any, Final, TypeVar
 
 import grpc
@@ -26,67 +25,44 @@ import grpc.aio
 
 from pitstop import errors
 from pitstop.engine import Engine
-from pitstop.protocol.binary_codec import decode_body
 from pitstop.protocol.reference import parse_ref
-from pitstop.security.authorization import ANONYMOUS, Action, Principal
-from pitstop.security.gate import Credentials, Gate
-from pitstop.serving.parameters import deadline_of
+from pitstop.security.authorization import Action
+from pitstop.security.gate import Gate
 from pitstop.serving.repository import check_repository_parameters
 from pitstop.transports import grpc_convert as convert
-from pitstop.transports.codec_pool import CodecPool, outputs_size
-from pitstop.transports.headers import DIGEST_HEADER, VERSION_HEADER
+from pitstop.transports.codec_pool import CodecPool
+from pitstop.transports.grpc_context import CALLER, Context, code_of, credentials_of
+from pitstop.transports.grpc_inference import GrpcInference
 from pitstop.transports.proto import inference_pb2 as pb
+from pitstop.transports.shared_memory_rpc import SharedMemoryRpc
+from pitstop.transports.shared_tensors import SharedTensors
 
 log = logging.getLogger(__name__)
 
 SERVICE: Final = "inference.GRPCInferenceService"
 
-CODE_BY_ERROR: Final[tuple[tuple[type[errors.PitstopError], grpc.StatusCode], ...]] = (
-    (errors.PayloadTooLarge, grpc.StatusCode.RESOURCE_EXHAUSTED),
-    (errors.InvalidInput, grpc.StatusCode.INVALID_ARGUMENT),
-    (errors.NotFound, grpc.StatusCode.NOT_FOUND),
-    (errors.Conflict, grpc.StatusCode.FAILED_PRECONDITION),
-    (errors.Unavailable, grpc.StatusCode.UNAVAILABLE),
-    (errors.Overloaded, grpc.StatusCode.RESOURCE_EXHAUSTED),
-    (errors.DeadlineExceeded, grpc.StatusCode.DEADLINE_EXCEEDED),
-    (errors.Unsupported, grpc.StatusCode.UNIMPLEMENTED),
-    (errors.Unauthenticated, grpc.StatusCode.UNAUTHENTICATED),
-    (errors.PermissionDenied, grpc.StatusCode.PERMISSION_DENIED),
-    (errors.InternalError, grpc.StatusCode.INTERNAL),
-)
-"""Most specific first: the first class an error is an instance of decides its code."""
-
-STREAM_WINDOW: Final = 64
-"""Requests of one ModelStreamInfer call served concurrently; the stream stops reading beyond
-that until the oldest response is sent (responses keep request order)."""
-
-CALLER: ContextVar[Principal] = ContextVar("pitstop_grpc_caller", default=ANONYMOUS)
-"""Who made the current call: set by the guard before a method runs (each call is a task)."""
-
 Req = TypeVar("Req")
 Resp = TypeVar("Resp")
-Context = grpc.aio.ServicerContext[Any, Any]
-
-
-def code_of(error: errors.PitstopError) -> grpc.StatusCode:
-    for kind, code in CODE_BY_ERROR:
-        if isinstance(error, kind):
-            return code
-    return grpc.StatusCode.INTERNAL
 
 
 class GrpcApi:
     """The V2 RPCs over a started Engine's DataPlane."""
 
     def __init__(
-        self, engine: Engine, gate: Gate, codecs: CodecPool, typed_outputs: bool = False
+        self,
+        engine: Engine,
+        gate: Gate,
+        codecs: CodecPool,
+        shared: SharedTensors,
+        typed_outputs: bool = False,
     ) -> None:
         """``typed_outputs``: answer a request sent with typed contents in kind (the setting
         ``grpc_typed_outputs``); otherwise every response is raw, as Triton's are."""
         self._dataplane = engine.dataplane
         self._gate = gate
         self._codecs = codecs
-        self._typed_outputs = typed_outputs
+        self._shared = shared
+        self._inference = GrpcInference(engine.dataplane, gate, codecs, shared, typed_outputs)
 
     def handler(self) -> grpc.GenericRpcHandler:
         """The route table: RPC name → method, its message types, its action and the request
@@ -116,7 +92,7 @@ class GrpcApi:
                 self.model_config, pb.ModelConfigRequest, pb.ModelConfigResponse, describe,
                 "name",
             ),
-            "ModelInfer": (self.model_infer, bytes, pb.ModelInferResponse, infer, None),
+            "ModelInfer": (self._inference.model_infer, bytes, pb.ModelInferResponse, infer, None),
             "ModelStatistics": (
                 self.model_statistics, pb.ModelStatisticsRequest, pb.ModelStatisticsResponse,
                 observe, "name",
@@ -133,6 +109,7 @@ class GrpcApi:
                 self.repository_model_unload, pb.RepositoryModelUnloadRequest,
                 pb.RepositoryModelUnloadResponse, admin, "model_name",
             ),
+            **SharedMemoryRpc(self._shared).routes(),
         }  # fmt: skip
         # Requests arrive as bytes and are parsed here, not by grpc: a message that does not
         # parse is the client's error (INVALID_ARGUMENT naming the message), where grpc's own
@@ -145,7 +122,7 @@ class GrpcApi:
             for name, (method, request, response, action, field) in unary.items()
         }
         handlers["ModelStreamInfer"] = grpc.stream_stream_rpc_method_handler(
-            self.model_stream_infer,
+            self._inference.model_stream_infer,
             response_serializer=pb.ModelStreamInferResponse.SerializeToString,
         )
         return grpc.method_handlers_generic_handler(SERVICE, handlers)
@@ -189,129 +166,6 @@ class GrpcApi:
 
     # -- inference ---------------------------------------------------------------------------
 
-    async def model_infer(self, data: bytes, c: Context) -> pb.ModelInferResponse:
-        """Trailing metadata names the version and digest that answered."""
-        metadata = _metadata(c) if self._dataplane.wants_metadata else None
-        response, version, digest = await self._infer(
-            data, CALLER.get(), c.time_remaining(), metadata
-        )
-        c.set_trailing_metadata(((VERSION_HEADER, version), (DIGEST_HEADER, digest)))
-        return response
-
-    async def _infer(
-        self,
-        data: bytes,
-        caller: Principal,
-        remaining_s: float | None = None,
-        metadata: dict[str, str] | None = None,
-    ) -> tuple[pb.ModelInferResponse, str, str]:
-        """Parse, decode (both off the event loop when large) and serve one ModelInferRequest."""
-        codecs = self._codecs
-        # Small messages are parsed here; of large ones only the top-level fields are read, since
-        # parsing typed contents holds the GIL throughout.
-        parsed = convert.parse(pb.ModelInferRequest, data) if codecs.inline(len(data)) else None
-        if parsed is not None:
-            name, version_text = parsed.model_name, parsed.model_version
-            raw = bool(parsed.raw_input_contents)
-        else:
-            name, version_text, raw = await codecs.run(len(data), convert.peek_infer, data)
-        model, version = name, parse_ref(version_text)
-        if not model:
-            raise errors.InvalidInput("model_name must be set")
-        self._gate.allow(caller, Action.INFER, model)
-        try:
-            if parsed is not None:
-                request = convert.decode_infer_request(parsed)
-            elif raw:  # a few large byte strings: parsed and decoded at memcpy speed
-                message = await codecs.run(len(data), convert.parse, pb.ModelInferRequest, data)
-                request = await codecs.run(len(data), convert.decode_infer_request, message)
-                del message
-            else:
-                # Typed contents are parsed and converted element by element in C calls that
-                # hold the GIL: done in the codec worker, handed back as raw tensors.
-                normal = await codecs.isolate(convert.normalize_infer, data, None)
-                request = await codecs.run(
-                    len(normal.body), decode_body, normal.body, normal.header_length
-                )
-            now = time.monotonic()
-            deadline = deadline_of(request.parameters, now)
-            typed = convert.typed_outputs(request.parameters, self._typed_outputs and not raw)
-        except errors.InvalidInput as error:  # counted like the DataPlane's own refusals
-            self._dataplane.rejected(model, "grpc", error, caller.name)
-            raise
-        if remaining_s is not None:
-            # The client's gRPC deadline bounds the request too: work it gave up on is never
-            # started (the earlier of it and the request's own ``timeout`` parameter).
-            client = now + remaining_s
-            deadline = client if deadline is None else min(deadline, client)
-        served = await self._dataplane.infer(
-            model, version, request, metadata=metadata, deadline=deadline, transport="grpc",
-            principal=caller.name,
-        )  # fmt: skip
-        response = await self._codecs.run(
-            outputs_size(served.response.outputs),
-            convert.encode_infer_response,
-            served.response,
-            raw=not typed,
-        )
-        return response, str(served.version), served.digest
-
-    async def model_stream_infer(
-        self, requests: AsyncIterator[bytes], c: Context
-    ) -> AsyncIterator[pb.ModelStreamInferResponse]:
-        """One response per request, in request order; a failed request yields its
-        ``error_message`` and the stream goes on (Triton's behaviour). The call is
-        authenticated when it opens (UNAUTHENTICATED ends it) and again for each request, so a
-        token revoked or expired meanwhile stops working on an open stream too; each request is
-        authorized on its model (a denied one answers its ``error_message``)."""
-        credentials = credentials_of(c)
-        try:
-            self._gate.authenticate(credentials, Action.INFER)
-        except errors.PitstopError as error:
-            await c.abort(code_of(error), str(error))
-            return
-        # The semaphore bounds the requests in flight; the queue keeps their order and never
-        # blocks, so the reader can always signal the end (None) and never strands a task.
-        slots = asyncio.Semaphore(STREAM_WINDOW)
-        window: asyncio.Queue[asyncio.Task[pb.ModelStreamInferResponse] | None] = asyncio.Queue()
-
-        async def read() -> None:
-            try:
-                async for request in requests:
-                    await slots.acquire()
-                    window.put_nowait(asyncio.ensure_future(self._stream_one(request, credentials)))
-            finally:
-                window.put_nowait(None)
-
-        reader = asyncio.ensure_future(read())
-        try:
-            while (task := await window.get()) is not None:
-                response = await task
-                slots.release()
-                yield response
-            await reader  # a failure to read the stream ends the call with it
-        finally:
-            reader.cancel()
-            while not window.empty():
-                left = window.get_nowait()
-                if left is not None:
-                    left.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await reader
-
-    async def _stream_one(
-        self, data: bytes, credentials: Credentials
-    ) -> pb.ModelStreamInferResponse:
-        try:
-            caller = self._gate.authenticate(credentials, Action.INFER)
-            response, _, _ = await self._infer(data, caller)
-        except errors.PitstopError as error:
-            return pb.ModelStreamInferResponse(error_message=str(error))
-        except Exception as exc:
-            log.exception("a ModelStreamInfer request failed")
-            return pb.ModelStreamInferResponse(error_message=f"internal error: {exc}")
-        return pb.ModelStreamInferResponse(infer_response=response)
-
     # -- statistics and repository -----------------------------------------------------------
 
     async def model_statistics(
@@ -338,27 +192,6 @@ class GrpcApi:
         check_repository_parameters("unload", convert.decode_parameters(r.parameters))
         await self._dataplane.unload_model(r.model_name)
         return pb.RepositoryModelUnloadResponse()
-
-
-def _metadata(context: Context) -> dict[str, str]:
-    """Invocation metadata as lower-cased text headers (``traceparent``, ``x-request-id``)."""
-    return {
-        key.lower(): value if isinstance(value, str) else value.decode("latin-1")
-        for key, value in context.invocation_metadata() or ()
-    }
-
-
-def credentials_of(context: Context) -> Credentials:
-    """The call's ``authorization`` metadata and, over mutual TLS, the verified client
-    certificate's common name (gRPC's auth context holds it only once verified)."""
-    authorization: str | None = None
-    for key, value in context.invocation_metadata() or ():
-        if key == "authorization":
-            authorization = value if isinstance(value, str) else value.decode("latin-1")
-            break
-    names = list(context.auth_context().get("x509_common_name") or ())
-    common_name = names[0].decode("utf-8", "replace") if names else None
-    return Credentials(authorization, common_name)
 
 
 def _guard(

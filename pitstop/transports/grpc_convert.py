@@ -24,6 +24,7 @@ from pitstop.protocol.datatype import datatype_of, numpy_dtype
 from pitstop.protocol.model_config import CONFIG_DATATYPES, ModelConfig
 from pitstop.protocol.raw_tensor import decode_raw, encode_raw
 from pitstop.protocol.shape import decode_shape, element_count
+from pitstop.protocol.shared_memory import SharedInput, shared_ref
 from pitstop.protocol.tensor import (
     InferRequest,
     InferResponse,
@@ -32,6 +33,7 @@ from pitstop.protocol.tensor import (
     RequestedOutput,
     TensorSpec,
 )
+from pitstop.serving.parameters import bool_parameter
 from pitstop.serving.repository import RepositoryEntry
 from pitstop.serving.statistics import VersionStatistics
 from pitstop.transports.proto import inference_pb2 as pb
@@ -129,14 +131,22 @@ def _varint(view: memoryview, offset: int) -> tuple[int, int]:
 
 
 def decode_infer_request(message: pb.ModelInferRequest) -> InferRequest:
-    """The request a ``ModelInferRequest`` carries (model name and version are not part of it)."""
+    """The request a ``ModelInferRequest`` carries (model name and version are not part of it).
+    Inputs in shared memory (their parameters name a region) have no contents and no
+    ``raw_input_contents`` entry: the entries belong to the other inputs, in order."""
     raw = list(message.raw_input_contents)
     inputs: dict[str, np.ndarray] = {}
     datatypes: dict[str, str] = {}
+    shared: dict[str, SharedInput] = {}
     if not message.inputs:
         raise InvalidInput("'inputs' must be a non-empty list of tensors")
-    if raw and len(raw) != len(message.inputs):
-        typed = [t.name for t in message.inputs if t.HasField("contents")]
+    references = [
+        shared_ref(decode_parameters(t.parameters), f"input {t.name!r}") if t.parameters else None
+        for t in message.inputs
+    ]
+    carried = [t for t, ref in zip(message.inputs, references, strict=True) if ref is None]
+    if raw and len(raw) != len(carried):
+        typed = [t.name for t in carried if t.HasField("contents")]
         if typed:
             raise InvalidInput(
                 f"input {typed[0]!r}: sets contents although the request uses "
@@ -144,21 +154,29 @@ def decode_infer_request(message: pb.ModelInferRequest) -> InferRequest:
             )
         raise InvalidInput(
             f"raw_input_contents has {len(raw)} entries but the request has "
-            f"{len(message.inputs)} inputs; send one entry per input, in input order"
+            f"{len(carried)} inputs with data; send one entry per input, in input order"
         )
-    for index, tensor in enumerate(message.inputs):
+    entries = iter(raw)
+    for index, (tensor, ref) in enumerate(zip(message.inputs, references, strict=True)):
         if not tensor.name:
             raise InvalidInput(f"inputs[{index}].name must be a non-empty string")
         where = f"input {tensor.name!r}"
-        if tensor.name in inputs:
+        if tensor.name in inputs or tensor.name in shared:
             raise InvalidInput(f"inputs[{index}].name: duplicate input {tensor.name!r}")
         shape = decode_shape(list(tensor.shape), f"{where}: shape")
+        has_contents = tensor.HasField("contents") and _has_contents(tensor.contents)
+        if ref is not None:
+            if has_contents:
+                raise InvalidInput(f"{where}: sets contents as well as shared_memory_region")
+            numpy_dtype(tensor.datatype, f"{where}: datatype")
+            shared[tensor.name] = SharedInput(tensor.datatype, shape, ref)
+            continue
         if raw:
-            if tensor.HasField("contents") and _has_contents(tensor.contents):
+            if has_contents:
                 raise InvalidInput(
                     f"{where}: sets contents although the request uses raw_input_contents"
                 )
-            array = decode_raw(tensor.datatype, shape, raw[index], where)
+            array = decode_raw(tensor.datatype, shape, next(entries), where)
         else:
             array = _decode_typed(tensor.datatype, shape, tensor.contents, where)
         inputs[tensor.name] = array
@@ -173,6 +191,7 @@ def decode_infer_request(message: pb.ModelInferRequest) -> InferRequest:
         parameters=decode_parameters(message.parameters),
         outputs=outputs,
         input_datatypes=datatypes,
+        shared_inputs=shared,
     )
 
 
@@ -258,14 +277,7 @@ def typed_outputs(parameters: Mapping[str, Any], in_kind: bool) -> bool:
     """Whether to answer with typed contents: the request's ``typed_output_contents``
     parameter when it gives one, else ``in_kind`` (the request was typed and the server's
     ``grpc_typed_outputs`` setting is on)."""
-    asked = parameters.get(TYPED_OUTPUTS_PARAMETER)
-    if asked is None:
-        return in_kind
-    if not isinstance(asked, bool):
-        raise InvalidInput(
-            f"parameters.{TYPED_OUTPUTS_PARAMETER} must be a bool, got {type(asked).__name__}"
-        )
-    return asked
+    return bool_parameter(parameters, TYPED_OUTPUTS_PARAMETER, in_kind)
 
 
 def encode_infer_response(response: InferResponse, raw: bool) -> pb.ModelInferResponse:
@@ -284,6 +296,11 @@ def encode_infer_response(response: InferResponse, raw: bool) -> pb.ModelInferRe
             message.raw_output_contents.append(encode_raw(array))
         else:
             _encode_typed(datatypes[name], array, tensor.contents)
+    for name, written in response.shared_outputs.items():
+        tensor = message.outputs.add(name=name, datatype=written.datatype, shape=written.shape)
+        encode_parameters(written.to_parameters(), tensor.parameters)
+        if raw:  # an empty entry keeps raw_output_contents aligned with outputs
+            message.raw_output_contents.append(b"")
     return message
 
 
@@ -355,12 +372,16 @@ def encode_model_config(config: ModelConfig) -> pb.ModelConfigResponse:
             data_type=pb.DataType.Value(CONFIG_DATATYPES[tensor.datatype]),
             dims=tensor.dims,
         )
-    if config.dynamic_batching is not None:
+    if config.sequence_idle_us is not None:
+        message.sequence_batching.max_sequence_idle_microseconds = config.sequence_idle_us
+    elif config.dynamic_batching is not None:
         batching = config.dynamic_batching
         message.dynamic_batching.preferred_batch_size.extend(batching.preferred_batch_size)
         message.dynamic_batching.max_queue_delay_microseconds = (
             batching.max_queue_delay_microseconds
         )
+    if config.decoupled:
+        message.model_transaction_policy.decoupled = True
     return pb.ModelConfigResponse(config=message)
 
 

@@ -89,6 +89,7 @@ def _operation(
 def _v2_data_plane() -> dict[str, Schema]:
     versioned = "/v2/models/{model}/versions/{version}"
     infer_errors = (400, 404, 413, 429, 501, 503, 504)
+    generate_errors = (400, 404, 413, 429, 503, 504)  # JSON values: no datatype goes unserved
     paths: dict[str, Schema] = {
         "/v2/health/live": {"get": _operation("Server liveness", "health", _ref("Live"))},
         "/v2/health/ready": {
@@ -142,6 +143,20 @@ def _v2_data_plane() -> dict[str, Schema]:
         paths[prefix + "/stats"] = {
             "get": _operation("Statistics", "statistics", _ref("Statistics"), (404,), params=params)
         }
+        paths[prefix + "/generate"] = {
+            "post": _operation(
+                "Generate (Triton's generate extension): one response as flat JSON",
+                "inference", _ref("GenerateResponse"), generate_errors, params=params,
+                body=_ref("GenerateRequest"),
+            )
+        }  # fmt: skip
+        paths[prefix + "/generate_stream"] = {
+            "post": _operation(
+                "Generate: every response as a server-sent event (data: {json})",
+                "inference", {"type": "string"}, generate_errors, params=params,
+                body=_ref("GenerateRequest"), success_type="text/event-stream",
+            )
+        }  # fmt: skip
     # A load waits for the versions and answers 503 naming a failure; an unload cannot fail.
     for action, failures in (("load", (400, 401, 403, 404, 503)), ("unload", (400, 401, 403, 404))):
         paths[f"/v2/repository/models/{{model}}/{action}"] = {
@@ -272,6 +287,43 @@ def _scoring() -> dict[str, Schema]:
     }
 
 
+def _shared_memory() -> dict[str, Schema]:
+    """The system shared-memory extension (and the CUDA one, which has no GPU to offer)."""
+    region = _parameter("name", "The region's name")
+    paths: dict[str, Schema] = {}
+    for kind in ("system", "cuda"):
+        base = f"/v2/{kind}sharedmemory"
+        named = base + "/region/{name}"
+        paths[base + "/status"] = {
+            "get": _operation("Every registered region", "shared memory", _ref("RegionList"))
+        }
+        paths[named + "/status"] = {
+            "get": _operation(
+                "One registered region", "shared memory", _ref("RegionList"), (404,),
+                params=(region,),
+            )
+        }  # fmt: skip
+        paths[named + "/register"] = {
+            "post": _operation(
+                "Register a region", "shared memory", None, (400,), params=(region,),
+                body=_ref("RegisterRegion") if kind == "system" else None,
+            )
+        }  # fmt: skip
+        if kind == "cuda":  # no GPU: a CUDA region is never registered, never found
+            del paths[named + "/status"]["get"]["responses"]["200"]
+            del paths[named + "/register"]["post"]["responses"]["200"]
+        paths[base + "/unregister"] = {
+            "post": _operation("Unregister every region", "shared memory", None)
+        }
+        paths[named + "/unregister"] = {
+            "post": _operation(
+                "Unregister a region", "shared memory", None,
+                (404,) if kind == "system" else (), params=(region,),
+            )
+        }  # fmt: skip
+    return paths
+
+
 def document(server_version: str) -> Schema:
     """The OpenAPI document of a pitstop server of ``server_version``."""
     responses = {
@@ -290,7 +342,7 @@ def document(server_version: str) -> Schema:
             "description": "Open Inference Protocol (V2) REST data plane, with pitstop's "
             "management, observability and OpenAI-compatible routes.",
         },
-        "paths": {**_v2_data_plane(), **_management()},
+        "paths": {**_v2_data_plane(), **_management(), **_shared_memory()},
         "components": {
             "schemas": SCHEMAS,
             "responses": responses,

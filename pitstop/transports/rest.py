@@ -42,6 +42,7 @@ from pitstop.transports.kit import (
     principal_of,
     status_of,
 )
+from pitstop.transports.shared_tensors import SharedTensors
 
 _RAW_VERSION: Final = VERSION_HEADER.encode()
 _RAW_DIGEST: Final = DIGEST_HEADER.encode()
@@ -64,6 +65,7 @@ class RestApi:
         max_request_bytes: int,
         gate: Gate,
         codecs: CodecPool,
+        shared: SharedTensors,
         insecure: str | None = None,
     ) -> None:
         """``insecure``: why this server runs without TLS and inference authentication on a
@@ -73,6 +75,7 @@ class RestApi:
         self._max_bytes = max_request_bytes
         self._gate = gate
         self._codecs = codecs
+        self._shared = shared
         self._insecure = insecure
 
     def routes(self) -> list[Route]:
@@ -170,6 +173,8 @@ class RestApi:
             body = await self._receive_body(headers, receive)
             decoded = await self._codecs.decode_body(body, headers.get(HEADER_LENGTH))
             del body  # the decoded arrays are all the request needs from here on
+            decoded = self._shared.read_inputs(decoded)
+            self._shared.check_outputs(decoded.outputs)
             deadline = deadline_of(decoded.parameters, time.monotonic())
         except errors.InvalidInput as error:  # counted like the DataPlane's own refusals
             self._dataplane.rejected(model, "rest", error, principal)
@@ -178,9 +183,9 @@ class RestApi:
             model, version, decoded, metadata=headers, deadline=deadline, transport="rest",
             principal=principal,
         )  # fmt: skip
-        outputs = served.response.outputs
+        response = self._shared.write_outputs(served.response, decoded.outputs)
         encoded = await self._codecs.run(
-            outputs_size(outputs), encode_body, served.response, decoded.parameters
+            outputs_size(response.outputs), encode_body, response, decoded.parameters
         )
         extra = [
             (b"content-type", encoded.media_type.encode()),

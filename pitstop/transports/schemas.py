@@ -213,6 +213,52 @@ SCHEMAS: Final[dict[str, Schema]] = {
             },
         },
     },
+    "RegionList": {
+        "type": "array",
+        "description": "Registered shared-memory regions (CUDA: always empty, no GPU here)",
+        "items": {
+            "type": "object",
+            "required": ["name", "byte_size"],
+            "properties": {
+                "name": {"type": "string"},
+                "key": {"type": "string"},
+                "offset": {"type": "integer"},
+                "byte_size": {"type": "integer"},
+            },
+        },
+    },
+    "RegisterRegion": {
+        "type": "object",
+        "required": ["key", "byte_size"],
+        "properties": {
+            "key": {"type": "string", "description": "The shm_open name, such as /input0"},
+            "offset": {"type": "integer", "minimum": 0},
+            "byte_size": {"type": "integer", "minimum": 1},
+        },
+    },
+    "GenerateRequest": {
+        "type": "object",
+        "description": "Each input by name, with its value (nesting gives the shape)",
+        "properties": {
+            "id": {"type": "string"},
+            "parameters": {
+                "type": "object",
+                "description": "Request parameters; a key naming an input is that input",
+            },
+        },
+        "additionalProperties": True,
+    },
+    "GenerateResponse": {
+        "type": "object",
+        "description": "Each output by name: a one-element output as its value, else lists",
+        "required": ["model_name", "model_version"],
+        "properties": {
+            "model_name": {"type": "string"},
+            "model_version": {"type": "string"},
+            "id": {"type": "string"},
+        },
+        "additionalProperties": True,
+    },
     "EmbeddingsRequest": {
         "type": "object",
         "required": ["model", "input"],

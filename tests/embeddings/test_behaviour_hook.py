@@ -8,8 +8,9 @@ import numpy as np
 
 from pitstop.monitoring.behaviour import BehaviourRecorder
 from pitstop.protocol.tensor import InferRequest
-from pitstop.serving.dataplane import DataPlane, ServerInfo
+from pitstop.serving.dataplane import DataPlane
 from pitstop.serving.manager import ManagerOptions, ModelManager
+from pitstop.serving.model_view import ServerInfo
 from tests.embeddings.conftest import MODEL, Imported, open_registry
 
 

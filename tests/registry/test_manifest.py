@@ -57,6 +57,34 @@ def test_full_manifest_round_trips_through_json(make_package: MakePackage) -> No
         ("cache", {"enabled": "yes"}, "pitstop.yaml: cache.enabled"),
         ("cache", {"enabled": True, "ttl_s": 0}, "pitstop.yaml: cache.ttl_s"),
         ("swap", "fast", "pitstop.yaml: swap: expected one of"),
+        ("sequence", [8], "pitstop.yaml: sequence: expected a mapping"),
+        ("sequence", {"nope": 1}, "pitstop.yaml: sequence.nope: unknown setting"),
+        ("sequence", {"max_sequences": 0}, "sequence.max_sequences: expected an integer > 0"),
+        (
+            "sequence",
+            {"controls": [{"name": "S", "kind": "begin"}]},
+            "sequence.controls[0].kind: expected one of",
+        ),
+        (
+            "sequence",
+            {"controls": [{"name": "S", "kind": "corrid", "datatype": "FP32"}]},
+            "sequence.controls[0].datatype: expected one of",
+        ),
+        (
+            "sequence",
+            {"controls": [{"name": "S", "kind": "start"}]},
+            "sequence names 'S', which is not in inputs",
+        ),
+        (
+            "sequence",
+            {"controls": [{"name": "x", "kind": "start", "datatype": "INT32"}]},
+            "sequence gives 'x' datatype INT32, inputs FP32",
+        ),
+        (
+            "sequence",
+            {"state": [{"input": "x", "output": "label", "datatype": "FP32", "shape": [-1]}]},
+            "sequence.state[0].shape: expected a list of positive integers",
+        ),
     ],
 )
 def test_serving_options_are_checked_when_pushed(
@@ -65,6 +93,36 @@ def test_serving_options_are_checked_when_pushed(
     folder = make_package(manifest={**FULL, section: value}, files={"model.skops": b"s"})
     with pytest.raises(InvalidInput, match=re.escape(fragment)):
         read_manifest(folder)
+
+
+def test_a_sequence_section_round_trips_and_names_what_the_server_supplies(
+    make_package: MakePackage,
+) -> None:
+    tensors = [
+        {"name": "x", "datatype": "FP32", "shape": [1]},
+        {"name": "START", "datatype": "BOOL", "shape": [1]},
+        {"name": "ID", "datatype": "BYTES", "shape": [1]},
+        {"name": "S", "datatype": "FP32", "shape": [2]},
+    ]
+    outputs = [{"name": "y", "datatype": "FP32", "shape": [1]},
+               {"name": "S_NEXT", "datatype": "FP32", "shape": [2]}]  # fmt: skip
+    sequence = {
+        "max_sequences": 8,
+        "controls": [{"name": "START", "kind": "start", "datatype": "BOOL"},
+                     {"name": "ID", "kind": "corrid", "datatype": "BYTES"}],
+        "state": [{"input": "S", "output": "S_NEXT", "datatype": "FP32", "shape": [2]}],
+    }  # fmt: skip
+    manifest = read_manifest(
+        make_package(
+            manifest={"runtime": "python", "inputs": tensors, "outputs": outputs,
+                      "sequence": sequence},
+        )
+    )  # fmt: skip
+    assert manifest.sequence is not None
+    assert manifest.sequence.max_sequence_idle_microseconds == 60_000_000
+    assert manifest.sequence.supplied_inputs == {"START", "ID", "S"}
+    assert manifest.sequence.kept_outputs == {"S_NEXT"}
+    assert ModelManifest.from_json(manifest.to_json()) == manifest
 
 
 def test_a_stored_manifest_with_bad_options_reads_but_names_its_problem() -> None:

@@ -7,8 +7,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 
-from pitstop.errors import InternalError, InvalidInput, LoadError, PermissionDenied
+from pitstop.errors import InternalError, InvalidInput, LoadError, PermissionDenied, Unsupported
+from pitstop.registry.manifest import read_manifest
+from pitstop.runtimes.base import Responder
+from pitstop.serving.warmup import load_and_validate
 from tests import model_factory as mf
 from tests.runtimes.package import loaded, runtime_for
 
@@ -139,3 +143,56 @@ def test_import_errors_are_load_errors_and_leave_nothing_behind(tmp_path: Path) 
         runtime_for(folder, trust_code=True).load()
     assert set(sys.modules) == before
     assert str(folder) not in sys.path
+
+
+GENERATOR = (
+    "class Model:\n"
+    "    def predict(self, inputs):\n"
+    "        for k in range(int(inputs['x'][0, 0])):\n"
+    "            yield {'y': inputs['x'] * k}\n"
+)
+
+
+def test_a_generator_handler_is_decoupled_and_yields_checked_responses(tmp_path: Path) -> None:
+    runtime = loaded(mf.make_python_package(tmp_path, source=GENERATOR), trust_code=True)
+    assert runtime.metadata().decoupled
+    assert isinstance(runtime, Responder)
+    x = {"x": np.full((1, 4), 3, dtype=np.float32)}
+    answers = list(runtime.responses(x))
+    assert [a["y"].tolist() for a in answers] == [[[0.0] * 4], [[3.0] * 4], [[6.0] * 4]]
+    assert all(a["y"].dtype == np.float32 for a in answers)
+    with pytest.raises(Unsupported, match="decoupled"):
+        runtime.predict(x)
+    bad = "class Model:\n    def predict(self, inputs):\n        yield [1, 2]\n"
+    runtime = loaded(mf.make_python_package(tmp_path / "bad", source=bad), trust_code=True)
+    with pytest.raises(InternalError, match="not a dict"):
+        list(runtime.responses(X))
+    plain = loaded(mf.make_python_package(tmp_path / "plain"), trust_code=True)
+    assert not plain.metadata().decoupled
+    assert isinstance(plain, Responder)
+    assert len(list(plain.responses(X))) == 1  # a one-response model answers once
+
+
+def test_a_decoupled_model_is_warmed_on_its_last_response_and_never_batched(
+    tmp_path: Path,
+) -> None:
+    folder = mf.make_python_package(tmp_path, source=GENERATOR)
+    manifest = yaml.safe_load((folder / mf.MANIFEST).read_text())
+    example = {"name": "x", "datatype": "FP32", "shape": [1, 4], "data": [2, 2, 2, 2]}
+    last = {"name": "y", "datatype": "FP32", "shape": [1, 4], "data": [2, 2, 2, 2]}
+    manifest["warmup"] = [{"inputs": [example], "expected_outputs": [last]}]
+    mf.write_manifest(folder, manifest)
+    options = {"trust_pickle": False, "trust_code": True, "threads": 1, "runs": 2}
+    runtime, metadata, report = load_and_validate(folder, read_manifest(folder), **options)
+    assert metadata.decoupled
+    assert report.checked_outputs == 1
+    runtime.unload()
+    last["data"] = [0, 0, 0, 0]  # the first response, not the last
+    mf.write_manifest(folder, manifest)
+    with pytest.raises(LoadError, match="warm-up example 0"):
+        load_and_validate(folder, read_manifest(folder), **options)
+    manifest["warmup"] = []
+    manifest["batching"] = {"max_batch_size": 8}
+    mf.write_manifest(folder, manifest)
+    with pytest.raises(LoadError, match="not batched"):
+        load_and_validate(folder, read_manifest(folder), **options)

@@ -11,7 +11,7 @@ import queue
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import grpc
@@ -55,6 +55,15 @@ def token(home: Path, *args: str) -> str:
     made = cli(home, "token", "create", *args)
     assert made.returncode == 0, made.stderr
     return made.stdout.strip().splitlines()[-1]
+
+
+def once_known(send: Callable[[], httpx.Response]) -> httpx.Response:
+    """``send()``'s answer once the server knows a token just created (it reads the registry
+    within its watch interval; an unknown token is refused before its rate is charged)."""
+    deadline = time.monotonic() + 5
+    while (answer := send()).status_code == 401 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    return answer
 
 
 @pytest.fixture(scope="module")
@@ -215,9 +224,11 @@ def test_openai_routes_take_one_unit_of_rate_and_list_only_permitted_models(
     server: ServerProcess,
 ) -> None:
     one = token(server.home, "--scope", "infer:alpha", "--rate", "0.5", "--burst", "1")
-    embedded = httpx.post(
-        f"{server.url}/v1/embeddings", json={"model": "alpha", "input": "hi"},
-        headers={"Authorization": f"Bearer {one}"},
+    embedded = once_known(
+        lambda: httpx.post(
+            f"{server.url}/v1/embeddings", json={"model": "alpha", "input": "hi"},
+            headers={"Authorization": f"Bearer {one}"},
+        )
     )  # fmt: skip
     # Through the gate (alpha is no embedding model: the route says so), not 429.
     assert embedded.status_code == 400, embedded.text
@@ -225,7 +236,7 @@ def test_openai_routes_take_one_unit_of_rate_and_list_only_permitted_models(
 
     def listed(scope: str) -> list[str]:
         headers = {"Authorization": f"Bearer {token(server.home, '--scope', scope)}"}
-        answer = httpx.get(f"{server.url}/v1/models", headers=headers)
+        answer = once_known(lambda: httpx.get(f"{server.url}/v1/models", headers=headers))
         assert answer.status_code == 200, answer.text
         return [row["id"] for row in answer.json()["data"]]
 

@@ -17,8 +17,9 @@ from pitstop.errors import DeadlineExceeded, InvalidInput, LoadError, ModelNotFo
 from pitstop.monitoring.attempt import Attempt, CacheUse
 from pitstop.protocol.tensor import InferRequest
 from pitstop.registry import Arm, Shadow, TrafficPolicy
-from pitstop.serving.dataplane import DataPlane, ServerInfo
+from pitstop.serving.dataplane import DataPlane
 from pitstop.serving.manager import ManagerOptions, ModelManager
+from pitstop.serving.model_view import ServerInfo
 from pitstop.serving.version_policy import VersionState
 from pitstop.serving.window import Windows
 from tests.serving.fakes import FakeLoader, FakeSource

@@ -87,6 +87,25 @@ def infer_examples(path: str, url: str) -> list[Example]:
     ]
 
 
+def generate_examples(path: str, url: str) -> list[Example]:
+    """Triton's generate extension: flat JSON bodies, otherwise as :func:`infer_examples`."""
+    slow = url.replace("iris", "slow")
+    slow_infer = slow.rsplit("/", 1)[0] + "/infer"  # the crowd: plain inference
+    flat_x = {"x": [[1, 2, 3, 4]]}
+    return [
+        Example(path, "POST", 200, url, json={"input": [[1, 2, 3, 4]]}),
+        Example(path, "POST", 400, url, json={"input": [[1, 2, 3]]}),
+        Example(path, "POST", 404, url.replace("iris", "nope"), json=flat_x),
+        Example(path, "POST", 413, url, content=b" " * (MAX_REQUEST_BYTES + 1)),
+        Example(path, "POST", 429, slow, json=flat_x, crowd=(slow_infer, X, 4)),
+        Example(path, "POST", 503, url.replace("iris", "broken"), "ailing", json=flat_x),
+        Example(
+            path, "POST", 504, slow, json={**flat_x, "parameters": {"timeout": 50_000}},
+            crowd=(slow_infer, X, 1),
+        ),
+    ]  # fmt: skip
+
+
 def examples() -> list[Example]:
     out = [
         Example("/v2/health/live", "GET", 200, "/v2/health/live"),
@@ -116,6 +135,8 @@ def examples() -> list[Example]:
             Example(path + "/stats", "GET", 404, unknown + "/stats"),
         ]
         out += infer_examples(path + "/infer", url + "/infer")
+        for suffix in ("/generate", "/generate_stream"):
+            out += generate_examples(path + suffix, url + suffix)
     for action in ("load", "unload"):
         path = f"/v2/repository/models/{{model}}/{action}"
         url = f"/v2/repository/models/iris/{action}"
@@ -170,6 +191,60 @@ def examples() -> list[Example]:
         ),
     ]
     out += scoring_examples()
+    out += shared_memory_examples()
+    return out
+
+
+SHM_OBJECT = Path("/dev/shm/pitstop_openapi_r")
+
+
+def shared_memory_examples() -> list[Example]:
+    """Registering needs a real shm object: 400 for a key that has none is the documented error;
+    the success path is tests/transports/test_shared_memory.py's."""
+    out = []
+    for kind in ("system", "cuda"):
+        base = f"/v2/{kind}sharedmemory"
+        named = base + "/region/{name}"
+        out += [
+            Example(base + "/status", "GET", 200, base + "/status"),
+            Example(named + "/status", "GET", 404, base + "/region/none/status"),
+            Example(base + "/unregister", "POST", 200, base + "/unregister"),
+        ]
+    system, cuda = "/v2/systemsharedmemory", "/v2/cudasharedmemory"
+    out += [
+        Example(
+            system + "/region/{name}/register",
+            "POST",
+            400,
+            system + "/region/r/register",
+            json={"key": "/pitstop_openapi_none", "byte_size": 8},
+        ),
+        Example(
+            system + "/region/{name}/register",
+            "POST",
+            200,
+            system + "/region/r/register",
+            json={"key": "/pitstop_openapi_r", "byte_size": 8},
+            prepare=lambda _server: SHM_OBJECT.write_bytes(bytes(8)),
+        ),
+        Example(
+            system + "/region/{name}/status",
+            "GET",
+            200,
+            system + "/region/r/status",
+            prepare=lambda _server: SHM_OBJECT.unlink(),  # still mapped: the region stays
+        ),
+        Example(system + "/region/{name}/unregister", "POST", 200, system + "/region/r/unregister"),
+        Example(system + "/region/{name}/unregister", "POST", 404, system + "/region/r/unregister"),
+        Example(
+            cuda + "/region/{name}/register",
+            "POST",
+            400,
+            cuda + "/region/g/register",
+            json={"raw_handle": {"b64": ""}, "device_id": 0, "byte_size": 8},
+        ),
+        Example(cuda + "/region/{name}/unregister", "POST", 200, cuda + "/region/g/unregister"),
+    ]
     return out
 
 
