@@ -58,8 +58,8 @@ class DecoupledExecution:
     async def run(self, inputs: Arrays, deadline: float | None, priority: int) -> Executed:
         raise Unsupported(
             f"{self._label} is decoupled (it may answer one request with several responses), "
-            "so it serves streams only: gRPC ModelStreamInfer or HTTP "
-            "/v2/models/{model}/generate_stream"
+            "so it serves streams only: gRPC ModelStreamInfer, or HTTP generate_stream "
+            "(POST /v2/models/<model>/generate_stream)"
         )
 
     async def stream(

@@ -6,6 +6,7 @@ every worker; a killed supervisor takes its workers with it; a port in use is on
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -149,9 +150,22 @@ def test_two_workers_share_the_ports_survive_a_kill_and_count_every_request(
     assert "restarting in 0 s" in server.logs()
 
 
+def described(pids: list[int]) -> str:
+    """What the workers still alive are doing (state and kernel wait channel), for a failure."""
+    rows = []
+    for pid in pids:
+        with contextlib.suppress(OSError):
+            state = Path(f"/proc/{pid}/stat").read_text().split(") ", 1)[1][0]
+            wchan = Path(f"/proc/{pid}/wchan").read_text()
+            rows.append(f"{pid}: state {state}, waiting in {wchan or '-'}")
+    return "; ".join(rows)
+
+
 def test_a_killed_supervisor_takes_its_workers_with_it(tmp_path: Path) -> None:
     home = tmp_path / "home"
-    server = ServerProcess(home, env=ENV).start()
+    # SIGTERM reaches the workers; they serve on for the grace period, then drain. A short
+    # grace keeps this about the signal, not about the drain.
+    server = ServerProcess(home, env={**ENV, "PITSTOP_SHUTDOWN_GRACE_S": "0.5"}).start()
     try:
         with open_registry(home) as registry:
             assert wait_for(lambda: len(live_workers(registry)) == 2, 30), server.logs()[-3000:]
@@ -159,7 +173,7 @@ def test_a_killed_supervisor_takes_its_workers_with_it(tmp_path: Path) -> None:
         assert server.process is not None
         os.kill(server.process.pid, signal.SIGKILL)
         server.process.wait(timeout=10)
-        assert wait_for(lambda: not any(alive(pid) for pid in pids), 30)
+        assert wait_for(lambda: not any(alive(pid) for pid in pids), 30), described(pids)
     finally:
         server.stop()
 
