@@ -25,16 +25,13 @@ import numpy as np
 
 from pitstop.errors import (
     DeadlineExceeded,
-    InternalError,
-    Overloaded,
-    PitstopError,
     Unavailable,
     Unsupported,
 )
 from pitstop.protocol.tensor import InferRequest
 from pitstop.serving.call import Progress
 from pitstop.serving.conformance import check_inputs, check_requested, select_outputs
-from pitstop.serving.execution import Arrays, Executed
+from pitstop.serving.execution import Arrays, Executed, Pending, guarded_call
 
 Responses = Callable[[Arrays], Iterator[dict[str, np.ndarray]]]
 
@@ -47,13 +44,12 @@ class DecoupledExecution:
     def __init__(self, responses: Responses, pool: Executor, max_pending: int, label: str) -> None:
         self._responses = responses
         self._pool = pool
-        self._max_pending = max_pending
-        self._pending = 0
+        self._pending = Pending(max_pending, label)
         self._label = label
 
     @property
     def queued(self) -> int:
-        return self._pending
+        return self._pending.count
 
     async def run(self, inputs: Arrays, deadline: float | None, priority: int) -> Executed:
         raise Unsupported(
@@ -68,11 +64,7 @@ class DecoupledExecution:
         """Each response's outputs, with the time it took (queue_ns is the wait for a thread
         before the first one). Raises Overloaded when the bound is reached, DeadlineExceeded
         when ``deadline`` passes between responses, InternalError for a failing handler."""
-        if self._pending >= self._max_pending:
-            raise Overloaded(
-                f"{self._label}: {self._pending} requests already queued (max {self._max_pending})"
-            )
-        self._pending += 1
+        self._pending.enter()
         submitted = time.monotonic_ns()
         iterator: Iterator[dict[str, np.ndarray]] | None = None
         step: Future[object] | None = None
@@ -94,7 +86,7 @@ class DecoupledExecution:
                 yield outputs, Executed(outputs, begin - submitted, end - begin, 1)
                 submitted = time.monotonic_ns()
         finally:
-            self._pending -= 1
+            self._pending.leave()
             self._close_after(step, iterator)
 
     def _close_after(
@@ -116,18 +108,10 @@ class DecoupledExecution:
             close()
 
     def _start(self, inputs: Arrays) -> object:
-        return self._call(lambda: iter(self._responses(inputs)))
+        return guarded_call(lambda: iter(self._responses(inputs)), self._label)
 
     def _next(self, iterator: Iterator[dict[str, np.ndarray]]) -> object:
-        return self._call(lambda: next(iterator, _DONE))
-
-    def _call(self, step: Callable[[], object]) -> object:
-        try:
-            return step()
-        except PitstopError:
-            raise
-        except Exception as exc:
-            raise InternalError(f"{self._label} failed: {type(exc).__name__}: {exc}") from exc
+        return guarded_call(lambda: next(iterator, _DONE), self._label)
 
     async def close(self) -> None:
         return None

@@ -12,12 +12,13 @@ import time
 from collections.abc import Callable, Mapping
 from concurrent.futures import Executor
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 import numpy as np
 
 from pitstop.errors import DeadlineExceeded, InternalError, Overloaded, PitstopError
 
+T = TypeVar("T")
 Arrays = Mapping[str, np.ndarray]
 Predict = Callable[[Arrays], dict[str, np.ndarray]]
 
@@ -54,12 +55,38 @@ class Execution(Protocol):
 def call_runtime(predict: Predict, inputs: Arrays, label: str) -> dict[str, np.ndarray]:
     """``predict(inputs)`` with unexpected exceptions turned into InternalError naming the
     version; pitstop errors (e.g. InvalidInput) pass through."""
+    return guarded_call(lambda: predict(inputs), label)
+
+
+def guarded_call(step: Callable[[], T], label: str) -> T:
+    """``step()``, a call into a runtime, with unexpected exceptions turned into InternalError
+    naming the version; pitstop errors (e.g. InvalidInput) pass through."""
     try:
-        return predict(inputs)
+        return step()
     except PitstopError:
         raise
     except Exception as exc:
         raise InternalError(f"{label} failed: {type(exc).__name__}: {exc}") from exc
+
+
+class Pending:
+    """A version's requests accepted and not yet finished (waiting or running), at most
+    ``most``: :meth:`enter` raises Overloaded past that."""
+
+    def __init__(self, most: int, label: str) -> None:
+        self.count = 0
+        self._most = most
+        self._label = label
+
+    def enter(self) -> None:
+        if self.count >= self._most:
+            raise Overloaded(
+                f"{self._label}: {self.count} requests already queued (max {self._most})"
+            )
+        self.count += 1
+
+    def leave(self) -> None:
+        self.count -= 1
 
 
 class DirectExecution:
@@ -69,20 +96,15 @@ class DirectExecution:
     def __init__(self, predict: Predict, pool: Executor, max_pending: int, label: str) -> None:
         self._predict = predict
         self._pool = pool
-        self._max_pending = max_pending
-        self._pending = 0
+        self._pending = Pending(max_pending, label)
         self._label = label
 
     @property
     def queued(self) -> int:
-        return self._pending
+        return self._pending.count
 
     async def run(self, inputs: Arrays, deadline: float | None, priority: int) -> Executed:
-        if self._pending >= self._max_pending:
-            raise Overloaded(
-                f"{self._label}: {self._pending} requests already queued (max {self._max_pending})"
-            )
-        self._pending += 1
+        self._pending.enter()
         submitted = time.monotonic_ns()
 
         def work() -> tuple[dict[str, np.ndarray], int, int]:
@@ -96,7 +118,7 @@ class DirectExecution:
             loop = asyncio.get_running_loop()
             produced, begin, end = await loop.run_in_executor(self._pool, work)
         finally:
-            self._pending -= 1
+            self._pending.leave()
         rows = next((int(a.shape[0]) for a in inputs.values() if a.ndim), 1)
         return Executed(produced, begin - submitted, end - begin, rows)
 

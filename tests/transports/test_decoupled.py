@@ -19,8 +19,10 @@ import tritonclient.grpc as tgrpc
 import tritonclient.http as thttp
 from tritonclient.utils import InferenceServerException
 
+from pitstop.registry import Registry
 from tests import model_factory as mf
-from tests.server import ServerProcess, open_registry
+from tests.server import ServerProcess
+from tests.transports.served import transport_server
 
 TOKENS_HANDLER = '''\
 import pathlib
@@ -87,16 +89,13 @@ def make_tokens_package(directory: Path) -> Path:
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    home = tmp_path_factory.mktemp("home")
-    src = tmp_path_factory.mktemp("packages")
-    with open_registry(home) as registry:
-        mf.push_transport_models(registry, src, {"max_batch_size": 16})
+    def push_tokens(registry: Registry, src: Path) -> None:
         registry.push(
             make_tokens_package(src / "tokens"), name="tokens", aliases=["production"],
             actor="test", trust_code=True,
         )  # fmt: skip
-    with ServerProcess(home) as process:
-        yield process
+
+    yield from transport_server(tmp_path_factory, push_tokens)
 
 
 def token_inputs(prompt: str, count: int) -> list[Any]:

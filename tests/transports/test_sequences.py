@@ -18,8 +18,10 @@ import tritonclient.grpc as tgrpc
 import tritonclient.http as thttp
 from tritonclient.utils import InferenceServerException
 
+from pitstop.registry import Registry
 from tests import model_factory as mf
 from tests.server import ServerProcess, open_registry, wait_for
+from tests.transports.served import transport_server, triton_client
 
 SUM_HANDLER = '''\
 import numpy as np
@@ -92,10 +94,7 @@ def make_sum_package(
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    home = tmp_path_factory.mktemp("home")
-    src = tmp_path_factory.mktemp("packages")
-    with open_registry(home) as registry:
-        mf.push_transport_models(registry, src, {"max_batch_size": 16})
+    def push_sum_models(registry: Registry, src: Path) -> None:
         for name, idle_us, corrid in (
             ("acc", 60_000_000, "UINT64"),
             ("brief", 1_000_000, "UINT64"),
@@ -105,8 +104,8 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
                 make_sum_package(src / name, idle_us=idle_us, corrid=corrid), name=name,
                 aliases=["production"], actor="test", trust_code=True,
             )  # fmt: skip
-    with ServerProcess(home) as process:
-        yield process
+
+    yield from transport_server(tmp_path_factory, push_sum_models)
 
 
 def value(module: Any, number: int) -> list[Any]:
@@ -123,10 +122,7 @@ def step(client: Any, model: str, sequence: int | str, number: int, **flags: boo
 
 @pytest.fixture(params=["http", "grpc"])
 def client(request: pytest.FixtureRequest, server: ServerProcess) -> Iterator[Any]:
-    if request.param == "http":
-        made: Any = thttp.InferenceServerClient(server.url.removeprefix("http://"))
-    else:
-        made = tgrpc.InferenceServerClient(server.grpc_target)
+    made = triton_client(request.param, server)
     yield made
     made.close()
 

@@ -22,6 +22,7 @@ from pitstop.protocol.shared_memory import SharedRef
 from pitstop.transports.shared_memory import SharedMemory
 from tests import model_factory as mf
 from tests.server import ServerProcess, open_registry
+from tests.transports.served import transport_server, triton_client
 
 ROWS = np.arange(64, dtype=np.float32).reshape(16, 4)
 SIZE = ROWS.nbytes
@@ -29,20 +30,12 @@ SIZE = ROWS.nbytes
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    home = tmp_path_factory.mktemp("home")
-    src = tmp_path_factory.mktemp("packages")
-    with open_registry(home) as registry:
-        mf.push_transport_models(registry, src, {"max_batch_size": 16})
-    with ServerProcess(home) as process:
-        yield process
+    yield from transport_server(tmp_path_factory)
 
 
 @pytest.fixture(params=["http", "grpc"])
 def client(request: pytest.FixtureRequest, server: ServerProcess) -> Iterator[Any]:
-    if request.param == "http":
-        made: Any = thttp.InferenceServerClient(server.url.removeprefix("http://"))
-    else:
-        made = tgrpc.InferenceServerClient(server.grpc_target)
+    made = triton_client(request.param, server)
     made.unregister_system_shared_memory()
     yield made
     made.unregister_system_shared_memory()
