@@ -146,6 +146,10 @@ class Settings(BaseSettings):
     compress_min_bytes: int = Field(default=1024, ge=0)
     """The smallest HTTP response body worth compressing."""
 
+    server_name: str = Field(default="pitstop", min_length=1, max_length=64)
+    """The name server metadata reports (``GET /v2``, ``ServerMetadata``): ``triton`` for
+    clients that check they talk to Triton (its example clients do)."""
+
     system_shared_memory: bool = True
     """Serve the system shared-memory extension: clients on this host register POSIX
     shared-memory objects owned by the server's user and pass tensors through them. False

@@ -229,7 +229,7 @@ class Engine:
         dataplane = DataPlane(
             manager,
             ServerInfo(
-                name="pitstop",
+                name=settings.server_name,
                 version=__version__,
                 extensions=EXTENSIONS
                 + (("system_shared_memory",) if settings.system_shared_memory else ()),

@@ -378,7 +378,10 @@ class ModelManager:
     async def load_model(self, model: str) -> None:
         """Serve ``model`` again (after an unload), retry its failed versions, and wait until
         each of its targets is READY or FAILED. Raises Unavailable naming a failure."""
-        self.require_model(model)
+        try:
+            self.require_model(model)
+        except ModelNotFound as exc:
+            raise ModelNotFound(f"failed to load {model!r}: {exc}") from None
         self._held.discard(model)
         for key, loaded in list(self._versions.items()):
             if key.model == model and loaded.state is VersionState.FAILED:

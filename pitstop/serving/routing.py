@@ -36,7 +36,10 @@ def resolve(
         alias = ref or DEFAULT_ALIAS
         target = targets.get(AliasKey(model, alias))
         if target is None:
-            raise VersionNotFound(f"model {model!r} has no alias {alias!r}")
+            raise VersionNotFound(
+                f"failed to get model version from specified version string {alias!r}: "
+                f"model {model!r} has no alias {alias!r} (a version is a number or an alias)"
+            )
         routed = routes.get(AliasKey(model, alias))
         if routed is None:
             raise Unavailable(_why_unavailable(model, alias, target, versions))

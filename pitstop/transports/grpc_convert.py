@@ -149,8 +149,9 @@ def decode_infer_request(message: pb.ModelInferRequest) -> InferRequest:
         typed = [t.name for t in carried if t.HasField("contents")]
         if typed:
             raise InvalidInput(
-                f"input {typed[0]!r}: sets contents although the request uses "
-                "raw_input_contents; send every input raw or every input typed"
+                f"contents field must not be specified when using raw_input_contents for "
+                f"{typed[0]!r} for model {message.model_name!r} (input {typed[0]!r} sets "
+                "contents; send every input raw or every input typed)"
             )
         raise InvalidInput(
             f"raw_input_contents has {len(raw)} entries but the request has "
@@ -174,7 +175,8 @@ def decode_infer_request(message: pb.ModelInferRequest) -> InferRequest:
         if raw:
             if has_contents:
                 raise InvalidInput(
-                    f"{where}: sets contents although the request uses raw_input_contents"
+                    f"contents field must not be specified when using raw_input_contents for "
+                    f"{tensor.name!r} for model {message.model_name!r}"
                 )
             array = decode_raw(tensor.datatype, shape, next(entries), where)
         else:

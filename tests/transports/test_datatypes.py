@@ -220,8 +220,9 @@ def test_grpc_mixing_raw_and_typed_inputs_names_the_input(
     with pytest.raises(grpc.RpcError) as caught:
         stub.ModelInfer(request, timeout=10)
     assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-    assert "input 'z': sets contents although the request uses raw_input_contents" in (
-        caught.value.details()
+    assert (
+        "contents field must not be specified when using raw_input_contents for 'z' for model"
+        in caught.value.details()
     )
 
 

@@ -24,6 +24,7 @@ from tritonclient.utils import InferenceServerException
 from pitstop.registry import Registry
 from tests import model_factory as mf
 from tests.server import ServerProcess, open_registry
+from tests.transports.served import triton_client
 
 ROWS = np.array([[5.1, 3.5, 1.4, 0.2], [6.7, 3.0, 5.2, 2.3]], dtype=np.float32)
 PROTOCOLS = ["http", "grpc"]
@@ -93,6 +94,16 @@ def test_server_metadata(client: Any) -> None:
     metadata = client.get_server_metadata(**as_json(client))
     assert metadata["name"] == "pitstop"
     assert "binary_tensor_data" in metadata["extensions"]
+
+
+def test_the_server_name_is_a_setting_for_clients_that_check_it(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    with open_registry(home) as registry:
+        push(registry, mf.make_onnx_package(tmp_path / "iris"), "iris", "production")
+    with ServerProcess(home, {"PITSTOP_SERVER_NAME": "triton"}) as named:
+        for made in (triton_client("http", named), triton_client("grpc", named)):
+            assert made.get_server_metadata(**as_json(made))["name"] == "triton"
+            made.close()
 
 
 def as_json(client: Any) -> dict[str, bool]:
@@ -191,6 +202,12 @@ def test_unknown_model_raises_with_tritons_wording(client: Any) -> None:
         "Request for unknown model: 'py' version 9 is not found"
     )
     assert "served versions: [1, 2]" in caught.value.message()
+    with pytest.raises(InferenceServerException) as caught:
+        client.infer("py", [x], model_version="wrong_specification")
+    assert caught.value.message().startswith(
+        "failed to get model version from specified version string 'wrong_specification'"
+    )
+    assert "no alias 'wrong_specification'" in caught.value.message()
 
 
 @pytest.mark.parametrize("algorithm", ["gzip", "deflate"])
@@ -320,6 +337,9 @@ def test_repository_index_load_unload(server: ServerProcess, client: Any) -> Non
     assert not client.is_model_ready("spare")
     client.load_model("spare", headers=headers)
     assert client.is_model_ready("spare")
+    with pytest.raises(InferenceServerException) as caught:
+        client.load_model("wrong_model_name", headers=headers)
+    assert caught.value.message().startswith("failed to load 'wrong_model_name'")
 
 
 def test_load_with_a_config_override_or_files_is_refused(
