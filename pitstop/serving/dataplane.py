@@ -166,6 +166,9 @@ class DataPlane(ModelView):
                     routed=ticket.live.routed,
                 )  # fmt: skip
                 return replace(served, response=sequences.keep(ticket, model, served.response))
+        except PitstopError:
+            sequences.failed(ticket, model)
+            raise
         finally:
             sequences.release(ticket)
 
@@ -240,7 +243,9 @@ class DataPlane(ModelView):
         them (any number, none too), any other version's one response exactly as :meth:`infer`
         serves it. The arm is chosen as for :meth:`infer`; a decoupled stream never falls back
         (responses may already be out) and is not shadowed. Errors before the first response
-        come from the first ``__anext__``; later ones end the stream."""
+        come from the first ``__anext__``; later ones end the stream. A decoupled stream has
+        no trace span of its own (its steps may run in other tasks than the one that began
+        it)."""
         call = Call(metadata, deadline, True, transport, time.monotonic_ns(), principal=principal)
         target, routed = version, False
         if version is None:
@@ -252,7 +257,10 @@ class DataPlane(ModelView):
         except PitstopError:  # the unary path raises it again, and counts it
             loaded = None
         if loaded is None or not isinstance(loaded.execution, DecoupledExecution):
-            yield await self._route(model, version, request, call)
+            yield await self.infer(
+                model, version, request, metadata=metadata, deadline=deadline,
+                transport=transport, principal=principal,
+            )  # fmt: skip
             return
         started = time.monotonic_ns()
         expires = call.deadline

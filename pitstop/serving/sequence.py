@@ -269,6 +269,13 @@ class Sequences:
             self._forget((model, ticket.flags.id))
         return dataclasses.replace(response, outputs=kept)
 
+    def failed(self, ticket: Ticket, model: str) -> None:
+        """The request failed. A failed START leaves no sequence behind (it never produced a
+        state: its next request must start again); a later request's failure keeps the
+        sequence and its state as they were."""
+        if ticket.started and self._live.get((model, ticket.flags.id)) is ticket.live:
+            self._forget((model, ticket.flags.id))
+
     def release(self, ticket: Ticket) -> None:
         """The request left its sequence (served or failed)."""
         ticket.live.busy -= 1

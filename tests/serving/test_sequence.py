@@ -193,3 +193,7 @@ def test_idle_sequences_are_swept_and_remembered_as_expired() -> None:
     ticket = sequences.admit("m", 1, SequenceFlags(4, True, False), versions.resolve, pick)
     with pytest.raises(InvalidInput, match="supplied by the server"):
         sequences.request(ticket, "m", InferRequest({"S": np.zeros(2, np.float32)}))
+    sequences.failed(ticket, "m")  # a failed START leaves nothing behind
+    sequences.release(ticket)
+    with pytest.raises(InvalidInput, match="must specify the START flag"):
+        sequences.admit("m", 1, SequenceFlags(4, False, False), versions.resolve, pick)

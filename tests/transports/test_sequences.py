@@ -179,6 +179,8 @@ def test_requests_outside_a_sequence_are_refused_clearly(client: Any) -> None:
     start.set_data_from_numpy(np.array([1], dtype=np.int32))
     with pytest.raises(InferenceServerException, match="supplied by the server"):
         client.infer("acc", [*value(module, 1), start], sequence_id=557, sequence_start=True)
+    # A START that failed left no sequence behind.
+    assert "must specify the START flag" in refusal(client, "acc", 557)
 
 
 def test_an_idle_sequence_expires_with_a_clear_error(client: Any) -> None:
