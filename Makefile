@@ -66,7 +66,7 @@ layers: $(STAMP)
 	$(BIN)/lint-imports
 
 pytest: $(STAMP) helm
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q --durations=15
 
 ## make bench: the throughput table (wrk, h2load; MLServer 1.7.1 in bench/.venv-mlserver) and
 ## the reliability figures. Load tools come from Debian (wrk, nghttp2-client).

@@ -11,7 +11,7 @@ import queue
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import grpc
@@ -24,7 +24,7 @@ from pitstop.settings import Settings
 from pitstop.transports.app import Host
 from pitstop.transports.proto import inference_pb2 as pb
 from tests import model_factory as mf
-from tests.server import ServerProcess, free_port, open_registry
+from tests.server import ServerProcess, free_port, open_registry, wait_for
 from tests.transports.documented import served_routes
 
 X = {"inputs": [{"name": "x", "shape": [1, 4], "datatype": "FP32", "data": [1, 2, 3, 4]}]}
@@ -51,19 +51,17 @@ def cli(home: Path, *args: str) -> subprocess.CompletedProcess[str]:
     )  # fmt: skip
 
 
-def token(home: Path, *args: str) -> str:
-    made = cli(home, "token", "create", *args)
+def token(server: ServerProcess, *args: str) -> str:
+    """A new token, once ``server`` knows it: the server reads tokens from the registry within
+    its watch interval. The probe is a management call, which a token of any other scope is
+    refused before its rate is charged (and which an unknown token gets 401 for)."""
+    made = cli(server.home, "token", "create", *args)
     assert made.returncode == 0, made.stderr
-    return made.stdout.strip().splitlines()[-1]
-
-
-def once_known(send: Callable[[], httpx.Response]) -> httpx.Response:
-    """``send()``'s answer once the server knows a token just created (it reads the registry
-    within its watch interval; an unknown token is refused before its rate is charged)."""
-    deadline = time.monotonic() + 5
-    while (answer := send()).status_code == 401 and time.monotonic() < deadline:
-        time.sleep(0.1)
-    return answer
+    secret = made.stdout.strip().splitlines()[-1]
+    probe = f"{server.url}/v2/repository/models/no-such-model/unload"
+    bearer = {"Authorization": f"Bearer {secret}"}
+    assert wait_for(lambda: httpx.post(probe, headers=bearer).status_code != 401, 10)
+    return secret
 
 
 @pytest.fixture(scope="module")
@@ -89,7 +87,7 @@ def concrete(path: str) -> str:
 def test_every_rest_route_is_authorized(server: ServerProcess, tmp_path: Path) -> None:
     routes = served_routes(tmp_path)
     assert len(routes) > 25
-    outsider = {"Authorization": f"Bearer {token(server.home, '--scope', 'infer:zzz')}"}
+    outsider = {"Authorization": f"Bearer {token(server, '--scope', 'infer:zzz')}"}
     unguarded, unscoped = [], []
     for path, method in routes:
         url = server.url + concrete(path)
@@ -111,7 +109,7 @@ def test_every_rest_route_is_authorized(server: ServerProcess, tmp_path: Path) -
 
 def test_every_grpc_method_is_authorized(server: ServerProcess) -> None:
     service = pb.DESCRIPTOR.services_by_name["GRPCInferenceService"]
-    outsider = token(server.home, "--scope", "infer:zzz")
+    outsider = token(server, "--scope", "infer:zzz")
     unguarded, unscoped = [], []
     with grpc.insecure_channel(server.grpc_target) as channel:
         for method in service.methods:
@@ -160,7 +158,7 @@ def test_every_grpc_method_is_authorized(server: ServerProcess) -> None:
 
 
 def test_stream_infer_authorizes_each_request_on_its_model(server: ServerProcess) -> None:
-    alpha_only = token(server.home, "--scope", "infer:alpha")
+    alpha_only = token(server, "--scope", "infer:alpha")
     path = "/inference.GRPCInferenceService/ModelStreamInfer"
     requests = []
     for name in ("alpha", "beta"):
@@ -185,7 +183,7 @@ def test_stream_infer_authorizes_each_request_on_its_model(server: ServerProcess
 def test_a_token_revoked_while_its_stream_is_open_stops_working_on_it(
     server: ServerProcess,
 ) -> None:
-    secret = token(server.home, "streamer", "--scope", "infer")
+    secret = token(server, "streamer", "--scope", "infer")
     outgoing: queue.Queue[pb.ModelInferRequest | None] = queue.Queue()
 
     def requests() -> Iterator[pb.ModelInferRequest]:
@@ -223,20 +221,18 @@ def test_a_token_revoked_while_its_stream_is_open_stops_working_on_it(
 def test_openai_routes_take_one_unit_of_rate_and_list_only_permitted_models(
     server: ServerProcess,
 ) -> None:
-    one = token(server.home, "--scope", "infer:alpha", "--rate", "0.5", "--burst", "1")
-    embedded = once_known(
-        lambda: httpx.post(
-            f"{server.url}/v1/embeddings", json={"model": "alpha", "input": "hi"},
-            headers={"Authorization": f"Bearer {one}"},
-        )
+    one = token(server, "--scope", "infer:alpha", "--rate", "0.5", "--burst", "1")
+    embedded = httpx.post(
+        f"{server.url}/v1/embeddings", json={"model": "alpha", "input": "hi"},
+        headers={"Authorization": f"Bearer {one}"},
     )  # fmt: skip
     # Through the gate (alpha is no embedding model: the route says so), not 429.
     assert embedded.status_code == 400, embedded.text
     assert "alpha" in embedded.json()["error"]["message"]
 
     def listed(scope: str) -> list[str]:
-        headers = {"Authorization": f"Bearer {token(server.home, '--scope', scope)}"}
-        answer = once_known(lambda: httpx.get(f"{server.url}/v1/models", headers=headers))
+        headers = {"Authorization": f"Bearer {token(server, '--scope', scope)}"}
+        answer = httpx.get(f"{server.url}/v1/models", headers=headers)
         assert answer.status_code == 200, answer.text
         return [row["id"] for row in answer.json()["data"]]
 
@@ -251,9 +247,7 @@ def test_401_403_and_tokens_for_inference(server: ServerProcess) -> None:
     assert missing.status_code == 401
     assert "Bearer" in missing.json()["error"]
     assert httpx.post(infer, json=X, headers={"Authorization": "Bearer nope"}).status_code == 401
-    alpha = {
-        "Authorization": f"Bearer {token(server.home, 'alpha-client', '--scope', 'infer:alpha')}"
-    }
+    alpha = {"Authorization": f"Bearer {token(server, 'alpha-client', '--scope', 'infer:alpha')}"}
     answered = httpx.post(infer, json=X, headers=alpha)
     assert answered.status_code == 200, answered.text
     beta = httpx.post(f"{server.url}/v2/models/beta/infer", json=X, headers=alpha)
@@ -280,9 +274,9 @@ def test_401_403_and_tokens_for_inference(server: ServerProcess) -> None:
 
 def test_a_token_over_its_rate_gets_429_while_another_is_unaffected(server: ServerProcess) -> None:
     infer = f"{server.url}/v2/models/alpha/infer"
-    limited_token = token(server.home, "--scope", "infer", "--rate", "1", "--burst", "2")
+    limited_token = token(server, "--scope", "infer", "--rate", "1", "--burst", "2")
     slow = {"Authorization": f"Bearer {limited_token}"}
-    other = {"Authorization": f"Bearer {token(server.home, '--scope', 'infer')}"}
+    other = {"Authorization": f"Bearer {token(server, '--scope', 'infer')}"}
     with httpx.Client(timeout=10) as client:
         statuses = [client.post(infer, json=X, headers=slow) for _ in range(4)]
         assert [r.status_code for r in statuses[:2]] == [200, 200]
@@ -291,7 +285,7 @@ def test_a_token_over_its_rate_gets_429_while_another_is_unaffected(server: Serv
         assert int(limited[0].headers["retry-after"]) >= 1
         assert "rate limit" in limited[0].json()["error"]
         assert all(client.post(infer, json=X, headers=other).status_code == 200 for _ in range(10))
-        reader = {"Authorization": f"Bearer {token(server.home, '--scope', 'read')}"}
+        reader = {"Authorization": f"Bearer {token(server, '--scope', 'read')}"}
         metrics = client.get(f"{server.url}/metrics", headers=reader)
     assert metrics.status_code == 200
     assert 'pitstop_auth_denied_total{action="infer",reason="rate_limited"}' in metrics.text
@@ -299,7 +293,7 @@ def test_a_token_over_its_rate_gets_429_while_another_is_unaffected(server: Serv
 
 
 def test_an_expired_token_is_refused(server: ServerProcess) -> None:
-    brief = {"Authorization": f"Bearer {token(server.home, '--scope', 'infer', '--expires', '2s')}"}
+    brief = {"Authorization": f"Bearer {token(server, '--scope', 'infer', '--expires', '2s')}"}
     infer = f"{server.url}/v2/models/alpha/infer"
     deadline = time.monotonic() + 5  # the server reads new tokens within its watch interval
     while httpx.post(infer, json=X, headers=brief).status_code != 200:

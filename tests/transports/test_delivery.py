@@ -210,18 +210,26 @@ def test_sticky_ab_keeps_every_user_on_one_arm(
     arms: dict[str, set[str]] = defaultdict(set)
     failures: list[str] = []
 
+    # One client per pool thread: a client per user would spend the test building TLS contexts.
+    local = threading.local()
+    clients: list[httpx.Client] = []
+
     def user(index: int) -> None:
         rng = random.Random(index)
-        with httpx.Client(timeout=30) as client:
-            for _ in range(10):
-                got = client.post(url, json=body(rng), headers={"x-user-id": f"user-{index}"})
-                if got.status_code != 200:
-                    failures.append(f"user-{index}: {got.status_code} {got.text[:200]}")
-                    continue
-                arms[f"user-{index}"].add(got.headers["pitstop-model-version"])
+        if not hasattr(local, "client"):
+            local.client = httpx.Client(timeout=30)
+            clients.append(local.client)
+        for _ in range(3):  # a switch shows within three requests as well as within ten
+            got = local.client.post(url, json=body(rng), headers={"x-user-id": f"user-{index}"})
+            if got.status_code != 200:
+                failures.append(f"user-{index}: {got.status_code} {got.text[:200]}")
+                continue
+            arms[f"user-{index}"].add(got.headers["pitstop-model-version"])
 
     with ThreadPoolExecutor(8) as pool:
         list(pool.map(user, range(1000)))
+    for client in clients:
+        client.close()
     assert failures == []
     switched = {user: seen for user, seen in arms.items() if len(seen) != 1}
     assert switched == {}
