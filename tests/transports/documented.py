@@ -132,10 +132,14 @@ def admin_headers(server: ServerProcess) -> dict[str, str]:
 def scoped_headers(server: ServerProcess, name: str, scopes: list[str]) -> dict[str, str]:
     """A token named ``name`` with ``scopes`` (created once per server)."""
     tokens = TokenFile(server.home)
-    if not any(t.name == name for t in tokens.load()):
-        return bearer(tokens.create(name, scopes))
-    tokens.revoke(name)
-    return bearer(tokens.create(name, scopes))
+    if any(t.name == name for t in tokens.load()):
+        tokens.revoke(name)
+    headers = bearer(tokens.create(name, scopes))
+    # The server reads tokens within its watch interval: use this one once it is known. The
+    # probe is a management call, refused to other scopes before any rate is charged.
+    probe = f"{server.url}/v2/repository/models/no-such-model/unload"
+    assert wait_for(lambda: httpx.post(probe, headers=headers).status_code != 401, 10)
+    return headers
 
 
 def served_routes(home: Path) -> list[tuple[str, str]]:
