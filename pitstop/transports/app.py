@@ -13,7 +13,6 @@ import logging
 import signal
 import socket
 import sys
-import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import FrameType
@@ -92,21 +91,37 @@ class Server(uvicorn.Server):
         super().__init__(config)
         self._engine = engine
         self._grace_s = grace_s
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._terminating = False
+
+    async def serve(self, sockets: list[socket.socket] | None = None) -> None:
+        self._loop = asyncio.get_running_loop()
+        await super().serve(sockets)
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        # A Python signal handler runs between two bytecodes of whatever the main thread was
+        # doing, maybe holding the log queue's lock: taking any lock here (logging does, so
+        # does starting a thread) could wait for ever. Flags only; the loop does the rest.
         if sig != signal.SIGTERM:
             super().handle_exit(sig, frame)
             # uvicorn re-raises captured signals once serve() returns, which would interrupt
             # the Engine's orderly stop after it: the shutdown is ours to finish.
             self._captured_signals.clear()
             return
-        if self._engine.draining:
+        if self._terminating:
             return
+        self._terminating = True
+        if self._loop is None:  # not serving yet: stop as soon as it starts
+            self.should_exit = True
+            return
+        self._loop.call_soon_threadsafe(self._begin_grace)
+
+    def _begin_grace(self) -> None:
+        """On the event loop, after SIGTERM: not ready at once, listening for ``grace_s``."""
         self._engine.begin_drain()
         log.info("SIGTERM: not ready; still serving for %.1f s, then draining", self._grace_s)
-        timer = threading.Timer(self._grace_s, self._stop_listening)
-        timer.daemon = True
-        timer.start()
+        assert self._loop is not None
+        self._loop.call_later(self._grace_s, self._stop_listening)
 
     def _stop_listening(self) -> None:
         self.should_exit = True

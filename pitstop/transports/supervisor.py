@@ -83,6 +83,8 @@ class Supervisor:
         self._workers = [Worker(index) for index in range(settings.workers)]
         self._stopping: int | None = None
         """The signal being forwarded once a stop was asked for."""
+        self._signals: list[int] = []
+        """Signals received and not yet acted on (the handler only appends: see _on_signal)."""
         self._deadline = 0.0
         self._failed = False
         self._folder = Path()
@@ -127,6 +129,8 @@ class Supervisor:
 
     def _supervise(self, environment: dict[str, str]) -> None:
         while True:
+            while self._signals:
+                self._stop(self._signals.pop(0))
             now = time.monotonic()
             for worker in self._workers:
                 self._look_after(worker, environment, now)
@@ -185,7 +189,10 @@ class Supervisor:
     # -- stopping ------------------------------------------------------------------------------
 
     def _on_signal(self, sig: int, _frame: FrameType | None) -> None:
-        self._stop(sig)
+        # A Python signal handler runs between two bytecodes of whatever the main thread was
+        # doing, maybe holding the log queue's lock: taking any lock here (logging does) could
+        # wait for ever. So it only notes the signal; the loop acts on it within a tick.
+        self._signals.append(sig)
 
     def _stop(self, sig: int) -> None:
         if self._stopping is None:
