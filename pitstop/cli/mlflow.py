@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
-import threading
+import time
 from collections.abc import Sequence
 from types import FrameType
 
@@ -16,6 +16,8 @@ from pitstop.cli.embeddings import import_
 from pitstop.errors import InvalidInput
 from pitstop.packaging.mlflow_import import Follower, Rule, Trust, import_version
 from pitstop.packaging.mlflow_tracking import MlflowVersion, ModelUri, TrackingServer
+
+STOP_POLL_S = 0.1
 
 TRACKING_HELP = "The MLflow tracking server, http[s]://host:port (default MLFLOW_TRACKING_URI)."
 
@@ -154,7 +156,7 @@ def follow_mlflow(
     except InvalidInput as exc:
         raise click.BadParameter(str(exc), param_hint="--alias") from exc
     interval_s = duration_s(interval)
-    stop = threading.Event()
+    stop = SignalStop()
 
     def report(message: str) -> None:
         err.print(message, highlight=False, markup=False, soft_wrap=True)
@@ -178,6 +180,30 @@ def follow_mlflow(
             + ", ".join(f"{r.mlflow_alias} → {r.alias}" for r in parsed)
         )
         follower.run(interval_s, stop)
+
+
+class SignalStop:
+    """Set from a signal handler, so set as a plain attribute: a handler must take no lock (it
+    runs between two bytecodes of the main thread, which may hold that very lock, as
+    ``threading.Event.set`` would need); waited for in 0.1 s slices."""
+
+    def __init__(self) -> None:
+        self._set = False
+
+    def set(self) -> None:
+        self._set = True
+
+    def is_set(self) -> bool:
+        return self._set
+
+    def wait(self, timeout: float | None = None) -> bool:
+        end = None if timeout is None else time.monotonic() + timeout
+        while not self._set:
+            left = STOP_POLL_S if end is None else min(STOP_POLL_S, end - time.monotonic())
+            if left <= 0:
+                break
+            time.sleep(left)
+        return self._set
 
 
 def register(group: click.Group) -> None:

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import logging
 import tempfile
-import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -201,6 +200,14 @@ def fresh_versions(
     return sorted((v for v in ready if v.isdigit() and int(v) > floor), key=int)
 
 
+class Stop(Protocol):
+    """When :meth:`Follower.run` stops: ``threading.Event`` is one."""
+
+    def is_set(self) -> bool: ...
+
+    def wait(self, timeout: float | None = None) -> bool: ...
+
+
 @dataclass
 class Follower:
     """Polls one MLflow model's aliases and applies :func:`plan` to one pitstop model."""
@@ -287,7 +294,7 @@ class Follower:
             done.append(step)
         return done
 
-    def run(self, interval_s: float, stop: threading.Event) -> None:
+    def run(self, interval_s: float, stop: Stop) -> None:
         """Tick every ``interval_s`` until ``stop`` is set; a tick that fails (MLflow or the
         registry unreachable) is reported and retried at the next one."""
         while not stop.is_set():

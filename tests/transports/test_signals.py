@@ -13,11 +13,13 @@ import asyncio
 import logging
 import signal
 import threading
+import time
 from collections.abc import Iterator
 
 import pytest
 import uvicorn
 
+from pitstop.cli.mlflow import SignalStop
 from pitstop.settings import Settings
 from pitstop.transports.app import Server
 from pitstop.transports.supervisor import Supervisor
@@ -96,3 +98,15 @@ def test_a_signal_to_the_supervisor_is_noted_and_acted_on_by_its_loop(
         blocking, lambda: supervisor._on_signal(signal.SIGTERM, None)
     )
     assert supervisor._signals == [signal.SIGTERM]
+
+
+def test_the_follower_stops_on_a_flag_a_signal_handler_sets_without_a_lock() -> None:
+    stop = SignalStop()
+    began = time.monotonic()
+    assert not stop.wait(0.25)  # no signal: waits out its interval
+    assert 0.2 <= time.monotonic() - began < 1.0
+    threading.Timer(0.1, stop.set).start()  # the handler: one attribute, no lock
+    began = time.monotonic()
+    assert stop.wait(30)
+    assert time.monotonic() - began < 1.0
+    assert stop.is_set()
