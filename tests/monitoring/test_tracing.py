@@ -59,7 +59,11 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str,
 
     def ready() -> bool:
         try:
-            return httpx.get(f"{url}/v2/models/m/versions/2/ready").status_code == 200
+            # Both: production answers, version 2 gets the shadow copies.
+            return all(
+                httpx.get(f"{url}/v2/models/m{path}/ready").status_code == 200
+                for path in ("", "/versions/2")
+            )
         except httpx.TransportError:
             return False
 
