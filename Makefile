@@ -86,14 +86,16 @@ fmt: $(STAMP)
 	$(BIN)/ruff check --fix .
 
 PROTO := pitstop/transports/proto/inference.proto
+FEEDBACK_PROTO := pitstop/transports/proto/feedback.proto
 
 ## make proto: regenerate the committed gRPC modules next to $(PROTO)
 proto: $(STAMP)
 	$(BIN)/python -m grpc_tools.protoc -I. --python_out=. --pyi_out=. --grpc_python_out=. $(PROTO)
+	$(BIN)/python -m grpc_tools.protoc -I. --python_out=. --pyi_out=. $(FEEDBACK_PROTO)
 	@# A private descriptor pool: tritonclient registers the same `inference.*` names in the
 	@# default pool, and both must be importable in one process.
 	sed -i 's/_descriptor_pool\.Default()\.AddSerializedFile(/_descriptor_pool.DescriptorPool().AddSerializedFile(/' \
-		$(PROTO:.proto=_pb2.py)
+		$(PROTO:.proto=_pb2.py) $(FEEDBACK_PROTO:.proto=_pb2.py)
 
 clean:
 	rm -rf $(VENV) .pitstop .mypy_cache .ruff_cache .pytest_cache

@@ -224,6 +224,24 @@ class Settings(BaseSettings):
     """How often each server publishes what it observed of running rollouts, for the
     controller to judge every replica's traffic."""
 
+    predictions: Literal["auto", "memory", "registry", "off"] = "auto"
+    """Where recent predictions are kept for joining feedback (docs/experiments.md):
+    ``memory`` (this process only), ``registry`` (every worker and replica can join feedback to
+    any of them; written in batches), ``off`` (feedback is refused). ``auto``: memory for one
+    server process, registry with ``--workers`` above 1."""
+
+    predictions_capacity: int = Field(default=100_000, ge=1, le=10_000_000)
+    """Predictions kept in memory (about 300 bytes each), and waiting to be written to the
+    registry at most."""
+
+    predictions_ttl_s: float = Field(default=86_400.0, gt=0)
+    """How long (seconds) a prediction can receive feedback; older registry rows are
+    pruned."""
+
+    bandit_controller: bool = True
+    """Run the bandit controller in this server (only the replica holding the registry lease
+    moves weights)."""
+
     actor: str | None = None
     """Name recorded in the audit history for CLI changes. Default: the OS user."""
 

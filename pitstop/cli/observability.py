@@ -49,12 +49,12 @@ def store_reference(
     return profile
 
 
-def _settings(ctx: click.Context) -> Settings:
+def settings_of(ctx: click.Context) -> Settings:
     obj = ctx.find_root().obj
     return obj.settings if isinstance(obj, Context) else Settings()
 
 
-def _token(settings: Settings, given: str | None) -> str | None:
+def token_of(settings: Settings, given: str | None) -> str | None:
     if given:
         return given
     if os.environ.get("PITSTOP_TOKEN"):
@@ -63,10 +63,12 @@ def _token(settings: Settings, given: str | None) -> str | None:
     return local.read_text().strip() if local.is_file() else None
 
 
-def _get(ctx: click.Context, url: str | None, token: str | None, path: str, **params: Any) -> Any:
-    settings = _settings(ctx)
+def server_get(
+    ctx: click.Context, url: str | None, token: str | None, path: str, **params: Any
+) -> Any:
+    settings = settings_of(ctx)
     base = (url or f"http://{settings.host}:{settings.http_port}").rstrip("/")
-    secret = _token(settings, token)
+    secret = token_of(settings, token)
     headers = {"authorization": f"Bearer {secret}"} if secret else {}
     try:
         response = httpx.get(base + path, params=params, headers=headers, timeout=30)
@@ -105,7 +107,7 @@ def drift(
     """Input drift of MODEL's versions on a running server: PSI and KS per feature, worst
     first, against each version's reference profile."""
     params = {} if cached else {"refresh": "1"}
-    body = _get(ctx, url, token, f"/v2/pitstop/models/{model}/drift", **params)
+    body = server_get(ctx, url, token, f"/v2/pitstop/models/{model}/drift", **params)
     versions = [v for v in body["versions"] if only is None or v["version"] == only]
     if as_json:
         out.print_json(data={**body, "versions": versions})
@@ -144,7 +146,7 @@ def cost(
     ctx: click.Context, window: str, url: str | None, token: str | None, as_json: bool
 ) -> None:
     """Cost per model version on a running server (PITSTOP_COST_PER_HOUR, PITSTOP_REPLICAS)."""
-    body = _get(ctx, url, token, "/v2/pitstop/cost", window_s=str(duration_s(window)))
+    body = server_get(ctx, url, token, "/v2/pitstop/cost", window_s=str(duration_s(window)))
     if as_json:
         out.print_json(data=body)
         return

@@ -34,15 +34,18 @@ from types import TracebackType
 from pitstop import __version__
 from pitstop.engine.monitors import Observability
 from pitstop.engine.trust import SignaturePolicy, signature_policy, trusted_keys
-from pitstop.errors import RegistryUnavailable
+from pitstop.errors import NotFound, RegistryUnavailable
 from pitstop.monitoring.inventory import Inventory
 from pitstop.monitoring.tracing import Tracing
 from pitstop.registry import Registry
+from pitstop.serving.bandit_controller import BANDIT_ACTOR, BanditController
 from pitstop.serving.dataplane import DataPlane
 from pitstop.serving.evidence import SharedEvidence, publish
+from pitstop.serving.feedback import FeedbackDesk
 from pitstop.serving.inventory import build_inventory
 from pitstop.serving.manager import ManagerOptions, ModelManager
 from pitstop.serving.model_view import ServerInfo
+from pitstop.serving.prediction_log import PredictionLog
 from pitstop.serving.rollout_controller import RolloutController
 from pitstop.serving.statistics import Statistics
 from pitstop.settings import Settings
@@ -86,6 +89,7 @@ class Engine:
         """begin_drain() before start(): the DataPlane starts draining."""
         self._trust: SignaturePolicy | None = None
         """PITSTOP_REQUIRE_SIGNATURE's policy, once built."""
+        self._feedback: FeedbackDesk | None = None
 
     # -- what hosts use ------------------------------------------------------------------------
 
@@ -104,6 +108,14 @@ class Engine:
     @property
     def observability(self) -> Observability:
         return self._started[3]
+
+    @property
+    def feedback(self) -> FeedbackDesk:
+        """Joins feedback to recent predictions (NotFound when ``PITSTOP_PREDICTIONS=off``)."""
+        self._started  # noqa: B018 - raises before start()
+        if self._feedback is None:
+            raise NotFound("predictions are not recorded (PITSTOP_PREDICTIONS=off): no feedback")
+        return self._feedback
 
     @property
     def draining(self) -> bool:
@@ -166,6 +178,13 @@ class Engine:
         )
         loops.append(("rollout-windows", publishing))
         loops.append(("heartbeat", self._heartbeat()))
+        if self._feedback is not None:
+            loops.append(("predictions", self._feedback.log.run()))
+        if settings.bandit_controller:
+            bandits = BanditController(
+                registry.delivery, registry.outcomes, self.replica, actor=BANDIT_ACTOR
+            )
+            loops.append(("bandits", bandits.run()))
         for run in observability.loops(self._own_inventory):
             loops.append((run.__name__, run()))
         loop = asyncio.get_running_loop()
@@ -226,6 +245,17 @@ class Engine:
             trust=self._trust,
         )
         observability = Observability.build(settings, registry, self.replica, self._tracing)
+        observers = observability.observers()
+        mode = settings.predictions
+        if mode == "auto":
+            mode = "registry" if settings.worker_dir is not None else "memory"
+        if mode != "off":
+            recent = PredictionLog(
+                settings.predictions_capacity, settings.predictions_ttl_s,
+                registry.outcomes if mode == "registry" else None,
+            )  # fmt: skip
+            self._feedback = FeedbackDesk(recent, registry.outcomes)
+            observers.append(recent)
         dataplane = DataPlane(
             manager,
             ServerInfo(
@@ -236,10 +266,12 @@ class Engine:
             ),
             default_timeout_us=settings.default_timeout_us,
             statistics=Statistics(observability.tally, observability.everyone),
-            observers=observability.observers(),
+            observers=observers,
             tracing=observability.tracing,
             wants_metadata=observability.request_log is not None,
         )
+        if self._feedback is not None:
+            dataplane.predictions = self._feedback.log
         return registry, manager, dataplane, observability
 
     def begin_drain(self) -> None:

@@ -91,6 +91,12 @@ class Attempt:
     principal: str | None = None
     """Who sent the request (``token:<name>``, ``cert:<cn>``, ``anonymous``), when the
     transport says: the access log's principal."""
+    prediction_id: str | None = None
+    """The answer's prediction id (its response id); None when this attempt's answer is not
+    recorded as a prediction (a shadow copy, a stream consumer that records per message)."""
+    arm: str = ""
+    """The traffic policy's arm (alias or version number) that served it; "" when the caller
+    named the version or no policy was in force."""
 
     @property
     def executed(self) -> bool:

@@ -11,7 +11,7 @@ the registry, everything else from fixed tables (no request or user ids).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Final
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, ProcessCollector
@@ -30,10 +30,13 @@ from pitstop.monitoring.cost import CostReport
 from pitstop.monitoring.drift_monitor import DriftMonitor
 from pitstop.monitoring.histogram import Histogram
 from pitstop.monitoring.inventory import Inventory
+from pitstop.monitoring.outcome import Estimate
 from pitstop.monitoring.requests import RequestRecorder, VersionSeries
 from pitstop.monitoring.streams import StreamRecorder
 
 CONTENT_TYPE: Final = CONTENT_TYPE_LATEST
+OutcomeRow = tuple[str, int, str, Estimate]
+"""(model, version, arm, estimate)."""
 STATES: Final = ("LOADING", "READY", "DRAINING", "UNLOADED", "FAILED")
 MV: Final = ["model", "version"]
 
@@ -69,6 +72,19 @@ class _Collector(Collector):
         streams = exporter.streams() if exporter.streams is not None else None
         if streams is not None and len(streams):
             yield from _stream_families(streams)
+        if exporter.outcomes is not None:
+            yield from _outcome_families(exporter.outcomes())
+        if exporter.feedback is not None:
+            received = CounterMetricFamily(
+                "pitstop_feedback",
+                "Feedback items by what became of them: accepted (joined to a prediction), "
+                "unknown (no such prediction), expired (older than the retention), rejected "
+                "(malformed; the call was refused). This process's.",
+                labels=["model", "result"],
+            )
+            for (model, result), count in sorted(exporter.feedback().items()):
+                received.add_metric([model, result], count)
+            yield received
         if exporter.access is not None:
             denied = CounterMetricFamily(
                 "pitstop_auth_denied",
@@ -95,7 +111,14 @@ class MetricsExporter:
         cost: Callable[[], CostReport] | None = None,
         streams: Callable[[], StreamRecorder] | None = None,
         access: Callable[[], AccessRecorder] | None = None,
+        outcomes: Callable[[], Sequence[OutcomeRow]] | None = None,
+        feedback: Callable[[], Mapping[tuple[str, str], int]] | None = None,
     ) -> None:
+        """``outcomes``: the latest outcome estimates (model, version, arm, estimate), read
+        by the caller before :meth:`render` (they come from the registry); ``feedback``: this
+        process's feedback counts by (model, result)."""
+        self.outcomes = outcomes
+        self.feedback = feedback
         self.server_version = server_version
         self.access = access
         self.inventory = inventory
@@ -284,6 +307,36 @@ def _drift_families(drift: DriftMonitor) -> Iterator[Metric]:
         rows.add_metric(mv, result.window_rows)
         age.add_metric(mv, result.computed_at)
     yield from (psi, ks, worst, rows, age)
+
+
+def _outcome_families(rows: Sequence[OutcomeRow]) -> Iterator[Metric]:
+    labels = ["model", "version", "arm", "metric"]
+    value = GaugeMetricFamily(
+        "pitstop_outcome",
+        "Outcome metric from feedback joined to predictions (accuracy, error_rate, mae, rmse, "
+        "mean_reward, conversion), per version and traffic-policy arm.",
+        labels=labels,
+    )
+    low = GaugeMetricFamily(
+        "pitstop_outcome_low",
+        "Lower bound of the outcome's 95% confidence interval.",
+        labels=labels,
+    )
+    high = GaugeMetricFamily(
+        "pitstop_outcome_high",
+        "Upper bound of the outcome's 95% confidence interval.",
+        labels=labels,
+    )
+    count = GaugeMetricFamily(
+        "pitstop_outcome_observations", "Feedback items behind the outcome.", labels=labels
+    )
+    for model, version, arm, estimate in rows:
+        key = [model, str(version), arm, estimate.metric.value]
+        count.add_metric(key, estimate.n)
+        for family, number in ((value, estimate.value), (low, estimate.low), (high, estimate.high)):
+            if number == number:  # NaN: unknown, not exported
+                family.add_metric(key, number)
+    yield from (value, low, high, count)
 
 
 def _cost_families(report: CostReport) -> Iterator[Metric]:

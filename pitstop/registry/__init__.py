@@ -10,7 +10,8 @@ from pitstop.registry.delivery import Delivery
 from pitstop.registry.digest import FileEntry, digest_of, scan, verify
 from pitstop.registry.manifest import ModelManifest, read_manifest
 from pitstop.registry.names import LATEST
-from pitstop.registry.policy import DEFAULT_TARGET, Arm, Shadow, TrafficPolicy
+from pitstop.registry.outcomes import FeedbackRecord, Outcomes, OutcomeSums, PredictionRecord
+from pitstop.registry.policy import DEFAULT_TARGET, Arm, Bandit, Shadow, TrafficPolicy
 from pitstop.registry.records import (
     ModelRecord,
     PushResult,
@@ -33,12 +34,17 @@ __all__ = [
     "Arm",
     "ArtifactStore",
     "AuditEvent",
+    "Bandit",
     "Delivery",
+    "FeedbackRecord",
     "FileEntry",
     "Guard",
     "LocalArtifactStore",
     "ModelManifest",
     "ModelRecord",
+    "OutcomeSums",
+    "Outcomes",
+    "PredictionRecord",
     "PushResult",
     "References",
     "Registry",

@@ -32,6 +32,7 @@ from pitstop.registry.digest import FileEntry, list_files, scan
 from pitstop.registry.manifest import ModelManifest, read_manifest
 from pitstop.registry.names import LATEST, check_actor, check_alias, check_meta, check_name
 from pitstop.registry.notices import ChangeNotices, can_listen
+from pitstop.registry.outcomes import Outcomes
 from pitstop.registry.records import (
     ModelRecord,
     PushResult,
@@ -96,6 +97,8 @@ class Registry:
         """Batch runs in the audit history (:mod:`pitstop.registry.runs`)."""
         self.signatures = Signatures(engine, clock)
         """Signatures of versions and trusted-key records (:mod:`.signatures`)."""
+        self.outcomes = Outcomes(engine, clock)
+        """Recent predictions and the feedback joined to them (:mod:`.outcomes`)."""
 
     @classmethod
     def open(

@@ -109,18 +109,45 @@ class Delivery:
                 _rollout(model, newest) if newest is not None else None,
             )
 
+    def policies(self) -> dict[str, TrafficPolicy]:
+        """Every model's policy other than the default."""
+        with transaction(self._engine, write=False) as session:
+            rows = session.execute(
+                select(ModelRow.name, PolicyRow.policy).join(
+                    PolicyRow, PolicyRow.model_id == ModelRow.id
+                )
+            ).all()
+        found = {name: TrafficPolicy.from_json(body) for name, body in rows}
+        return {name: policy for name, policy in found.items() if not policy.is_default}
+
     def set_policy(
-        self, model: str, policy: TrafficPolicy, *, actor: str, reason: str | None = None
-    ) -> None:
-        """Replace ``model``'s policy (audited ``policy.set``). Version targets must exist."""
+        self,
+        model: str,
+        policy: TrafficPolicy,
+        *,
+        actor: str,
+        reason: str | None = None,
+        expect: TrafficPolicy | None = None,
+    ) -> bool:
+        """Replace ``model``'s policy (audited ``policy.set``). Version targets must exist.
+        With ``expect``, only if the policy in force is that one (a controller never
+        overwrites a change made since it read). True if it changed."""
         check_actor(actor)
         with transaction(self._engine, write=True) as session:
             bump_generation(session)
-            if not self._write_policy(session, model, policy, actor, reason):
+            if not self._write_policy(session, model, policy, actor, reason, expect):
                 session.rollback()
+                return False
+            return True
 
     def _write_policy(
-        self, session: Session, model: str, policy: TrafficPolicy, actor: str, reason: str | None
+        self,
+        session: Session,
+        model: str,
+        policy: TrafficPolicy,
+        actor: str,
+        reason: str | None,
+        expect: TrafficPolicy | None = None,
     ) -> bool:
         row = model_row(session, model)
         for target in policy.targets():
@@ -129,7 +156,7 @@ class Delivery:
                 version_row(session, row, number)
         current = session.get(PolicyRow, row.id)
         before = TrafficPolicy.from_json(current.policy if current else None)
-        if before == policy:
+        if before == policy or (expect is not None and before != expect):
             return False
         now = self._clock()
         if current is None:

@@ -34,6 +34,63 @@ class Shadow:
     """Fraction of requests (0..1] copied to the shadow target."""
 
 
+BANDIT_METRICS = ("conversion", "mean_reward")
+
+
+@dataclass(frozen=True)
+class Bandit:
+    """Opt-in: the bandit controller moves the arms' weights by Thompson sampling over the
+    rewards fed back for each arm (``pitstop.serving.bandit``); every move is a ``policy.set``
+    in the history."""
+
+    metric: str = "conversion"
+    """``conversion`` (a reward above 0 is a success) or ``mean_reward``."""
+    min_share: float = 5.0
+    """Percent of traffic every arm keeps, however badly it does (exploration)."""
+    max_step: float = 10.0
+    """Percentage points a weight may move per update."""
+    interval_s: float = 10.0
+    """Seconds between updates."""
+    window_s: float = 86_400.0
+    """Rewards of predictions made in this many seconds before an update count."""
+
+    def __post_init__(self) -> None:
+        if self.metric not in BANDIT_METRICS:
+            raise InvalidInput(f"bandit.metric: one of {list(BANDIT_METRICS)}, got {self.metric!r}")
+        if not 0 <= self.min_share < 50:
+            raise InvalidInput(f"bandit.min_share: percent in [0, 50), got {self.min_share:g}")
+        if not 0 < self.max_step <= 100:
+            raise InvalidInput(
+                f"bandit.max_step: percentage points in (0, 100], got {self.max_step:g}"
+            )
+        if not 0.1 <= self.interval_s <= 86_400:
+            raise InvalidInput(
+                f"bandit.interval_s: seconds in [0.1, 86400], got {self.interval_s:g}"
+            )
+        if not self.window_s > 0:
+            raise InvalidInput(f"bandit.window_s: seconds > 0, got {self.window_s:g}")
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "metric": self.metric, "min_share": self.min_share, "max_step": self.max_step,
+            "interval_s": self.interval_s, "window_s": self.window_s,
+        }  # fmt: skip
+
+    @classmethod
+    def from_json(cls, body: Any) -> Bandit:
+        if not isinstance(body, Mapping):
+            raise InvalidInput("bandit: an object with metric, min_share, max_step, interval_s")
+        known = set(cls().to_json())
+        unknown = sorted(set(body) - known)
+        if unknown:
+            raise InvalidInput(f"bandit.{unknown[0]}: unknown setting; known: {sorted(known)}")
+        try:
+            values = {k: (str(v) if k == "metric" else float(v)) for k, v in body.items()}
+        except (TypeError, ValueError) as exc:
+            raise InvalidInput(f"bandit: {exc}") from exc
+        return cls(**values)  # type: ignore[arg-type]
+
+
 @dataclass(frozen=True)
 class TrafficPolicy:
     arms: tuple[Arm, ...] = (Arm(DEFAULT_TARGET, 100.0),)
@@ -42,6 +99,8 @@ class TrafficPolicy:
     """Request header whose value keeps a user on one arm (e.g. ``x-user-id``)."""
     fallback: str | None = None
     """Answers when the chosen arm errors, is overloaded or misses the deadline."""
+    bandit: Bandit | None = None
+    """Weights moved by the bandit controller (None: weights stay as set)."""
 
     def __post_init__(self) -> None:
         if self.sticky_header is not None:
@@ -65,6 +124,14 @@ class TrafficPolicy:
                 raise InvalidInput(f"traffic policy: {target!r} is not an alias or version number")
         if self.sticky_header is not None and not _HEADER.fullmatch(self.sticky_header):
             raise InvalidInput(f"traffic policy: {self.sticky_header!r} is not a header name")
+        if self.bandit is not None:
+            if len(self.arms) < 2:
+                raise InvalidInput("traffic policy: a bandit needs at least two arms")
+            if len(self.arms) * self.bandit.min_share > 100:
+                raise InvalidInput(
+                    f"traffic policy: {len(self.arms)} arms cannot each keep "
+                    f"{self.bandit.min_share:g}% (bandit.min_share)"
+                )
 
     @property
     def is_default(self) -> bool:
@@ -87,6 +154,7 @@ class TrafficPolicy:
             "shadows": [{"target": s.target, "rate": s.rate} for s in self.shadows],
             "sticky_header": self.sticky_header,
             "fallback": self.fallback,
+            **({"bandit": self.bandit.to_json()} if self.bandit is not None else {}),
         }
 
     @classmethod
@@ -101,6 +169,7 @@ class TrafficPolicy:
                 ),
                 sticky_header=body.get("sticky_header"),
                 fallback=body.get("fallback"),
+                bandit=Bandit.from_json(body["bandit"]) if body.get("bandit") else None,
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise InvalidInput(f"traffic policy: malformed ({exc})") from exc

@@ -59,6 +59,9 @@ TRANSITIONS: Final[Mapping[RolloutVerb, tuple[frozenset[RolloutState], RolloutSt
 }
 
 
+OUTCOME_METRICS: Final = ("accuracy", "error_rate", "mae", "rmse", "mean_reward", "conversion")
+
+
 @dataclass(frozen=True)
 class Guard:
     """Guard rails of a rollout. Defaults are deliberately tolerant of noise: an identical
@@ -72,6 +75,20 @@ class Guard:
     """Predictions each arm needs before divergence is judged (PSI over fewer is noise)."""
     min_errors: int = 10
     latency_floor_ms: float = 20.0
+    outcome_metric: str = ""
+    """An outcome the canary must not be worse on (accuracy, error_rate, mae, rmse,
+    mean_reward, conversion: feedback joined to predictions made since the rollout began);
+    "" for none."""
+    outcome_margin: float = 0.02
+    """How much worse than the baseline the canary may be, on the metric's scale."""
+    outcome_alpha: float = 0.05
+    outcome_min_samples: int = 200
+    """Feedback each arm needs before the outcome is judged."""
+    outcome_timeout_s: float = 0.0
+    """Seconds the last step waits for an outcome verdict before ``outcome_on_timeout``
+    (0: waits for ever)."""
+    outcome_on_timeout: str = "hold"
+    """``hold`` (stay at the last step for a person) or ``rollback``."""
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -89,6 +106,23 @@ class Guard:
             raise InvalidInput(f"guard: {exc}") from exc
         if guard.min_requests < 1 or guard.max_error_rate < 0 or guard.max_p99_ratio <= 0:
             raise InvalidInput("guard: min_requests >= 1, max_error_rate >= 0, max_p99_ratio > 0")
+        if guard.outcome_metric and guard.outcome_metric not in OUTCOME_METRICS:
+            raise InvalidInput(
+                f"guard: outcome_metric {guard.outcome_metric!r} is not one of "
+                f"{list(OUTCOME_METRICS)}"
+            )
+        if guard.outcome_on_timeout not in ("hold", "rollback"):
+            raise InvalidInput("guard: outcome_on_timeout is 'hold' or 'rollback'")
+        if (
+            not 0 < guard.outcome_alpha < 1
+            or guard.outcome_margin < 0
+            or guard.outcome_min_samples < 2
+            or guard.outcome_timeout_s < 0
+        ):
+            raise InvalidInput(
+                "guard: 0 < outcome_alpha < 1, outcome_margin >= 0, outcome_min_samples >= 2, "
+                "outcome_timeout_s >= 0"
+            )
         return guard
 
 

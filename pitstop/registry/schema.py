@@ -32,6 +32,8 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 NAME_LENGTH: Final = 128
 ACTOR_LENGTH: Final = 256
 DIGEST_LENGTH: Final = 71  # "sha256:" + 64 hex digits
+ID_LENGTH: Final = 128
+"""Longest prediction id (a request's own id, or a generated UUID) and feedback label."""
 
 # SQLite only auto-increments an INTEGER PRIMARY KEY, so the 64-bit id is INTEGER there.
 BigId = BigInteger().with_variant(Integer(), "sqlite")
@@ -286,3 +288,42 @@ class SignatureRow(Base):
     signature: Mapped[str] = mapped_column(String(512))
     signed_by: Mapped[str] = mapped_column(String(ACTOR_LENGTH))
     signed_at: Mapped[datetime]
+
+
+class PredictionRow(Base):
+    """A recent prediction, kept for joining feedback that arrives later
+    (``PITSTOP_PREDICTIONS=registry``); rows older than the retention are pruned."""
+
+    __tablename__ = "predictions"
+
+    model: Mapped[str] = mapped_column(String(NAME_LENGTH), primary_key=True)
+    prediction_id: Mapped[str] = mapped_column(String(ID_LENGTH), primary_key=True)
+    version: Mapped[int]
+    arm: Mapped[str] = mapped_column(String(NAME_LENGTH))
+    predicted_at: Mapped[datetime] = mapped_column(index=True)
+    predicted: Mapped[dict[str, Any]]
+    """``{"rows": [...]}``: one value per answered row (at most 16), a number or a label."""
+
+
+class FeedbackRow(Base):
+    """What happened after a prediction (a label, a value or a reward), joined to the version
+    and arm that made it. One row per prediction: later feedback for the same id replaces it."""
+
+    __tablename__ = "feedback"
+    __table_args__ = (Index("ix_feedback_model_predicted_at", "model", "predicted_at"),)
+
+    model: Mapped[str] = mapped_column(String(NAME_LENGTH), primary_key=True)
+    prediction_id: Mapped[str] = mapped_column(String(ID_LENGTH), primary_key=True)
+    version: Mapped[int]
+    arm: Mapped[str] = mapped_column(String(NAME_LENGTH))
+    predicted_at: Mapped[datetime]
+    observed_at: Mapped[datetime]
+    """When the outcome happened (the feedback's ``at``, else when it arrived)."""
+    received_at: Mapped[datetime]
+    label: Mapped[str | None] = mapped_column(String(ID_LENGTH), default=None)
+    value: Mapped[float | None] = mapped_column(Float(), default=None)
+    reward: Mapped[float | None] = mapped_column(Float(), default=None)
+    correct: Mapped[int | None] = mapped_column(default=None)
+    """1 when the label equals the prediction, 0 when not (labels only)."""
+    abs_error: Mapped[float | None] = mapped_column(Float(), default=None)
+    sq_error: Mapped[float | None] = mapped_column(Float(), default=None)

@@ -39,6 +39,9 @@ class Call:
     """Set on the call a policy's fallback serves: why the chosen arm did not answer."""
     principal: str | None = None
     """Who sent it (the security gate's principal), for the access log."""
+    prediction_id: str | None = None
+    """The answer's prediction id (the request's id, or a generated one); None: not recorded
+    as a prediction (the response keeps the request's id)."""
 
 
 class Progress:
@@ -66,6 +69,7 @@ class Progress:
         *,
         final: bool = True,
         outputs: Mapping[str, np.ndarray] = NO_OUTPUTS,
+        arm: str = "",
     ) -> Attempt:
         record, metadata, executed = self.loaded.record, self.loaded.metadata, self.executed
         if executed is None:
@@ -79,6 +83,8 @@ class Progress:
             request=request,
             metadata=call.metadata,
             principal=call.principal,
+            prediction_id=call.prediction_id,
+            arm=arm,
             started_ns=started,
             elapsed_ns=ended - started,
             request_ns=ended - call.started_ns,

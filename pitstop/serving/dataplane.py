@@ -26,6 +26,7 @@ from pitstop.errors import (
 )
 from pitstop.monitoring.attempt import Attempt, CacheUse, Observer, notify
 from pitstop.monitoring.tracing import Tracing
+from pitstop.protocol.prediction_id import new_id
 from pitstop.protocol.reference import VersionRef, parse_ref
 from pitstop.protocol.tensor import InferRequest, InferResponse
 from pitstop.registry import DEFAULT_TARGET, TrafficPolicy
@@ -37,6 +38,7 @@ from pitstop.serving.lease import LoadedVersion
 from pitstop.serving.manager import DEFAULT_POLICY, ModelManager
 from pitstop.serving.model_view import ModelView, ServerInfo, metadata_of
 from pitstop.serving.parameters import priority_of
+from pitstop.serving.prediction_log import PredictionLog
 from pitstop.serving.sequence import SequenceFlags, Sequences, sequence_flags
 from pitstop.serving.shadow import ShadowRunner
 from pitstop.serving.statistics import Statistics
@@ -62,6 +64,8 @@ class Served:
     deadline, unavailable), or None."""
     decoupled: bool = False
     """One of a decoupled model's responses (there may be more, or there may have been none)."""
+    arm: str = ""
+    """The traffic policy's arm that answered ("" when the caller named the version)."""
 
 
 class DataPlane(ModelView):
@@ -94,6 +98,9 @@ class DataPlane(ModelView):
         self.wants_metadata = wants_metadata or tracing is not None
         self.sequences = Sequences()
         """The live sequences of stateful models."""
+        self.predictions: PredictionLog | None = None
+        """Recent predictions, for hosts that record their own (a stream records one per
+        message); set by the Engine, None when ``PITSTOP_PREDICTIONS=off``."""
 
     async def infer(
         self,
@@ -106,6 +113,7 @@ class DataPlane(ModelView):
         use_cache: bool = True,
         transport: str = "other",
         principal: str | None = None,
+        record: bool = True,
     ) -> Served:
         """Serve one request. With no ``version`` the model's traffic policy picks the arm
         (``metadata`` holds lower-cased request headers, for a sticky key and the trace
@@ -114,9 +122,17 @@ class DataPlane(ModelView):
         transport reads it from the request's ``timeout`` parameter or the caller's own
         deadline); None means the server default (``PITSTOP_DEFAULT_TIMEOUT_US``, 0: none).
         ``transport`` (rest, grpc, openai, ...) labels its metrics; ``principal`` (who sent
-        it) goes to the access log. Raises only pitstop errors."""
+        it) goes to the access log. The response's id is its prediction id (the request's
+        ``id``, else a generated UUIDv7), recorded for feedback unless ``record`` is false
+        (then the response keeps the request's id). Raises only pitstop errors."""
         call = Call(
-            metadata, deadline, use_cache, transport, time.monotonic_ns(), principal=principal
+            metadata,
+            deadline,
+            use_cache,
+            transport,
+            time.monotonic_ns(),
+            principal=principal,
+            prediction_id=(request.id or new_id()) if record else None,
         )
         if self._tracing is None:
             return await self._route(model, version, request, call)
@@ -204,6 +220,7 @@ class DataPlane(ModelView):
                 call,
                 routed=True,
                 falls_back=fallback is not None,
+                arm=target,
             )
         except SERVER_FAILURES as exc:
             if fallback is None:
@@ -212,7 +229,7 @@ class DataPlane(ModelView):
             self.fallbacks[(model, reason)] += 1
             # The fallback gets the server's default deadline: the request's own may be spent.
             relaxed = replace(call, deadline=None, fallback=reason)
-            served = await self._serve(model, parse_ref(fallback), request, relaxed)
+            served = await self._serve(model, parse_ref(fallback), request, relaxed, arm=fallback)
         if policy.shadows:
             draws = [random.random() for _ in policy.shadows]
             for shadow in shadows_for(policy, target, draws):
@@ -246,12 +263,21 @@ class DataPlane(ModelView):
         come from the first ``__anext__``; later ones end the stream. A decoupled stream has
         no trace span of its own (its steps may run in other tasks than the one that began
         it)."""
-        call = Call(metadata, deadline, True, transport, time.monotonic_ns(), principal=principal)
-        target, routed = version, False
+        call = Call(
+            metadata,
+            deadline,
+            True,
+            transport,
+            time.monotonic_ns(),
+            principal=principal,
+            prediction_id=request.id or new_id(),
+        )
+        target, routed, arm = version, False, ""
         if version is None:
             policy = self._manager.policy(model)
             if policy is not DEFAULT_POLICY and not policy.is_default:
-                target, routed = parse_ref(self._arm(model, policy, call)), True
+                arm = self._arm(model, policy, call)
+                target, routed = parse_ref(arm), True
         try:
             loaded = self._manager.resolve(model, target)
         except PitstopError:  # the unary path raises it again, and counts it
@@ -272,19 +298,21 @@ class DataPlane(ModelView):
             outputs: dict[str, np.ndarray] = {}
             try:
                 async for outputs in respond(run, request, expires):
-                    response = self._response(model, loaded, request, outputs)
+                    response = self._response(model, loaded, request, outputs, call)
                     yield Served(response, record.number, record.digest, decoupled=True)
             except PitstopError as exc:
                 ended = time.monotonic_ns()
-                self._observe(run.attempt(request, call, started, ended, exc, routed))
+                self._observe(run.attempt(request, call, started, ended, exc, routed, arm=arm))
                 raise
             ended = time.monotonic_ns()
-            self._observe(run.attempt(request, call, started, ended, None, routed, outputs=outputs))
+            self._observe(
+                run.attempt(request, call, started, ended, None, routed, outputs=outputs, arm=arm)
+            )
 
     async def _shadow_call(
         self, model: str, target: str, request: InferRequest
     ) -> Mapping[str, np.ndarray]:
-        call = Call(None, None, False, "shadow", time.monotonic_ns())
+        call = Call(None, None, False, "shadow", time.monotonic_ns())  # no prediction id
         if self._tracing is None:
             served = await self._serve(model, parse_ref(target), request, call)
             return served.response.outputs
@@ -307,10 +335,12 @@ class DataPlane(ModelView):
         *,
         routed: bool = False,
         falls_back: bool = False,
+        arm: str = "",
     ) -> Served:
         """One attempt on one version, handed to the observers once it ends. ``routed``: a
         traffic policy chose the version; ``falls_back``: a server failure will be answered by
-        the policy's fallback (so this attempt would not be the caller's answer)."""
+        the policy's fallback (so this attempt would not be the caller's answer); ``arm``: the
+        policy's target that chose it (for the prediction record)."""
         started = time.monotonic_ns()
         expires = call.deadline
         if expires is None and self._default_timeout_s:
@@ -332,18 +362,20 @@ class DataPlane(ModelView):
             run = Progress(loaded)
             try:
                 outputs = await self._run(run, request, expires, level, call.use_cache)
-                response = self._response(model, loaded, request, outputs)
+                response = self._response(model, loaded, request, outputs, call)
             except PitstopError as exc:
                 ended = time.monotonic_ns()
                 self._observe(run.attempt(
                     request, call, started, ended, exc, routed,
-                    final=not (falls_back and isinstance(exc, SERVER_FAILURES)),
+                    final=not (falls_back and isinstance(exc, SERVER_FAILURES)), arm=arm,
                 ))  # fmt: skip
                 raise
             ended = time.monotonic_ns()
-            self._observe(run.attempt(request, call, started, ended, None, routed, outputs=outputs))
+            self._observe(
+                run.attempt(request, call, started, ended, None, routed, outputs=outputs, arm=arm)
+            )
         record = loaded.record
-        return Served(response, record.number, record.digest, call.fallback)
+        return Served(response, record.number, record.digest, call.fallback, arm=arm)
 
     async def _run(
         self,
@@ -381,13 +413,17 @@ class DataPlane(ModelView):
 
     @staticmethod
     def _response(
-        model: str, loaded: LoadedVersion, request: InferRequest, outputs: dict[str, np.ndarray]
+        model: str,
+        loaded: LoadedVersion,
+        request: InferRequest,
+        outputs: dict[str, np.ndarray],
+        call: Call,
     ) -> InferResponse:
         return InferResponse(
             model_name=model,
             model_version=str(loaded.record.number),
             outputs=outputs,
-            id=request.id,
+            id=call.prediction_id or request.id,
             parameters=metadata_of(loaded).totals(outputs),
             output_parameters={o.name: o.parameters for o in request.outputs},
         )

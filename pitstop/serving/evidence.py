@@ -17,11 +17,14 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Iterable, Sequence
+from dataclasses import replace
 from datetime import timedelta
 from typing import Any, Final, Protocol
 
 from pitstop.errors import RegistryUnavailable
+from pitstop.monitoring.outcome import Metric
 from pitstop.registry import Registry, Rollout, RolloutState
+from pitstop.serving.outcome_report import tally_over
 from pitstop.serving.rollout import ArmWindow
 from pitstop.serving.window import EDGES_MS, Summary, Windows
 
@@ -93,7 +96,24 @@ class SharedEvidence:
             baseline.append(Summary.from_json(base.summary))
         if missing:
             return f"waiting for the step's windows of {', '.join(sorted(missing))}"
-        return merge(canary), merge(baseline)
+        merged = merge(canary), merge(baseline)
+        metric = rollout.guard.outcome_metric
+        if not metric:
+            return merged
+        found = self._registry.outcomes.sums(
+            rollout.model, since=rollout.started_at, versions=(rollout.version, rollout.baseline)
+        )
+        kind = Metric(metric)
+        return (
+            replace(
+                merged[0],
+                outcome=tally_over(kind, (r for r in found if r.version == rollout.version)),
+            ),
+            replace(
+                merged[1],
+                outcome=tally_over(kind, (r for r in found if r.version == rollout.baseline)),
+            ),
+        )
 
 
 def windows_of(

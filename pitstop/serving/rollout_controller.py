@@ -89,8 +89,10 @@ class RolloutController:
             return Decision(rollout, Judgement(Verdict.HOLD, gathered), False)
         canary, baseline = gathered
         last = rollout.step == len(rollout.steps) - 1
-        judgement = judge(canary, baseline, rollout.guard, last)
-        due = self._clock() - since >= rollout.interval_s
+        waited = self._clock() - since
+        decisive = last or rollout.steps[rollout.step + 1] >= 100
+        judgement = judge(canary, baseline, rollout.guard, last, waited, decisive)
+        due = waited >= rollout.interval_s
         act = judgement.verdict is Verdict.ROLL_BACK or (
             due and judgement.verdict is not Verdict.HOLD
         )

@@ -302,7 +302,12 @@ class Consumer:
         metadata = self._metadata(scoring[0].delivery.headers)
         try:
             served = await self._dataplane.infer(
-                spec.model, self._version, request, metadata=metadata, transport="stream"
+                spec.model,
+                self._version,
+                request,
+                metadata=metadata,
+                transport="stream",
+                record=False,  # one prediction per message, recorded as it is answered
             )
         except PitstopError as exc:
             if len(scoring) == 1 or holds(exc):
@@ -361,6 +366,12 @@ class Consumer:
         assert served is not None
         assert result.outputs is not None
         by = Answerer(self._spec.model, served.version, served.digest)
+        predictions = self._dataplane.predictions
+        if predictions is not None:
+            predictions.record(
+                self._spec.model, messages.prediction_id(result.message), served.version,
+                served.arm, result.outputs,
+            )  # fmt: skip
         body, headers = messages.answer(
             result.message, result.outputs, by, served.response.parameters, self._spec.keep
         )

@@ -166,6 +166,13 @@ class Answerer:
     digest: str
 
 
+def prediction_id(message: Message) -> str:
+    """The prediction id of a message's answer (feedback names it): its V2 request's ``id``,
+    else the message id."""
+    request = message.request
+    return request.id if request is not None and request.id else message.delivery.id
+
+
 def answer(
     message: Message,
     outputs: Mapping[str, np.ndarray],
@@ -196,6 +203,7 @@ def answer(
     headers = carried(delivery.headers)
     headers.update({
         "Pitstop-Message-Id": delivery.id,
+        "Pitstop-Prediction-Id": prediction_id(message),
         "Pitstop-Model": by.model,
         "Pitstop-Model-Version": str(by.version),
         "Pitstop-Model-Digest": by.digest,

@@ -47,6 +47,7 @@ from pitstop.transports.admin import AdminApi
 from pitstop.transports.codec_pool import CodecPool
 from pitstop.transports.codec_worker import CodecWorker
 from pitstop.transports.compression import compression
+from pitstop.transports.feedback import FeedbackApi
 from pitstop.transports.generate import GenerateApi
 from pitstop.transports.grpc import GrpcApi
 from pitstop.transports.grpc_server import GrpcServer
@@ -199,6 +200,7 @@ class Host:
                 engine, limit, gate, self.codecs, settings.default_model, __version__
             ).routes(),
             *AdminApi(engine, gate).routes(),
+            *FeedbackApi(engine, limit, gate).routes(),
             *ObservabilityApi(engine, gate).routes(),
         ]
         described = orjson.dumps(openapi.document(__version__))

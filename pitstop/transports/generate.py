@@ -32,7 +32,12 @@ from pitstop.security.gate import Gate
 from pitstop.serving.dataplane import Served
 from pitstop.serving.parameters import deadline_of
 from pitstop.transports.body import read_json_object
-from pitstop.transports.headers import DIGEST_HEADER, VERSION_HEADER
+from pitstop.transports.headers import (
+    DIGEST_HEADER,
+    PREDICTION_HEADER,
+    VERSION_HEADER,
+    header_safe,
+)
 from pitstop.transports.kit import guarded, principal_of
 
 TRANSPORT = "generate"
@@ -129,4 +134,8 @@ def _event(body: dict[str, Any]) -> bytes:
 
 
 def _served_headers(served: Served) -> dict[str, str]:
-    return {VERSION_HEADER: str(served.version), DIGEST_HEADER: served.digest}
+    headers = {VERSION_HEADER: str(served.version), DIGEST_HEADER: served.digest}
+    prediction = header_safe(served.response.id)
+    if prediction is not None:
+        headers[PREDICTION_HEADER] = prediction
+    return headers

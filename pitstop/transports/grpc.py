@@ -28,11 +28,13 @@ from pitstop.engine import Engine
 from pitstop.protocol.reference import parse_ref
 from pitstop.security.authorization import Action
 from pitstop.security.gate import Gate
+from pitstop.serving.feedback import parse_items
 from pitstop.serving.repository import check_repository_parameters
 from pitstop.transports import grpc_convert as convert
 from pitstop.transports.codec_pool import CodecPool
 from pitstop.transports.grpc_context import CALLER, Context, code_of, credentials_of
 from pitstop.transports.grpc_inference import GrpcInference
+from pitstop.transports.proto import feedback_pb2 as fb
 from pitstop.transports.proto import inference_pb2 as pb
 from pitstop.transports.shared_memory_rpc import SharedMemoryRpc
 from pitstop.transports.shared_tensors import SharedTensors
@@ -40,6 +42,7 @@ from pitstop.transports.shared_tensors import SharedTensors
 log = logging.getLogger(__name__)
 
 SERVICE: Final = "inference.GRPCInferenceService"
+FEEDBACK_SERVICE: Final = "pitstop.Feedback"
 
 Req = TypeVar("Req")
 Resp = TypeVar("Resp")
@@ -58,6 +61,7 @@ class GrpcApi:
     ) -> None:
         """``typed_outputs``: answer a request sent with typed contents in kind (the setting
         ``grpc_typed_outputs``); otherwise every response is raw, as Triton's are."""
+        self._engine = engine
         self._dataplane = engine.dataplane
         self._gate = gate
         self._codecs = codecs
@@ -127,6 +131,42 @@ class GrpcApi:
         )
         return grpc.method_handlers_generic_handler(SERVICE, handlers)
 
+    def feedback_handler(self) -> grpc.GenericRpcHandler:
+        """``pitstop.Feedback/ModelFeedback``: the infer scope on the named model."""
+        method = _guard(
+            self.model_feedback, fb.ModelFeedbackRequest, self._codecs, self._gate,
+            Action.INFER, "model_name",
+        )  # fmt: skip
+        handler: grpc.RpcMethodHandler[Any, Any] = grpc.unary_unary_rpc_method_handler(
+            method, response_serializer=fb.ModelFeedbackResponse.SerializeToString
+        )
+        return grpc.method_handlers_generic_handler(FEEDBACK_SERVICE, {"ModelFeedback": handler})
+
+    async def model_feedback(
+        self, r: fb.ModelFeedbackRequest, _c: Context
+    ) -> fb.ModelFeedbackResponse:
+        """As ``POST /v2/models/{m}/feedback``: NOT_FOUND when none of the ids is known."""
+        model = r.model_name
+        self._dataplane.require_model(model)
+        desk = self._engine.feedback
+        try:
+            items = parse_items({"feedback": [_item_json(item) for item in r.items]})
+        except errors.InvalidInput:
+            desk.rejected(model)
+            raise
+        receipt = await desk.submit(model, items)
+        if not receipt.accepted and (receipt.unknown or receipt.expired):
+            named = ", ".join(repr(i) for i in [*receipt.unknown_ids, *receipt.expired_ids][:5])
+            raise errors.NotFound(
+                f"no prediction of model {model!r} has these ids ({receipt.unknown} unknown, "
+                f"{receipt.expired} expired): {named}"
+            )
+        return fb.ModelFeedbackResponse(
+            accepted=receipt.accepted, replaced=receipt.replaced, unknown=receipt.unknown,
+            expired=receipt.expired, unknown_ids=receipt.unknown_ids,
+            expired_ids=receipt.expired_ids,
+        )  # fmt: skip
+
     # -- health and metadata -----------------------------------------------------------------
 
     async def server_live(self, _r: pb.ServerLiveRequest, _c: Context) -> pb.ServerLiveResponse:
@@ -192,6 +232,19 @@ class GrpcApi:
         check_repository_parameters("unload", convert.decode_parameters(r.parameters))
         await self._dataplane.unload_model(r.model_name)
         return pb.RepositoryModelUnloadResponse()
+
+
+def _item_json(item: fb.FeedbackItem) -> dict[str, Any]:
+    """A feedback item as the JSON form :func:`parse_items` checks."""
+    body: dict[str, Any] = {"id": item.id}
+    kind = item.WhichOneof("outcome")
+    if kind is not None:
+        body[kind] = getattr(item, kind)
+    if item.at:
+        body["at"] = item.at
+    if item.row:
+        body["row"] = item.row
+    return body
 
 
 def _guard(

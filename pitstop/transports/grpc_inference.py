@@ -34,7 +34,12 @@ from pitstop.transports.grpc_context import (
     credentials_of,
     metadata_of,
 )
-from pitstop.transports.headers import DIGEST_HEADER, VERSION_HEADER
+from pitstop.transports.headers import (
+    DIGEST_HEADER,
+    PREDICTION_HEADER,
+    VERSION_HEADER,
+    header_safe,
+)
 from pitstop.transports.proto import inference_pb2 as pb
 from pitstop.transports.shared_tensors import SharedTensors
 
@@ -91,7 +96,11 @@ class GrpcInference:
         response, version, digest = await self._infer(
             data, CALLER.get(), c.time_remaining(), metadata
         )
-        c.set_trailing_metadata(((VERSION_HEADER, version), (DIGEST_HEADER, digest)))
+        trailing = [(VERSION_HEADER, version), (DIGEST_HEADER, digest)]
+        prediction = header_safe(response.id)
+        if prediction is not None:
+            trailing.append((PREDICTION_HEADER, prediction))
+        c.set_trailing_metadata(tuple(trailing))
         return response
 
     async def _infer(

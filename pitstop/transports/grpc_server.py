@@ -69,7 +69,7 @@ class GrpcServer:
                 ("grpc.so_reuseport", int(share_port)),
             ]
         )
-        self._server.add_generic_rpc_handlers((api.handler(),))
+        self._server.add_generic_rpc_handlers((api.handler(), api.feedback_handler()))
 
     async def start(self, host: str, port: int, tls: TlsFiles | None = None) -> int:
         """Listen on ``host:port`` (0 picks a free port), over TLS when ``tls`` is given;

@@ -12,3 +12,13 @@ FALLBACK_HEADER: Final = "pitstop-fallback"
 """Set when the traffic policy's fallback answered; its value says why."""
 TRUNCATED_HEADER: Final = "pitstop-truncated"
 """OpenAI embeddings: how many texts were cut to the model's maximum length."""
+PREDICTION_HEADER: Final = "pitstop-prediction-id"
+"""The answer's prediction id (the response's id), for feedback."""
+
+
+def header_safe(value: str | None) -> str | None:
+    """``value`` if it can be sent as a header value as it is (printable ASCII, at most 128
+    characters), else None: a caller's id is echoed in the body only."""
+    if value and len(value) <= 128 and value.isascii() and value.isprintable():
+        return value
+    return None

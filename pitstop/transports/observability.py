@@ -10,8 +10,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import math
+import time
 from typing import Any
 
 from starlette.requests import Request
@@ -20,12 +22,16 @@ from starlette.routing import Route
 
 from pitstop import __version__, errors
 from pitstop.engine import Engine
-from pitstop.monitoring.metrics import CONTENT_TYPE, MetricsExporter
+from pitstop.monitoring.metrics import CONTENT_TYPE, MetricsExporter, OutcomeRow
 from pitstop.security.authorization import Action
 from pitstop.security.gate import Gate
+from pitstop.serving.outcome_report import every_estimate
 from pitstop.transports.kit import Endpoint, guarded
 
 log = logging.getLogger(__name__)
+
+OUTCOMES_EVERY_S = 1.0
+"""A scrape reads the outcome estimates from the registry at most this often."""
 
 
 class ObservabilityApi:
@@ -43,7 +49,11 @@ class ObservabilityApi:
             cost=observability.cost_report if observability.cost is not None else None,
             streams=observability.streams_everywhere,
             access=observability.access_everywhere,
+            outcomes=lambda: self._outcomes,
+            feedback=self._feedback_counts,
         )
+        self._outcomes: list[OutcomeRow] = []
+        self._outcomes_at = -math.inf
         self._parts = (dataplane, observability, exporter)
 
     def routes(self) -> list[Route]:
@@ -57,6 +67,12 @@ class ObservabilityApi:
             Route("/v2/pitstop/cost", self._guard(self.cost, Action.READ), methods=["GET"]),
         ]
 
+    def _feedback_counts(self) -> dict[tuple[str, str], int]:
+        try:
+            return dict(self._engine.feedback.counts)
+        except errors.NotFound:
+            return {}
+
     def _guard(self, endpoint: Endpoint, action: Action) -> Endpoint:
         return guarded(endpoint, self._engine, self._gate, action)
 
@@ -64,6 +80,13 @@ class ObservabilityApi:
         _dataplane, _observability, exporter = self._parts
         if _observability.requests is None:
             raise errors.NotFound("metrics are off (PITSTOP_METRICS_ENABLED=false)")
+        if time.monotonic() - self._outcomes_at >= OUTCOMES_EVERY_S:
+            self._outcomes_at = time.monotonic()
+            try:
+                registry = self._engine.registry
+                self._outcomes = await asyncio.to_thread(every_estimate, registry.outcomes)
+            except errors.RegistryUnavailable as exc:
+                log.warning("outcome metrics wait for the registry: %s", exc)
         return Response(exporter.render(), media_type=CONTENT_TYPE)
 
     async def drift(self, request: Request) -> Response:

@@ -35,7 +35,13 @@ from pitstop.protocol.tensor import InferRequest, TensorSpec
 from pitstop.security.authorization import Action
 from pitstop.security.gate import Gate
 from pitstop.transports.body import read_json_object
-from pitstop.transports.headers import DIGEST_HEADER, TRUNCATED_HEADER, VERSION_HEADER
+from pitstop.transports.headers import (
+    DIGEST_HEADER,
+    PREDICTION_HEADER,
+    TRUNCATED_HEADER,
+    VERSION_HEADER,
+    header_safe,
+)
 from pitstop.transports.kit import Endpoint, guarded, principal_of, status_of
 
 MAX_INPUTS: Final = 2048
@@ -169,6 +175,7 @@ class OpenAIApi:
         headers = {
             VERSION_HEADER: str(served.version),
             DIGEST_HEADER: served.digest,
+            **({PREDICTION_HEADER: p} if (p := header_safe(served.response.id)) else {}),
             TRUNCATED_HEADER: str(int(parameters.get("truncated", 0))),
         }
         return JSONResponse(

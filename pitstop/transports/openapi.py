@@ -205,6 +205,31 @@ def _management() -> dict[str, Schema]:
             "post": _secured("Point production back at the previous version", "admin", changes)
         },
         prefix + "/drift": {"get": _secured("Input drift per version", "observability", refused)},
+        "/v2/models/{model}/feedback": {
+            "post": _operation(
+                "Feedback on predictions: {id, label | value | reward, at?, row?}, one, a list or "
+                "{feedback: [...]} (404: none of the ids is known; 400 names the bad field)",
+                "experiments",
+                None,
+                (400, 404),
+                params=(MODEL,),
+                body=OBJECT,
+            )
+        },
+        "/v2/models/{model}/outcomes": {
+            "get": _secured(
+                "Outcome metrics per version and arm with confidence intervals",
+                "experiments",
+                (400, 401, 403, 404),
+            )
+        },
+        "/v2/models/{model}/ab": {
+            "get": _secured(
+                "A/B verdicts: each arm against the first (mSPRT)",
+                "experiments",
+                (400, 401, 403, 404),
+            )
+        },
         "/v2/pitstop/cost": {
             "get": _secured("Cost per version", "observability", (400, 401, 403, 404), params=())
         },

@@ -32,7 +32,13 @@ from pitstop.serving.parameters import deadline_of
 from pitstop.serving.repository import check_repository_parameters
 from pitstop.transports.body import read_body, read_json, read_stream
 from pitstop.transports.codec_pool import CodecPool, outputs_size
-from pitstop.transports.headers import DIGEST_HEADER, FALLBACK_HEADER, VERSION_HEADER
+from pitstop.transports.headers import (
+    DIGEST_HEADER,
+    FALLBACK_HEADER,
+    PREDICTION_HEADER,
+    VERSION_HEADER,
+    header_safe,
+)
 from pitstop.transports.kit import (
     ClientGone,
     Endpoint,
@@ -47,6 +53,7 @@ from pitstop.transports.shared_tensors import SharedTensors
 _RAW_VERSION: Final = VERSION_HEADER.encode()
 _RAW_DIGEST: Final = DIGEST_HEADER.encode()
 _RAW_FALLBACK: Final = FALLBACK_HEADER.encode()
+_RAW_PREDICTION: Final = PREDICTION_HEADER.encode()
 _RAW_LENGTH: Final = HEADER_LENGTH.lower().encode()
 """The header names as raw ASGI headers (lower-case bytes), built once."""
 
@@ -194,6 +201,9 @@ class RestApi:
         ]
         if served.fallback is not None:
             extra.append((_RAW_FALLBACK, served.fallback.encode()))
+        prediction = header_safe(served.response.id)
+        if prediction is not None:
+            extra.append((_RAW_PREDICTION, prediction.encode()))
         if encoded.json_length is not None:
             extra.append((_RAW_LENGTH, str(encoded.json_length).encode()))
         return encoded.content, extra

@@ -39,7 +39,12 @@ from pitstop.security.gate import Gate
 from pitstop.serving.dataplane import Served
 from pitstop.transports.body import read_body
 from pitstop.transports.codec_pool import CodecPool
-from pitstop.transports.headers import DIGEST_HEADER, VERSION_HEADER
+from pitstop.transports.headers import (
+    DIGEST_HEADER,
+    PREDICTION_HEADER,
+    VERSION_HEADER,
+    header_safe,
+)
 from pitstop.transports.kit import Endpoint, error_body, guarded, principal_of, status_of
 
 MLFLOW_CODES: Final[dict[int, str]] = {
@@ -228,5 +233,9 @@ def _answer(content: bytes, served: Served) -> Response:
     return Response(
         content,
         media_type="application/json",
-        headers={VERSION_HEADER: str(served.version), DIGEST_HEADER: served.digest},
+        headers={
+            VERSION_HEADER: str(served.version),
+            DIGEST_HEADER: served.digest,
+            **({PREDICTION_HEADER: p} if (p := header_safe(served.response.id)) else {}),
+        },
     )

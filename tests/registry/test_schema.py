@@ -19,7 +19,7 @@ def test_migrations_match_the_mapped_schema(db_url: str, tmp_path: Path) -> None
         with engine.connect() as connection:
             context = MigrationContext.configure(connection, opts={"compare_type": True})
             assert compare_metadata(context, Base.metadata) == []
-            assert context.get_current_revision() == "0008"
+            assert context.get_current_revision() == "0009"
             tables = set(inspect(connection).get_table_names())
             assert {"models", "versions", "aliases", "audit_events", "serving_states"} <= tables
     finally:

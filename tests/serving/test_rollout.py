@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from collections import Counter
+from dataclasses import replace
 
 import numpy as np
 import pytest
 
 from pitstop.errors import InvalidInput
+from pitstop.monitoring.outcome import Tally
 from pitstop.registry import Arm, Guard, Shadow, TrafficPolicy
 from pitstop.serving.rollout import ArmWindow, Verdict, judge
 from pitstop.serving.traffic import choose, shadows_for, sticky_number
@@ -163,3 +165,94 @@ def test_policy_json_round_trip() -> None:
     )
     assert TrafficPolicy.from_json(policy.to_json()) == policy
     assert policy.sticky_header == "x-user-id"
+
+
+# -- the outcome guard ---------------------------------------------------------------------------
+
+OG = Guard(
+    min_requests=100, min_errors=8, min_predictions=100, outcome_metric="accuracy",
+    outcome_margin=0.05, outcome_min_samples=200,
+)  # fmt: skip
+
+
+def _arm(right: int, n: int) -> ArmWindow:
+    return ArmWindow(2000, 0, 30.0, SAME, outcome=Tally(n, float(right), float(right)))
+
+
+OUTCOME_CASES = [
+    # what, canary, baseline, last step, decisive, waited_s, guard, verdict
+    ("equal, decisive", _arm(2700, 3000), _arm(2700, 3000), False, True, 0, OG, Verdict.STEP_UP),
+    ("equal, last step", _arm(2700, 3000), _arm(2700, 3000), True, True, 0, OG, Verdict.PROMOTE),
+    ("surely worse", _arm(2100, 3000), _arm(2700, 3000), False, False, 0, OG, Verdict.ROLL_BACK),
+    ("too little feedback", _arm(90, 100), _arm(90, 100), False, False, 0, OG, Verdict.HOLD),
+    ("unclear, early step", _arm(216, 240), _arm(216, 240), False, False, 0, OG, Verdict.STEP_UP),
+    ("unclear, decisive", _arm(216, 240), _arm(216, 240), False, True, 0, OG, Verdict.HOLD),
+    (
+        "unclear past the timeout: hold",
+        _arm(216, 240), _arm(216, 240), True, True, 60,
+        replace(OG, outcome_timeout_s=30), Verdict.HOLD,
+    ),
+    (
+        "unclear past the timeout: roll back",
+        _arm(216, 240), _arm(216, 240), True, True, 60,
+        replace(OG, outcome_timeout_s=30, outcome_on_timeout="rollback"), Verdict.ROLL_BACK,
+    ),
+    (
+        "lower error is better (mae)",
+        ArmWindow(2000, 0, 30.0, SAME, outcome=Tally(3000, 300.0, 60.0)),
+        ArmWindow(2000, 0, 30.0, SAME, outcome=Tally(3000, 600.0, 240.0)),
+        True, True, 0, replace(OG, outcome_metric="mae"), Verdict.PROMOTE,
+    ),
+    (
+        "higher error is worse (mae)",
+        ArmWindow(2000, 0, 30.0, SAME, outcome=Tally(3000, 900.0, 400.0)),
+        ArmWindow(2000, 0, 30.0, SAME, outcome=Tally(3000, 300.0, 60.0)),
+        False, False, 0, replace(OG, outcome_metric="mae"), Verdict.ROLL_BACK,
+    ),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("what", "canary", "baseline", "last", "decisive", "waited", "guard", "verdict"),
+    OUTCOME_CASES,
+    ids=[c[0] for c in OUTCOME_CASES],
+)
+def test_outcome_guard(
+    what: str,
+    canary: ArmWindow,
+    baseline: ArmWindow,
+    last: bool,
+    decisive: bool,
+    waited: float,
+    guard: Guard,
+    verdict: Verdict,
+) -> None:
+    judgement = judge(canary, baseline, guard, last, waited, decisive)
+    assert judgement.verdict is verdict, judgement.reason
+    if (
+        guard.outcome_metric
+        and verdict is not Verdict.STEP_UP
+        and "all guards" not in judgement.reason
+    ):
+        assert judgement.reason.startswith(f"outcome {guard.outcome_metric}"), judgement.reason
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        ({"outcome_metric": "f1"}, "outcome_metric 'f1'"),
+        ({"outcome_on_timeout": "promote"}, "outcome_on_timeout"),
+        ({"outcome_alpha": 1.5}, "outcome_alpha"),
+        ({"outcome_min_samples": 1}, "outcome_min_samples"),
+    ],
+)
+def test_outcome_guard_settings_are_checked(body: dict[str, object], message: str) -> None:
+    with pytest.raises(InvalidInput, match=message):
+        Guard.from_json(body)
+
+
+def test_the_guard_names_the_metrics_the_statistics_know() -> None:
+    from pitstop.monitoring.outcome import Metric
+    from pitstop.registry.rollouts import OUTCOME_METRICS
+
+    assert set(OUTCOME_METRICS) == {m.value for m in Metric}

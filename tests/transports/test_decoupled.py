@@ -225,7 +225,9 @@ def test_generate_answers_one_response_and_refuses_more(server: ServerProcess) -
         server.url + "/v2/models/tokens/generate", json={"text": "o", "count": 1}, timeout=10
     )
     assert one.status_code == 200, one.text
-    assert one.json() == {"model_name": "tokens", "model_version": "1", "token": "o-0", "index": 0}
+    answered = one.json()
+    assert answered.pop("id") == one.headers["pitstop-prediction-id"]  # its prediction id
+    assert answered == {"model_name": "tokens", "model_version": "1", "token": "o-0", "index": 0}
     many = httpx.post(
         server.url + "/v2/models/tokens/generate", json={"text": "o", "count": 2}, timeout=10
     )

@@ -369,7 +369,37 @@ def management_examples() -> list[Example]:
         Example(cost, "GET", 403, cost, auth="infer"),
         Example(cost, "GET", 404, cost, "ailing", auth="read"),
     ]
+    model = "/v2/models/{model}"
+    answer = {"id": "openapi-example", "reward": 1}
+    out += [
+        Example(model + "/feedback", "POST", 200, "/v2/models/iris/feedback", json=answer,
+                prepare=_predict_with_id),
+        Example(model + "/feedback", "POST", 400, "/v2/models/iris/feedback", json={"id": "x"}),
+        Example(model + "/feedback", "POST", 404, "/v2/models/iris/feedback",
+                json={"id": "never-made", "reward": 1}),
+    ]  # fmt: skip
+    for route, good, bad in (
+        ("/outcomes", "", "?since=yesterday"),
+        ("/ab", "?arms=production,1", "?alpha=2"),
+    ):
+        out += [
+            Example(model + route, "GET", 200, "/v2/models/iris" + route + good, auth="read"),
+            Example(model + route, "GET", 400, "/v2/models/iris" + route + bad, auth="read"),
+            Example(model + route, "GET", 401, "/v2/models/iris" + route),
+            Example(model + route, "GET", 403, "/v2/models/iris" + route, auth="infer"),
+            Example(model + route, "GET", 404, "/v2/models/nope" + route, auth="read"),
+        ]
     return out
+
+
+def _predict_with_id(server: ServerProcess) -> None:
+    """A prediction with the id the feedback example names."""
+    body = {
+        "id": "openapi-example",
+        "inputs": [{"name": "input", "shape": [1, 4], "datatype": "FP32", "data": [5, 3, 1, 0]}],
+    }
+    answer = httpx.post(f"{server.url}/v2/models/iris/infer", json=body)
+    assert answer.status_code == 200, answer.text
 
 
 @pytest.fixture(scope="module")
