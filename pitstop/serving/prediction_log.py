@@ -29,7 +29,7 @@ import numpy as np
 
 from pitstop.errors import RegistryUnavailable
 from pitstop.monitoring.attempt import Attempt
-from pitstop.monitoring.outputs import kind_of, row_values
+from pitstop.monitoring.outputs import OutputKind, kind_of, row_values
 from pitstop.protocol.prediction_id import MAX_LENGTH, issued_at
 from pitstop.registry import PredictionRecord
 
@@ -63,8 +63,10 @@ def predicted(outputs: Mapping[str, np.ndarray]) -> tuple[float | str, ...]:
                 item.decode("utf-8", "replace") if isinstance(item, bytes) else str(item)
                 for item in flat
             )
-        values = row_values(rows, kind_of(rows))
-        return tuple(float(v) for v in values)
+        kind = kind_of(rows)
+        if kind in (OutputKind.SCORE, OutputKind.LABEL, OutputKind.CODES):
+            return tuple(float(v) for v in rows.reshape(rows.shape[0], -1)[:, 0].tolist())
+        return tuple(row_values(rows, kind).tolist())
     return ()
 
 

@@ -87,6 +87,8 @@ class ObservabilityApi:
                 self._outcomes = await asyncio.to_thread(every_estimate, registry.outcomes)
             except errors.RegistryUnavailable as exc:
                 log.warning("outcome metrics wait for the registry: %s", exc)
+            except Exception:  # the other series must still be scraped
+                log.exception("reading outcome metrics failed")
         return Response(exporter.render(), media_type=CONTENT_TYPE)
 
     async def drift(self, request: Request) -> Response:
