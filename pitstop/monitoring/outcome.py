@@ -197,3 +197,16 @@ def estimate(metric: Metric, tally: Tally, confidence: float = 0.95) -> Estimate
         high = math.sqrt(mean + half) if math.isfinite(half) else math.nan
         return Estimate(metric, n, math.sqrt(max(0.0, mean)), low, high)
     return Estimate(metric, n, mean, mean - half, mean + half)
+
+
+def setting_number(scope: str, name: str, default: float, value: Any) -> Any:
+    """A JSON setting ``value`` as the type of ``default`` (int or float); InvalidInput naming
+    ``scope: name`` (bools and non-whole numbers for an int are refused)."""
+    whole = isinstance(value, float) and value.is_integer()
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise InvalidInput(f"{scope}: {name} must be a number, got {value!r}")
+    if isinstance(default, int):
+        if not (isinstance(value, int) or whole):
+            raise InvalidInput(f"{scope}: {name} must be a whole number, got {value!r}")
+        return int(value)
+    return float(value)

@@ -37,7 +37,7 @@ import numpy as np
 import numpy.typing as npt
 
 from pitstop.errors import InvalidInput
-from pitstop.monitoring.outcome import Metric, Tally
+from pitstop.monitoring.outcome import Metric, Tally, setting_number
 
 Vector = npt.NDArray[np.float64]
 
@@ -94,20 +94,8 @@ class BanditSettings:
             if key == "metric":
                 values[key] = Metric.parse(value) if isinstance(value, str) else value
             else:
-                values[key] = _number(key, getattr(defaults, key), value)
+                values[key] = setting_number("bandit", key, getattr(defaults, key), value)
         return cls(**values)
-
-
-def _number(name: str, default: float, value: Any) -> Any:
-    """``value`` as the type of ``default`` (int or float); InvalidInput naming ``name``."""
-    whole = isinstance(value, float) and value.is_integer()
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise InvalidInput(f"bandit: {name} must be a number, got {value!r}")
-    if isinstance(default, int):
-        if not (isinstance(value, int) or whole):
-            raise InvalidInput(f"bandit: {name} must be a whole number, got {value!r}")
-        return int(value)
-    return float(value)
 
 
 def check(settings: BanditSettings, arms: int) -> None:

@@ -23,10 +23,11 @@ from typing import Final
 
 import numpy as np
 
-from pitstop.errors import PitstopError, RegistryUnavailable
+from pitstop.errors import PitstopError
 from pitstop.monitoring.outcome import Metric
 from pitstop.registry import Arm, Delivery, Outcomes, TrafficPolicy
 from pitstop.serving.bandit import BanditSettings, thompson_weights
+from pitstop.serving.lease_loop import run_leased
 from pitstop.serving.outcome_report import tally_over
 
 log = logging.getLogger(__name__)
@@ -61,17 +62,9 @@ class BanditController:
 
     async def run(self) -> None:
         """Tick until cancelled; errors are logged and the next tick tries again."""
-        try:
-            while True:
-                try:
-                    await self.tick()
-                except RegistryUnavailable as exc:
-                    log.warning("bandit controller waits for the registry: %s", exc)
-                except Exception:
-                    log.exception("bandit controller tick failed")
-                await asyncio.sleep(self._tick_s)
-        finally:
-            await asyncio.to_thread(self._delivery.release_lease, LEASE, self._holder)
+        await run_leased(
+            "bandit controller", self._delivery, LEASE, self._holder, self.tick, self._tick_s
+        )
 
     async def tick(self) -> dict[str, TrafficPolicy]:
         """One pass, if this replica holds the lease: the policies it wrote, by model."""

@@ -43,7 +43,14 @@ from statistics import NormalDist
 from typing import Any
 
 from pitstop.errors import InvalidInput
-from pitstop.monitoring.outcome import Estimate, Metric, Tally, estimate, finite_or_none
+from pitstop.monitoring.outcome import (
+    Estimate,
+    Metric,
+    Tally,
+    estimate,
+    finite_or_none,
+    setting_number,
+)
 
 MAX_PER_ARM = 10**9
 """What :func:`required_per_arm` answers when no smaller sample would do."""
@@ -94,20 +101,11 @@ class Design:
         unknown = sorted(set(body) - known)
         if unknown:
             raise InvalidInput(f"design: unknown setting {unknown[0]!r}; known: {sorted(known)}")
-        values = {key: _number(key, getattr(defaults, key), value) for key, value in body.items()}
+        values = {
+            key: setting_number("design", key, getattr(defaults, key), value)
+            for key, value in body.items()
+        }
         return cls(**values)
-
-
-def _number(name: str, default: float, value: Any) -> Any:
-    """``value`` as the type of ``default`` (int or float); InvalidInput naming ``name``."""
-    whole = isinstance(value, float) and value.is_integer()
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise InvalidInput(f"design: {name} must be a number, got {value!r}")
-    if isinstance(default, int):
-        if not (isinstance(value, int) or whole):
-            raise InvalidInput(f"design: {name} must be a whole number, got {value!r}")
-        return int(value)
-    return float(value)
 
 
 @dataclass(frozen=True)

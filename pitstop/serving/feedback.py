@@ -18,7 +18,7 @@ import asyncio
 import math
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any, Final
 
@@ -56,7 +56,6 @@ class Receipt:
     expired: int = 0
     unknown_ids: tuple[str, ...] = ()
     expired_ids: tuple[str, ...] = ()
-    problems: tuple[str, ...] = field(default=())
 
     def to_json(self) -> dict[str, Any]:
         return {

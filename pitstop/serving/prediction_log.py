@@ -94,11 +94,6 @@ class PredictionLog:
         self._flushing = asyncio.Lock()
         self.dropped = 0
         """Predictions not written to the store because too many were waiting."""
-        self.recorded = 0
-
-    @property
-    def stored(self) -> bool:
-        return self._store is not None
 
     def observe_attempt(self, attempt: Attempt) -> None:
         if (
@@ -130,7 +125,6 @@ class PredictionLog:
         recent[key] = record
         while len(recent) > self._capacity:
             recent.popitem(last=False)
-        self.recorded += 1
         if self._store is not None:
             if len(self._pending) >= self._capacity:
                 self.dropped += 1

@@ -17,9 +17,9 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from pitstop.errors import RegistryUnavailable
 from pitstop.registry import Delivery, Rollout, RolloutState, RolloutVerb
 from pitstop.serving.evidence import Evidence
+from pitstop.serving.lease_loop import run_leased
 from pitstop.serving.rollout import Judgement, Verdict, judge
 
 log = logging.getLogger(__name__)
@@ -60,17 +60,9 @@ class RolloutController:
 
     async def run(self) -> None:
         """Tick until cancelled; errors are logged and the next tick tries again."""
-        try:
-            while True:
-                try:
-                    await self.tick()
-                except RegistryUnavailable as exc:
-                    log.warning("rollout controller waits for the registry: %s", exc)
-                except Exception:
-                    log.exception("rollout controller tick failed")
-                await asyncio.sleep(self._tick_s)
-        finally:
-            await asyncio.to_thread(self._delivery.release_lease, LEASE, self._holder)
+        await run_leased(
+            "rollout controller", self._delivery, LEASE, self._holder, self.tick, self._tick_s
+        )
 
     async def tick(self) -> list[Decision]:
         """One pass over the active rollouts, if this replica holds the lease."""
