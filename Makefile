@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: serve test lint fmt typecheck layers rules pytest bench demo clean proto helm venv
+.PHONY: serve test lint fmt typecheck layers rules pytest bench demo clean proto helm browser venv
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -62,10 +62,30 @@ rules:
 			"install Debian's prometheus package to check deploy/prometheus/alerts.yml"; \
 	fi
 
+## make browser: Chromium for the web console's browser tests in tests/console (Debian package
+## chromium, /usr/bin/chromium or $PITSTOP_CHROMIUM; driven by Playwright from PyPI, which never
+## downloads a browser of its own); installed here when missing and running as root, else a message
+browser:
+	@chromium=$${PITSTOP_CHROMIUM:-/usr/bin/chromium}; \
+	if [ ! -x "$$chromium" ]; then \
+		if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+			echo "$$chromium missing: apt-get install chromium"; \
+			apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
+				apt-get install -y -qq --no-install-recommends chromium >/dev/null; \
+		fi; \
+	fi; \
+	if [ -x "$$chromium" ]; then \
+		echo "browser: $$("$$chromium" --version 2>/dev/null || echo "$$chromium")"; \
+	else \
+		echo "SKIPPED: $$chromium not found and not installable here (not root or no apt-get);" \
+			"install Debian's chromium package (or set PITSTOP_CHROMIUM) - the browser tests" \
+			"in tests/console fail without it"; \
+	fi
+
 layers: $(STAMP)
 	$(BIN)/lint-imports
 
-pytest: $(STAMP) helm
+pytest: $(STAMP) helm browser
 	$(BIN)/pytest -q --durations=15
 
 ## make bench: the throughput table (wrk, h2load; MLServer 1.7.1 in bench/.venv-mlserver) and

@@ -150,6 +150,10 @@ class Settings(BaseSettings):
     """The name server metadata reports (``GET /v2``, ``ServerMetadata``): ``triton`` for
     clients that check they talk to Triton (its example clients do)."""
 
+    console: bool = True
+    """Serve the web console at ``/console`` (static pages; every number it shows comes from
+    the JSON APIs with the caller's token). False: ``/console`` answers 404."""
+
     system_shared_memory: bool = True
     """Serve the system shared-memory extension: clients on this host register POSIX
     shared-memory objects owned by the server's user and pass tensors through them. False

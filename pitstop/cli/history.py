@@ -28,6 +28,7 @@ from pitstop.registry import (
     replay,
     served_at,
 )
+from pitstop.registry.status import StatusRow, status_rows
 
 
 @click.command()
@@ -46,16 +47,16 @@ def status(ctx: Context, model: str | None, as_json: bool) -> None:
         return
     table = Table("MODEL", "ALIAS", "TARGET", "SERVING", "DIGEST", "STATE", "SINCE", "REPLICA")
     for row in rows:
-        state = row["state"] + (f": {row['error']}" if row["error"] else "")
+        state = row.state + (f": {row.error}" if row.error else "")
         table.add_row(
-            row["model"],
-            row["alias"],
-            v(row["target"]),
-            v(row["serving"]),
-            (row["digest"] or "")[:19],
+            row.model,
+            row.alias,
+            v(row.target),
+            v(row.serving),
+            (row.digest or "")[:19],
             state,
-            when(row["since"]),
-            row["replica"] or "",
+            when(row.since),
+            row.replica or "",
         )
     out.print(table)
     out.print(f"registry generation {applied.generation}: {applied} (pitstop replicas)")
@@ -178,55 +179,11 @@ def _time(text: str) -> datetime:
     return parsed.astimezone() if parsed.tzinfo is None else parsed
 
 
-def _status_rows(registry: Registry, model: str | None) -> list[dict[str, Any]]:
-    """Alias rows joined with the states servers reported. When an alias's target is not READY,
-    the version serving it is the newest earlier target that still is (the manager keeps the old
-    route until the new version is READY)."""
+def _status_rows(registry: Registry, model: str | None) -> list[StatusRow]:
     states = registry.serving_states(model)
-    rows: list[dict[str, Any]] = []
-    for record in registry.models():
-        if model is not None and record.name != model:
-            continue
-        model_states = [s for s in states if s.model == record.name]
-        replicas: list[str | None] = [*sorted({s.replica for s in model_states})] or [None]
-        for alias_name, target in sorted(record.aliases.items()):
-            previous = _previous_targets(registry, record.name, alias_name)
-            for replica in replicas:
-                by_version = {s.version: s for s in model_states if s.replica == replica}
-                mine = by_version.get(target)
-                serving = next(
-                    (
-                        v
-                        for v in [target, *previous]
-                        if v in by_version and by_version[v].state == "READY"
-                    ),
-                    None,
-                )
-                shown = by_version.get(serving) if serving is not None else mine
-                rows.append(
-                    {
-                        "model": record.name,
-                        "alias": alias_name,
-                        "target": target,
-                        "serving": serving,
-                        "digest": shown.digest if shown else None,
-                        "state": mine.state if mine else "NOT LOADED",
-                        "since": shown.since if shown else None,
-                        "error": mine.error if mine else None,
-                        "replica": replica,
-                    }
-                )
-    return rows
-
-
-def _previous_targets(registry: Registry, model: str, alias_name: str) -> list[int]:
-    targets = []
-    for event in registry.history(model, limit=200):
-        if event.action == "alias.set" and event.alias == alias_name and event.before:
-            number = event.before.get("version")
-            if isinstance(number, int):
-                targets.append(number)
-    return targets
+    models = [m for m in registry.models() if model is None or m.name == model]
+    events = registry.history(model, limit=None if model else 5000)
+    return status_rows(models, states, events)
 
 
 def _what(event: AuditEvent) -> str:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import os
 from collections.abc import Callable, Coroutine
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
 from typing import Any, Final
 
@@ -24,6 +24,7 @@ from pitstop.monitoring.behaviour import BehaviourRecorder
 from pitstop.monitoring.cost import CostReport, CostTracker, Usage
 from pitstop.monitoring.drift_monitor import DriftMonitor
 from pitstop.monitoring.inventory import Inventory, forget, publish, summed
+from pitstop.monitoring.live import TICK_S, LiveSeries
 from pitstop.monitoring.logs import RequestLog
 from pitstop.monitoring.requests import RequestRecorder
 from pitstop.monitoring.streams import StreamRecorder
@@ -81,6 +82,11 @@ class Observability:
     """What the stream consumers hosted over this Engine did (pitstop/stream)."""
     access: AccessRecorder
     """Calls the hosts' security gate denied."""
+    live: LiveSeries = field(init=False)
+    """The last hour of request rate, errors and latency per model (the console's charts)."""
+
+    def __post_init__(self) -> None:
+        self.live = LiveSeries(self.requests_everywhere)
 
     @classmethod
     def build(
@@ -190,6 +196,16 @@ class Observability:
                     cost.tick(self.usage())
 
             found.append(snapshot)
+        if self.requests is not None:
+            live = self.live
+
+            async def sample() -> None:
+                live.tick()
+                while True:
+                    await asyncio.sleep(TICK_S)
+                    live.tick()
+
+            found.append(sample)
         if self.everyone is not None:
 
             async def share() -> None:

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pitstop.registry import Delivery, Rollout, RolloutState, RolloutVerb
 from pitstop.serving.evidence import Evidence
 from pitstop.serving.lease_loop import run_leased
-from pitstop.serving.rollout import Judgement, Verdict, judge
+from pitstop.serving.rollout import ArmWindow, Judgement, Verdict, judge
 
 log = logging.getLogger(__name__)
 
@@ -80,10 +80,8 @@ class RolloutController:
         if isinstance(gathered, str):  # incomplete: inconclusive, never a pass
             return Decision(rollout, Judgement(Verdict.HOLD, gathered), False)
         canary, baseline = gathered
-        last = rollout.step == len(rollout.steps) - 1
         waited = self._clock() - since
-        decisive = last or rollout.steps[rollout.step + 1] >= 100
-        judgement = judge(canary, baseline, rollout.guard, last, waited, decisive)
+        judgement = judge_step(rollout, canary, baseline, waited)
         due = waited >= rollout.interval_s
         act = judgement.verdict is Verdict.ROLL_BACK or (
             due and judgement.verdict is not Verdict.HOLD
@@ -98,3 +96,13 @@ class RolloutController:
                 self._delivery.advance, rollout.id, verb, actor=ACTOR, reason=judgement.reason
             )
         return Decision(rollout, judgement, act)
+
+
+def judge_step(
+    rollout: Rollout, canary: ArmWindow, baseline: ArmWindow, waited_s: float
+) -> Judgement:
+    """The verdict on the rollout's current step, ``waited_s`` after it began (what the
+    controller acts on, and what ``GET …/traffic`` shows)."""
+    last = rollout.step == len(rollout.steps) - 1
+    decisive = last or rollout.steps[rollout.step + 1] >= 100
+    return judge(canary, baseline, rollout.guard, last, waited_s, decisive)

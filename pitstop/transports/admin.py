@@ -16,6 +16,7 @@ applies a change at its next registry poll.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -25,9 +26,12 @@ from starlette.routing import Route
 
 from pitstop import errors
 from pitstop.engine import Engine
-from pitstop.registry import Guard, RolloutVerb, TrafficPolicy
+from pitstop.registry import Guard, Rollout, RolloutState, RolloutVerb, TrafficPolicy
 from pitstop.security.authorization import Action
 from pitstop.security.gate import Gate
+from pitstop.serving.evidence import SharedEvidence
+from pitstop.serving.rollout import ArmWindow, Verdict
+from pitstop.serving.rollout_controller import judge_step
 from pitstop.transports.body import read_json_object
 from pitstop.transports.kit import Endpoint, guarded, principal_of
 
@@ -79,6 +83,7 @@ class AdminApi:
             "model": model,
             "policy": policy.to_json(),
             "rollout": rollout.to_json() if rollout is not None else None,
+            "assessment": await self._assess(rollout) if rollout is not None else None,
             "fallbacks": {
                 reason: count
                 for (name, reason), count in self._dataplane.fallbacks.items()
@@ -90,6 +95,30 @@ class AdminApi:
                 if name == model
             },
             "shadow_dropped": shadows.dropped.get(model, 0),
+        }
+
+    async def _assess(self, rollout: Rollout) -> dict[str, Any] | None:
+        """What the rollout controller sees of a RUNNING rollout's step now: each arm's
+        numbers, the guard they are held to, and the verdict with its reason."""
+        if rollout.state is not RolloutState.RUNNING:
+            return None
+        settings = self._engine.settings
+        evidence = SharedEvidence(
+            self._engine.registry, settings.replica_timeout_s, settings.rollout_publish_s
+        )
+        gathered = await asyncio.to_thread(evidence.gather, rollout)
+        if isinstance(gathered, str):
+            return {"verdict": Verdict.HOLD.value, "reason": gathered, "canary": None,
+                    "baseline": None}  # fmt: skip
+        canary, baseline = gathered
+        waited = time.time() - rollout.step_started_at.timestamp()
+        judgement = judge_step(rollout, canary, baseline, waited)
+        return {
+            "verdict": judgement.verdict.value,
+            "reason": judgement.reason,
+            "waited_s": round(waited, 3),
+            "canary": _window(canary),
+            "baseline": _window(baseline),
         }
 
     async def set_traffic(self, request: Request, actor: str) -> Any:
@@ -147,6 +176,15 @@ class AdminApi:
 
 async def _body(request: Request, optional: bool = False) -> dict[str, Any]:
     return await read_json_object(request, MAX_BODY, optional=optional)
+
+
+def _window(window: ArmWindow) -> dict[str, Any]:
+    return {
+        "requests": window.requests,
+        "errors": window.errors,
+        "error_rate": window.error_rate,
+        "p99_ms": window.p99_ms,
+    }
 
 
 def _reason(body: dict[str, Any]) -> str | None:

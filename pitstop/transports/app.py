@@ -44,9 +44,11 @@ from pitstop.security.token import (
 from pitstop.settings import Settings
 from pitstop.transports import openapi
 from pitstop.transports.admin import AdminApi
+from pitstop.transports.catalog import CatalogApi
 from pitstop.transports.codec_pool import CodecPool
 from pitstop.transports.codec_worker import CodecWorker
 from pitstop.transports.compression import compression
+from pitstop.transports.console import Console
 from pitstop.transports.feedback import FeedbackApi
 from pitstop.transports.generate import GenerateApi
 from pitstop.transports.grpc import GrpcApi
@@ -202,6 +204,8 @@ class Host:
             *AdminApi(engine, gate).routes(),
             *FeedbackApi(engine, limit, gate).routes(),
             *ObservabilityApi(engine, gate).routes(),
+            *CatalogApi(engine, gate).routes(),
+            *(Console().routes() if settings.console else []),
         ]
         described = orjson.dumps(openapi.document(__version__))
 

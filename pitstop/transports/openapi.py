@@ -47,6 +47,8 @@ def _parameter(name: str, description: str) -> Schema:
 MODEL: Final = _parameter("model", "The model's name")
 VERSION: Final = _parameter("version", "A version number or an alias (production, staging, …)")
 ACTION: Final = _parameter("action", "pause, resume or abort")
+ALIAS: Final = _parameter("alias", "An alias name (production, staging, …)")
+FILE: Final = _parameter("name", "console.js or console.css")
 
 
 def _operation(
@@ -349,6 +351,77 @@ def _shared_memory() -> dict[str, Schema]:
     return paths
 
 
+def _catalog() -> dict[str, Schema]:
+    """The catalog routes (transports/catalog.py) and the console's files."""
+    prefix = "/v2/pitstop/models/{model}"
+    page = {"type": "string"}
+    return {
+        "/v2/pitstop/whoami": {
+            "get": _secured(
+                "The caller's principal, scopes and whether it may act",
+                "catalog",
+                (401, 403),
+                params=(),
+            )
+        },
+        "/v2/pitstop/overview": {
+            "get": _secured(
+                "Every model: what serves, traffic, rollout, health, rates",
+                "catalog",
+                (401, 403),
+                params=(),
+            )
+        },
+        "/v2/pitstop/live": {
+            "get": _secured(
+                "The last hour of rate, errors and p50/p95/p99 per model (?model=&since=)",
+                "catalog",
+                (400, 401, 403),
+                params=(),
+            )
+        },
+        prefix + "/versions": {
+            "get": _secured(
+                "Versions with lineage, manifest and signatures", "catalog", (401, 403, 404)
+            )
+        },
+        prefix + "/history": {
+            "get": _secured(
+                "Audit events with the traffic split each left, and the timeline (?limit=&since=)",
+                "catalog",
+                (400, 401, 403, 404),
+            )
+        },
+        prefix + "/aliases/{alias}": {
+            "put": _secured(
+                "Point an alias at a version: {version, reason}",
+                "catalog",
+                (400, 401, 403, 404),
+                params=(MODEL, ALIAS),
+                body=OBJECT,
+            )
+        },
+        "/console": {
+            "get": _operation(
+                "The web console (no credentials: it asks for a token)",
+                "console",
+                page,
+                success_type="text/html",
+            )
+        },
+        "/console/{name}": {
+            "get": _operation(
+                "The console's script and style sheet",
+                "console",
+                page,
+                (404,),
+                params=(FILE,),
+                success_type="text/javascript",
+            )
+        },
+    }
+
+
 def document(server_version: str) -> Schema:
     """The OpenAPI document of a pitstop server of ``server_version``."""
     responses = {
@@ -367,7 +440,7 @@ def document(server_version: str) -> Schema:
             "description": "Open Inference Protocol (V2) REST data plane, with pitstop's "
             "management, observability and OpenAI-compatible routes.",
         },
-        "paths": {**_v2_data_plane(), **_management(), **_shared_memory()},
+        "paths": {**_v2_data_plane(), **_management(), **_catalog(), **_shared_memory()},
         "components": {
             "schemas": SCHEMAS,
             "responses": responses,

@@ -30,6 +30,7 @@ from tests.transports.documented import served_routes
 X = {"inputs": [{"name": "x", "shape": [1, 4], "datatype": "FP32", "data": [1, 2, 3, 4]}]}
 PUBLIC_ROUTES = {
     ("/v2/health/live", "GET"), ("/v2/health/ready", "GET"), ("/ping", "GET"), ("/health", "GET"),
+    ("/console", "GET"), ("/console/{name}", "GET"),  # static files: the data needs a token
 }  # fmt: skip
 PUBLIC_METHODS = {"ServerLive", "ServerReady"}
 MODEL_FIELD = {  # gRPC requests and the field naming their model

@@ -389,6 +389,48 @@ def management_examples() -> list[Example]:
             Example(model + route, "GET", 403, "/v2/models/iris" + route, auth="infer"),
             Example(model + route, "GET", 404, "/v2/models/nope" + route, auth="read"),
         ]
+    out += catalog_examples()
+    return out
+
+
+def catalog_examples() -> list[Example]:
+    models = "/v2/pitstop/models/{model}"
+    out = []
+    for route in ("/v2/pitstop/whoami", "/v2/pitstop/overview", "/v2/pitstop/live"):
+        out += [
+            Example(route, "GET", 200, route, auth="read"),
+            Example(route, "GET", 401, route),
+            Example(route, "GET", 403, route, auth="infer"),
+        ]
+    live = "/v2/pitstop/live"
+    out.append(Example(live, "GET", 400, live + "?since=nan", auth="read"))
+    for route, bad in (("/versions", None), ("/history", "?limit=0")):
+        out += [
+            Example(models + route, "GET", 200, "/v2/pitstop/models/iris" + route, auth="read"),
+            Example(models + route, "GET", 401, "/v2/pitstop/models/iris" + route),
+            Example(models + route, "GET", 403, "/v2/pitstop/models/iris" + route, auth="infer"),
+            Example(models + route, "GET", 404, "/v2/pitstop/models/nope" + route, auth="read"),
+        ]
+        if bad:
+            out.append(
+                Example(
+                    models + route, "GET", 400, "/v2/pitstop/models/iris" + route + bad, auth="read"
+                )
+            )
+    alias, staging = models + "/aliases/{alias}", "/v2/pitstop/models/iris/aliases/staging"
+    one = {"version": 1, "reason": "openapi example"}
+    out += [
+        Example(alias, "PUT", 200, staging, auth="admin", json=one),
+        Example(alias, "PUT", 400, staging, auth="admin", json={"version": "1"}),
+        Example(alias, "PUT", 401, staging, json=one),
+        Example(alias, "PUT", 403, staging, auth="read", json=one),
+        Example(
+            alias, "PUT", 404, "/v2/pitstop/models/nope/aliases/staging", auth="admin", json=one
+        ),
+        Example("/console", "GET", 200, "/console"),
+        Example("/console/{name}", "GET", 200, "/console/console.js"),
+        Example("/console/{name}", "GET", 404, "/console/secrets.txt"),
+    ]
     return out
 
 
