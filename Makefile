@@ -5,6 +5,8 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
+
+.PHONY: screenshots
 .PHONY: serve test lint fmt typecheck layers rules pytest bench demo clean proto helm browser venv
 
 $(STAMP): pyproject.toml
@@ -100,6 +102,10 @@ bench: $(STAMP)
 	$(BIN)/pip install -q -e '.[bench]'
 	$(BIN)/python bench/throughput.py
 	$(BIN)/python bench/reliability.py --flips 100 --cycles 200 --workers 4
+
+## make screenshots: regenerate docs/images/console-*.png from a real server in headless Chromium
+screenshots: $(STAMP) browser
+	$(BIN)/python -m tests.console.screenshots --out docs/images
 
 fmt: $(STAMP)
 	$(BIN)/ruff format .

@@ -26,6 +26,7 @@ from starlette.routing import Route
 
 from pitstop import errors
 from pitstop.engine import Engine
+from pitstop.monitoring.drift import sample_psi
 from pitstop.registry import Guard, Rollout, RolloutState, RolloutVerb, TrafficPolicy
 from pitstop.security.authorization import Action
 from pitstop.security.gate import Gate
@@ -113,12 +114,19 @@ class AdminApi:
         canary, baseline = gathered
         waited = time.time() - rollout.step_started_at.timestamp()
         judgement = judge_step(rollout, canary, baseline, waited)
+        guard = rollout.guard
+        needed = max(guard.min_requests, guard.min_predictions)
+        compared = min(len(canary.predictions), len(baseline.predictions))
+        divergence = (
+            sample_psi(baseline.predictions, canary.predictions) if compared >= needed else None
+        )
         return {
             "verdict": judgement.verdict.value,
             "reason": judgement.reason,
             "waited_s": round(waited, 3),
             "canary": _window(canary),
             "baseline": _window(baseline),
+            "divergence": divergence,
         }
 
     async def set_traffic(self, request: Request, actor: str) -> Any:

@@ -182,6 +182,58 @@ def test_a_read_only_token_sees_no_actions_and_the_api_refuses_them(
     assert served_version(server, "fraud") == "1"
 
 
+def test_weights_aliases_and_shadows_are_changed_from_the_console(
+    server: ServerProcess, admin_token: str, page: Page
+) -> None:
+    admin = {"Authorization": f"Bearer {admin_token}"}
+    traffic = f"{server.url}/v2/pitstop/models/churn/traffic"
+    shadowed = {"arms": [{"target": "production", "weight": 100}],
+                "shadows": [{"target": "1", "rate": 0.5}], "reason": "set up"}  # fmt: skip
+    assert httpx.put(traffic, headers=admin, json=shadowed).status_code == 200
+    sign_in(page, server, admin_token, "#/models/churn")
+    dialog = page.get_by_role("dialog")
+
+    page.get_by_role("button", name="Move an alias").click()
+    dialog.get_by_label("Alias").fill("staging")
+    dialog.get_by_label("Version").select_option("1")
+    expect(dialog).to_contain_text("staging will point at v1 (now unset)")
+    dialog.get_by_label("Reason").fill("stage v1 for the QA team")
+    dialog.get_by_role("button", name="Confirm").click()
+    expect(dialog).to_be_hidden()
+    expect(page.locator("#aliases")).to_contain_text("staging → v1")
+
+    page.get_by_role("button", name="Set A/B weights").click()
+    dialog.get_by_label("production (%)").fill("80")
+    dialog.get_by_label("Add an arm").fill("staging")
+    dialog.get_by_label("Its weight").fill("20")
+    expect(dialog).to_contain_text("split production 80%, staging 20%")
+    dialog.get_by_label("Reason").fill("try staging on a fifth")
+    dialog.get_by_role("button", name="Confirm").click()
+    expect(dialog).to_be_hidden()
+    expect(page.locator("#traffic")).to_contain_text("production 80 · staging 20")
+
+    page.locator("button[data-stop-shadow]").click()
+    expect(dialog).to_contain_text("stop being copied to 1")
+    dialog.get_by_label("Reason").fill("enough shadow data")
+    dialog.get_by_role("button", name="Confirm").click()
+    expect(page.locator("#shadows")).to_contain_text("No shadow traffic")
+
+    policy = httpx.get(traffic, headers=admin).json()["policy"]
+    assert policy["arms"] == [
+        {"target": "production", "weight": 80.0},
+        {"target": "staging", "weight": 20.0},
+    ]
+    assert policy["shadows"] == []
+    events = httpx.get(
+        f"{server.url}/v2/pitstop/models/churn/history?limit=3", headers=admin
+    ).json()["events"]
+    assert [(e["action"], e["reason"], e["actor"]) for e in events] == [
+        ("policy.set", "enough shadow data", "token:admin"),
+        ("policy.set", "try staging on a fifth", "token:admin"),
+        ("alias.set", "stage v1 for the QA team", "token:admin"),
+    ]
+
+
 def test_the_console_is_readable_on_a_phone_and_survives_a_restart(
     server: ServerProcess, admin_token: str, browser: Browser
 ) -> None:

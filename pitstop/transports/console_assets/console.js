@@ -243,6 +243,7 @@
       return `<div data-alias="${esc(alias)}"><b>${esc(alias)}</b> → ` +
         `<span data-field="serving" title="${esc(first.digest || "")}">${vlabel(first.serving ?? first.target)}</span>` +
         (servingOther ? ` <span class="muted">(moving to ${vlabel(first.target)})</span>` : "") +
+        (first.serving === null && first.replica ? ` <span class="fail">nothing serves it</span>` : "") +
         ` ${state(first.state)}` +
         (first.since ? ` <span class="muted">since ${esc(ago(first.since))}</span>` : "") +
         (replicas.length ? ` <span class="muted hide-narrow">on ${esc(replicas.join(", "))}</span>` : "") +
@@ -395,6 +396,7 @@
         ${row("requests", c.requests, "≥ " + g.min_requests, c.requests >= g.min_requests)}
         ${row("error rate", pct(c.error_rate, 2), "≤ " + pct(g.max_error_rate, 2), c.error_rate <= g.max_error_rate)}
         ${row("p99 vs baseline", ratio === null ? "–" : num(ratio, 2) + "×", "≤ " + g.max_p99_ratio + "×", ratio === null || ratio <= g.max_p99_ratio)}
+        ${row("prediction divergence (PSI)", a.divergence === null ? "not enough yet" : num(a.divergence, 3), "≤ " + g.max_divergence, a.divergence === null || a.divergence <= g.max_divergence)}
         </tbody></table>
         <p class="muted">Baseline: ${b.requests} requests, ${pct(b.error_rate, 2)} errors, p99 ${num(b.p99_ms)} ms.</p>`;
     }
@@ -486,11 +488,21 @@
     if (event.action === "version.create") return `v${after.number} (${after.runtime}, ${String(after.digest || "").slice(0, 19)})`;
     if (event.action === "model.create") return "";
     if (event.action === "version.sign") return `v${event.version} signed by ${after.key_id}`;
+    if (event.action === "policy.set") return `${policyText(event.before)} → ${policyText(event.after)}`;
+    if (event.action.startsWith("rollout.")) return `rollout ${after.rollout ?? ""} of v${event.version ?? "?"}` + (after.state ? ` ${after.state}` : "") + (after.weight !== undefined ? ` at ${after.weight}%` : "");
+    if (event.action === "reference.set") return `reference from ${after.source ?? "?"} (${after.rows ?? "?"} rows)`;
     const parts = [];
     if (event.alias) parts.push(event.alias);
     if (event.before || event.after) parts.push(`${brief(event.before)} → ${brief(event.after)}`);
     else if (event.version !== null) parts.push("v" + event.version);
     return parts.join(" ");
+  }
+
+  function policyText(policy) {
+    if (!policy || !policy.arms) return "default";
+    const arms = policy.arms.map((a) => `${a.target} ${+a.weight}%`).join(" · ");
+    const shadows = (policy.shadows || []).map((x) => `shadow ${x.target} ${+(100 * x.rate).toFixed(1)}%`);
+    return [arms, ...shadows].join(" · ") + (policy.bandit ? " (bandit)" : "");
   }
 
   function renderHistory(history) {
@@ -531,7 +543,7 @@
     const ticks = [0, 0.25, 0.5, 0.75, 1].map((f) => {
       const t = start + f * span;
       const d = new Date(t * 1000);
-      const text = span > 2 * 86400 ? `${pad(d.getMonth() + 1)}-${pad(d.getDate())} ${pad(d.getHours())}:${pad(d.getMinutes())}` : `${pad(d.getHours())}:${pad(d.getMinutes())}`;
+      const text = span > 20 * 3600 ? `${pad(d.getMonth() + 1)}-${pad(d.getDate())} ${pad(d.getHours())}:${pad(d.getMinutes())}` : `${pad(d.getHours())}:${pad(d.getMinutes())}`;
       return `<text x="${x(t)}" y="${H - 6}" text-anchor="${f === 0 ? "start" : f === 1 ? "end" : "middle"}">${text}</text>`;
     }).join("");
     const versions = [...new Set(entries.flatMap((e) => Object.keys(e.shares)))].sort((a, b) => a - b);
@@ -565,7 +577,7 @@
   function hideTip() { $("tip").hidden = true; }
 
   function lineChart(title, points, series) {
-    const h = 140;
+    const h = 150, W = 360, L = 40;
     if (!points.length) return `<figure><figcaption>${esc(title)}</figcaption><p class="muted">No requests in the last hour.</p></figure>`;
     const t0 = points[0].at - points[0].seconds, t1 = points[points.length - 1].at;
     const span = Math.max(t1 - t0, 1);
