@@ -107,6 +107,11 @@ class LoadError(InternalError):
     """A version could not be loaded, verified or warmed up."""
 
 
+class NotIsolatable(LoadError):
+    """A version that cannot run in a worker process (a decoupled handler): without an
+    explicit ``isolation`` in its manifest it runs in the server process instead."""
+
+
 SERVER_FAILURES: tuple[type[PitstopError], ...] = (
     InternalError,
     Overloaded,

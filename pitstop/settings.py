@@ -11,6 +11,9 @@ from typing import Literal
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from pitstop.byte_size import parse_byte_size
+from pitstop.errors import InvalidInput
+
 ANSWER_FIELDS = frozenset({"message_id", "model_name", "model_version", "model_digest", "outputs"})
 """The keys of a stream's answer to a record that are pitstop's (pitstop.stream.message): no
 kept field may take one of these names."""
@@ -192,6 +195,41 @@ class Settings(BaseSettings):
 
     drain_timeout_s: float = Field(default=30.0, ge=0)
     """Longest an old version waits for in-flight requests before it is unloaded anyway."""
+
+    memory_budget: str | None = None
+    """Memory every loaded version may hold together (``4GiB``, ``512MiB``, bytes): before a
+    load that would exceed it, on-demand versions are evicted least recently used first; when
+    nothing can be evicted, the load is refused with 503. Unset: no budget."""
+
+    load_policy: Literal["always", "on-demand"] = "always"
+    """Models without a ``load`` setting in their traffic policy: ``always`` loads every
+    aliased version at start and keeps it; ``on-demand`` loads a version at the first request
+    that needs it and keeps it until memory is needed."""
+
+    on_demand_max: int = Field(default=64, ge=1)
+    """How many versions loaded on demand may be resident at once (with or without a budget):
+    the least recently used is evicted beyond it."""
+
+    cold_start_queue: int = Field(default=256, ge=1)
+    """Requests that may wait for one version to load on demand; more get 429."""
+
+    @field_validator("memory_budget")
+    @classmethod
+    def _a_size(cls, value: str | None) -> str | None:
+        if value is not None and value.strip():
+            try:
+                parse_byte_size(value, "PITSTOP_MEMORY_BUDGET")
+            except InvalidInput as exc:
+                raise ValueError(str(exc)) from None
+            return value
+        return None
+
+    @property
+    def memory_budget_bytes(self) -> int | None:
+        """:attr:`memory_budget` in bytes."""
+        if self.memory_budget is None:
+            return None
+        return parse_byte_size(self.memory_budget, "PITSTOP_MEMORY_BUDGET")
 
     inference_threads: int = Field(default=4, ge=1)
     """Threads that run framework calls, so the event loop never blocks on a model."""

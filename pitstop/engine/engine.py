@@ -241,6 +241,10 @@ class Engine:
                 max_queue_size=settings.max_queue_size,
                 drain_timeout_s=settings.drain_timeout_s,
                 runtime_threads=settings.runtime_threads,
+                memory_budget=settings.memory_budget_bytes,
+                load_policy=settings.load_policy,
+                on_demand_max=settings.on_demand_max,
+                cold_start_queue=settings.cold_start_queue,
             ),
             trust=self._trust,
         )

@@ -22,6 +22,9 @@ LATENCY_BUCKETS: Final = (
 )  # fmt: skip
 """Seconds, for ms-scale inference: fine below 10 ms where tiny models live, coarse above."""
 
+LOAD_BUCKETS: Final = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
+"""Seconds, for loading a version (fetch, verify, deserialise, warm up)."""
+
 BATCH_BUCKETS: Final = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
 """Rows per runtime call."""
 

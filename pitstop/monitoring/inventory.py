@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from pitstop.monitoring.histogram import Histogram
 from pitstop.monitoring.tally import Key, Kind, Tally
 
 
@@ -32,9 +33,29 @@ class VersionView:
     """How long its last load (fetch, verify, load, warm-up) took, once READY."""
     deterministic: bool = True
     """False when two warm-up runs of one example differed (never response-cached)."""
+    memory_bytes: int | None = None
+    """Memory the version holds, measured when it loaded (its worker's RSS when isolated)."""
+    on_demand: bool = False
+    """Loaded because a request named it; the memory budget may evict it."""
+    worker_restarts: int | None = None
+    """Restarts of its isolated worker process (None: it runs in the server process)."""
+    worker_failure: str | None = None
+    """Why its worker last died or was replaced, and when."""
     behaviour: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     """Embedding output → running norm / cosine-to-centroid statistics (``to_json`` shape of
     :class:`pitstop.monitoring.behaviour.EmbeddingBehaviour`)."""
+
+
+@dataclass(frozen=True)
+class Residency:
+    """What loading on demand and the memory budget did (this process's numbers)."""
+
+    budget: int | None = None
+    """Bytes (PITSTOP_MEMORY_BUDGET), None without a budget."""
+    cold_starts: Mapping[str, int] = field(default_factory=dict)
+    evictions: Mapping[str, int] = field(default_factory=dict)
+    refusals: Mapping[str, int] = field(default_factory=dict)
+    cold_start_seconds: Mapping[str, Histogram] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -52,6 +73,7 @@ class Inventory:
     """Whether the last registry read succeeded."""
     registry_failures: int = 0
     """Registry reads that failed since the server started."""
+    residency: Residency = field(default_factory=Residency)
     """Model → failed loads (after retries) since start."""
 
 

@@ -285,6 +285,58 @@ def _inventory_families(inventory: Inventory) -> Iterator[Metric]:
     registry_failures.add_metric([], inventory.registry_failures)
     yield from (state, info, depth, inflight, load, loaded, nondeterministic, norm, cosine, weight)
     yield from (fallbacks, shadow, shadow_failed, dropped, failures, registry_up, registry_failures)
+    yield from _residency_families(inventory)
+
+
+def _residency_families(inventory: Inventory) -> Iterator[Metric]:
+    """Memory per version, the budget, cold starts, evictions and isolated worker restarts."""
+    residency = inventory.residency
+    memory = GaugeMetricFamily(
+        "pitstop_version_memory_bytes",
+        "Memory a READY version holds, measured at load (its worker's RSS when isolated).",
+        labels=MV,
+    )
+    restarts = CounterMetricFamily(
+        "pitstop_worker_restarts", "Restarts of a version's isolated worker process.", labels=MV
+    )
+    used = 0
+    for view in inventory.versions:
+        mv = [view.model, str(view.version)]
+        if view.memory_bytes is not None:
+            memory.add_metric(mv, view.memory_bytes)
+            used += view.memory_bytes
+        if view.worker_restarts is not None:
+            restarts.add_metric(mv, view.worker_restarts)
+    held = GaugeMetricFamily(
+        "pitstop_memory_used_bytes", "Memory the READY versions hold together."
+    )
+    held.add_metric([], used)
+    yield from (memory, restarts, held)
+    if residency.budget is not None:
+        budget = GaugeMetricFamily(
+            "pitstop_memory_budget_bytes", "PITSTOP_MEMORY_BUDGET: what versions may hold."
+        )
+        budget.add_metric([], residency.budget)
+        yield budget
+    for name, text, counts in (
+        ("pitstop_cold_starts", "Versions loaded because a request needed them.",
+         residency.cold_starts),
+        ("pitstop_evictions", "Versions unloaded to make room (least recently used).",
+         residency.evictions),
+        ("pitstop_cold_start_refusals",
+         "On-demand loads refused: nothing could be evicted within the budget.",
+         residency.refusals),
+    ):  # fmt: skip
+        family = CounterMetricFamily(name, text, labels=["model"])
+        for model, count in sorted(counts.items()):
+            family.add_metric([model], count)
+        yield family
+    seconds = HistogramMetricFamily(
+        "pitstop_cold_start_seconds", "How long on-demand loads took.", labels=["model"]
+    )
+    for model, histogram in sorted(residency.cold_start_seconds.items()):
+        seconds.add_metric([model], _buckets(histogram), histogram.total)
+    yield seconds
 
 
 def _drift_families(drift: DriftMonitor) -> Iterator[Metric]:

@@ -20,7 +20,12 @@ from pitstop.errors import InvalidInput
 from pitstop.protocol.datatype import DATATYPES
 from pitstop.protocol.tensor import TensorSpec
 from pitstop.registry.mlmodel import MLMODEL_FILE, translate_mlmodel
-from pitstop.registry.options import BatchingOptions, CacheOptions, SwapPolicy
+from pitstop.registry.options import (
+    BatchingOptions,
+    CacheOptions,
+    IsolationOptions,
+    SwapPolicy,
+)
 from pitstop.registry.sequencing import SequenceOptions
 from pitstop.runtimes.base import runtime_names
 
@@ -45,6 +50,7 @@ _FIELDS: Final = frozenset(
         "swap",
         "columns",
         "sequence",
+        "isolation",
     }
 )
 
@@ -77,6 +83,9 @@ class ModelManifest:
     tensor. Empty: columns are taken by position."""
     sequence: SequenceOptions | None = None
     """A stateful model's sequence options (Triton's sequence batcher); ``None``: stateless."""
+    isolation: IsolationOptions | None = None
+    """Where the runtime runs (``isolation:``); None: the runtime's default (a worker process
+    for ``python`` handlers, the server process for the rest)."""
     problem: str | None = None
     """Why a manifest stored by an older pitstop (which checked serving options only at load)
     cannot be served; its load fails with this reason. Never set on a manifest pushed now."""
@@ -96,6 +105,7 @@ class ModelManifest:
             "swap": self.swap.value,
             "columns": list(self.columns),
             "sequence": None if self.sequence is None else self.sequence.to_json(),
+            **({} if self.isolation is None else {"isolation": self.isolation.to_json()}),
         }
 
     @classmethod
@@ -105,7 +115,7 @@ class ModelManifest:
         source_format = body.get("source_format", "pitstop")
         if source_format not in ("pitstop", "mlflow"):
             raise InvalidInput(f"stored manifest: unknown source_format {source_format!r}")
-        batching = cache = sequence = None
+        batching = cache = sequence = isolation = None
         swap = SwapPolicy.AVAILABILITY
         problem = None
         try:
@@ -113,6 +123,7 @@ class ModelManifest:
             cache = CacheOptions.parse(body.get("cache"))
             swap = SwapPolicy.parse(body.get("swap"))
             sequence = SequenceOptions.parse(body.get("sequence"))
+            isolation = IsolationOptions.parse(body.get("isolation"))
         except InvalidInput as exc:
             problem = str(exc)
         return cls(
@@ -128,6 +139,7 @@ class ModelManifest:
             swap=swap,
             columns=tuple(body.get("columns") or ()),
             sequence=sequence,
+            isolation=isolation,
             problem=problem,
         )
 
@@ -189,6 +201,7 @@ def parse_manifest(
         swap=_option(source, SwapPolicy.parse, document.get("swap"), "swap"),
         columns=columns,
         sequence=sequence,
+        isolation=_option(source, IsolationOptions.parse, document.get("isolation"), "isolation"),
     )
 
 
@@ -238,7 +251,7 @@ def _columns(where: str, value: object, inputs: tuple[TensorSpec, ...]) -> tuple
 
 def _option(source: str, parse: Callable[[Any], T], value: object, name: str) -> T:
     """``parse(value)``, its error prefixed with the file; a section must be a JSON mapping."""
-    if name != "swap":
+    if name not in ("swap", "isolation"):
         _json_mapping(f"{source}: {name}", value)
     try:
         return parse(value)

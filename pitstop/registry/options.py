@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from typing import Any, Final
 
+from pitstop.byte_size import parse_byte_size
 from pitstop.errors import InvalidInput
 
 DEFAULT_MAX_QUEUE_SIZE: Final = 1024
@@ -133,3 +134,61 @@ class CacheOptions:
 
     def to_json(self) -> dict[str, Any]:
         return {"enabled": True, **asdict(self)}
+
+
+ISOLATION_MODES: Final = ("process", "none")
+DEFAULT_CALL_TIMEOUT_S: Final = 30.0
+
+
+@dataclass(frozen=True)
+class IsolationOptions:
+    """Where the runtime runs: ``process`` (a worker subprocess of its own: a crash, hang or
+    runaway allocation fails only this version's requests, and the worker is restarted) or
+    ``none`` (the server process). Written ``isolation: process`` or as a mapping with
+    ``memory_limit`` (``1GiB``: the worker's address space), ``timeout_s`` (longest one call
+    may take before the worker is replaced; 30) and ``python`` (an interpreter, e.g. a
+    per-model virtualenv's ``bin/python``, in which pitstop must be importable)."""
+
+    mode: str = "process"
+    memory_limit: int | None = None
+    timeout_s: float = DEFAULT_CALL_TIMEOUT_S
+    python: str | None = None
+
+    @property
+    def process(self) -> bool:
+        return self.mode == "process"
+
+    @classmethod
+    def parse(cls, value: object) -> IsolationOptions | None:
+        if value is None:
+            return None
+        if isinstance(value, str):
+            value = {"mode": value}
+        if not isinstance(value, Mapping):
+            raise InvalidInput("isolation: 'process', 'none' or a mapping with mode")
+        unknown = sorted(set(value) - {"mode", "memory_limit", "timeout_s", "python"})
+        if unknown:
+            raise InvalidInput(f"isolation.{unknown[0]}: unknown setting")
+        mode = value.get("mode", "process")
+        if mode not in ISOLATION_MODES:
+            raise InvalidInput(f"isolation.mode: one of {list(ISOLATION_MODES)}, got {mode!r}")
+        limit = value.get("memory_limit")
+        timeout = value.get("timeout_s", DEFAULT_CALL_TIMEOUT_S)
+        if isinstance(timeout, bool) or not isinstance(timeout, int | float) or not timeout > 0:
+            raise InvalidInput(
+                f"isolation.timeout_s: a positive number of seconds, got {timeout!r}"
+            )
+        python = value.get("python")
+        if python is not None and (not isinstance(python, str) or not python.startswith("/")):
+            raise InvalidInput("isolation.python: an absolute path to an interpreter")
+        return cls(
+            mode=str(mode),
+            memory_limit=None
+            if limit is None
+            else parse_byte_size(limit, "isolation.memory_limit"),
+            timeout_s=float(timeout),
+            python=python,
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)

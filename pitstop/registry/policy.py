@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from pitstop.errors import InvalidInput
@@ -35,6 +35,7 @@ class Shadow:
 
 
 BANDIT_METRICS = ("conversion", "mean_reward")
+LOAD_POLICIES = ("always", "on-demand")
 
 
 @dataclass(frozen=True)
@@ -101,8 +102,16 @@ class TrafficPolicy:
     """Answers when the chosen arm errors, is overloaded or misses the deadline."""
     bandit: Bandit | None = None
     """Weights moved by the bandit controller (None: weights stay as set)."""
+    load: str | None = None
+    """``always`` (load every aliased version at start and keep it) or ``on-demand`` (load a
+    version at the first request that needs it, evict it when memory is needed); None: the
+    server's ``PITSTOP_LOAD_POLICY``. Not a routing choice: :attr:`is_default` ignores it."""
 
     def __post_init__(self) -> None:
+        if self.load is not None and self.load not in LOAD_POLICIES:
+            raise InvalidInput(
+                f"traffic policy: load must be one of {list(LOAD_POLICIES)}, got {self.load!r}"
+            )
         if self.sticky_header is not None:
             object.__setattr__(self, "sticky_header", self.sticky_header.lower())
         if not self.arms:
@@ -135,7 +144,8 @@ class TrafficPolicy:
 
     @property
     def is_default(self) -> bool:
-        return self == TrafficPolicy()
+        """Routing-wise the default policy (100% production); the load policy may be set."""
+        return replace(self, load=None) == TrafficPolicy()
 
     def targets(self) -> set[str]:
         """Every alias or version the policy may send traffic to."""
@@ -155,21 +165,27 @@ class TrafficPolicy:
             "sticky_header": self.sticky_header,
             "fallback": self.fallback,
             **({"bandit": self.bandit.to_json()} if self.bandit is not None else {}),
+            **({"load": self.load} if self.load is not None else {}),
         }
 
     @classmethod
     def from_json(cls, body: Mapping[str, Any] | None) -> TrafficPolicy:
         if not body:
             return cls()
+        if "arms" not in body and "load" not in body:
+            raise InvalidInput("traffic policy: malformed ('arms' is required)")
         try:
             return cls(
-                arms=tuple(Arm(str(a["target"]), float(a["weight"])) for a in body["arms"]),
+                arms=tuple(Arm(str(a["target"]), float(a["weight"])) for a in body["arms"])
+                if "arms" in body
+                else (Arm(DEFAULT_TARGET, 100.0),),
                 shadows=tuple(
                     Shadow(str(s["target"]), float(s["rate"])) for s in body.get("shadows", ())
                 ),
                 sticky_header=body.get("sticky_header"),
                 fallback=body.get("fallback"),
                 bandit=Bandit.from_json(body["bandit"]) if body.get("bandit") else None,
+                load=body.get("load"),
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise InvalidInput(f"traffic policy: malformed ({exc})") from exc

@@ -98,3 +98,6 @@ class RegistrySnapshot:
     """Model name → versions its policy names by number (canaries, shadows, fallbacks)."""
     tokens: tuple[TokenRecord, ...] = ()
     """Every bearer token: what servers accept."""
+    numbers: dict[str, tuple[int, ...]] = field(default_factory=dict)
+    """Model name → every version number it has, ascending: what a server can load on
+    demand."""

@@ -135,6 +135,11 @@ def read_snapshot(session: Session) -> RegistrySnapshot:
     for model_id, policy in policies.items():
         numbers = {n for n in map(natural, policy.targets()) if n is not None}
         wanted.setdefault(model_id, set()).update(numbers)
+    every: dict[str, list[int]] = {}
+    for model_id, number in session.execute(
+        select(VersionRow.model_id, VersionRow.number).order_by(VersionRow.number)
+    ):
+        every.setdefault(names[model_id], []).append(number)
     records: dict[tuple[int, int], VersionRecord] = {}
     for model_id, numbers in wanted.items():
         query = select(VersionRow).where(
@@ -163,6 +168,7 @@ def read_snapshot(session: Session) -> RegistrySnapshot:
         tokens=tuple(
             token_record(row) for row in session.scalars(select(TokenRow).order_by(TokenRow.name))
         ),
+        numbers={name: tuple(numbers) for name, numbers in every.items()},
     )
 
 

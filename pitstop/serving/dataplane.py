@@ -241,7 +241,7 @@ class DataPlane(ModelView):
         metadata = call.metadata
         sticky = metadata.get(policy.sticky_header) if metadata and policy.sticky_header else None
         target = choose(policy, sticky, random.random())
-        if target != DEFAULT_TARGET and not self._manager.can_serve(model, parse_ref(target)):
+        if target != DEFAULT_TARGET and not self._manager.servable(model, parse_ref(target)):
             target = DEFAULT_TARGET  # an arm still loading (or failed) serves from production
         return target
 
@@ -279,6 +279,7 @@ class DataPlane(ModelView):
                 arm = self._arm(model, policy, call)
                 target, routed = parse_ref(arm), True
         try:
+            await self._manager.demand(model, target, call.deadline)
             loaded = self._manager.resolve(model, target)
         except PitstopError:  # the unary path raises it again, and counts it
             loaded = None
@@ -347,6 +348,7 @@ class DataPlane(ModelView):
             expires = time.monotonic() + self._default_timeout_s
         try:
             level = priority_of(request.parameters)
+            await self._manager.demand(model, version, expires)  # a cold start waits here
             lease = self._manager.lease(model, version)
         except PitstopError as exc:
             ended = time.monotonic_ns()

@@ -9,9 +9,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from pitstop.monitoring.behaviour import BehaviourRecorder
-from pitstop.monitoring.inventory import Inventory, VersionView
+from pitstop.monitoring.inventory import Inventory, Residency, VersionView
 from pitstop.serving.manager import ModelManager
 from pitstop.serving.shadow import ShadowRunner
+from pitstop.serving.version_policy import VersionState
 
 
 def build_inventory(
@@ -37,6 +38,10 @@ def build_inventory(
                 queued=execution.queued if execution is not None else 0,
                 load_seconds=loaded.load_seconds,
                 deterministic=loaded.deterministic,
+                memory_bytes=loaded.memory_bytes if loaded.state is VersionState.READY else None,
+                on_demand=loaded.on_demand,
+                worker_restarts=getattr(loaded.runtime, "restarts", None),
+                worker_failure=getattr(loaded.runtime, "last_failure", None),
                 behaviour=behaviour.snapshot(record.model, record.number),
             )
         )
@@ -55,6 +60,13 @@ def build_inventory(
             for key, comparison in shadows.comparisons.items()
         },
         load_failures=dict(manager.load_failures),
+        residency=Residency(
+            budget=manager.memory_budget,
+            cold_starts=dict(manager.cold_starts),
+            evictions=dict(manager.evictions),
+            refusals=dict(manager.refusals),
+            cold_start_seconds=dict(manager.cold_start_seconds),
+        ),
         registry_up=manager.contact.reachable,
         registry_failures=manager.contact.failures,
     )

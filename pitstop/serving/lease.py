@@ -8,6 +8,7 @@ the event loop only, so the counter needs no lock.
 from __future__ import annotations
 
 import asyncio
+import time
 from dataclasses import dataclass, field
 from datetime import datetime
 from types import TracebackType
@@ -39,6 +40,15 @@ class LoadedVersion:
     load_seconds: float | None = None
     """How long the load that made it READY took (fetch, verify, load, warm-up, retries)."""
     idle: asyncio.Event = field(default_factory=asyncio.Event)
+    last_used: float = field(default_factory=time.monotonic)
+    """When a request last took a lease on it (monotonic seconds): what LRU eviction reads."""
+    on_demand: bool = False
+    """Loaded because a request named it, not because an ``always`` alias targets it: the
+    memory budget may evict it."""
+    memory_bytes: int | None = None
+    """Measured when it became READY (see :func:`pitstop.serving.loader.memory_of`)."""
+    waiters: int = 0
+    """Requests waiting for it to finish loading on demand."""
 
     key: VersionKey = field(init=False)
     """(model, version), computed once: it is read on every request."""
@@ -56,6 +66,7 @@ class Lease:
         self.version = version
 
     def __enter__(self) -> LoadedVersion:
+        self.version.last_used = time.monotonic()
         self.version.inflight += 1
         self.version.idle.clear()
         return self.version

@@ -19,11 +19,14 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from pitstop.errors import (
+    DeadlineExceeded,
     ModelNotFound,
+    Overloaded,
     PitstopError,
     RegistryUnavailable,
     Unavailable,
 )
+from pitstop.monitoring.histogram import LOAD_BUCKETS, Histogram
 from pitstop.protocol.reference import VersionRef
 from pitstop.registry import RegistrySnapshot, TrafficPolicy, VersionRecord
 from pitstop.registry.options import DEFAULT_MAX_QUEUE_SIZE, SwapPolicy
@@ -40,8 +43,10 @@ from pitstop.serving.loader import (
     VersionLoader,
     failure_reason,
     is_transient,
+    release_memory,
 )
 from pitstop.serving.repository import RepositoryEntry, repository_rows
+from pitstop.serving.residency import Admission, Resident, admit
 from pitstop.serving.routing import DEFAULT_ALIAS, resolve
 from pitstop.serving.source import VersionSource
 from pitstop.serving.version_policy import AliasKey, VersionKey, VersionState, plan, settled
@@ -63,6 +68,14 @@ class ManagerOptions:
     """Bound on waiting requests per version without a batcher (a batcher has its own)."""
     drain_timeout_s: float = 30.0
     runtime_threads: int = 1
+    memory_budget: int | None = None
+    """Bytes every loaded version may hold together (None: no budget); see residency.py."""
+    load_policy: str = "always"
+    """Models whose traffic policy sets no ``load``: ``always`` or ``on-demand``."""
+    on_demand_max: int | None = 64
+    """On-demand versions that may be resident at once."""
+    cold_start_queue: int = 256
+    """Requests that may wait for one version to load on demand."""
 
 
 class ModelManager:
@@ -104,6 +117,26 @@ class ModelManager:
         """Whether the registry answered the last read, and since when."""
         self.load_failures: Counter[str] = Counter()
         """Model → versions that ended FAILED since start (after retries), for metrics."""
+        self._numbers: dict[str, frozenset[int]] = {}
+        """Model → every registered version number: what may load on demand."""
+        self._extra: dict[VersionKey, VersionRecord] = {}
+        """Records of versions demanded by number that no alias or policy names."""
+        self._demanded: set[VersionKey] = set()
+        """Versions requests wait for (loading on demand)."""
+        self._refused: dict[VersionKey, str] = {}
+        """Demanded versions the memory budget refused, with why (the waiters' 503)."""
+        self._measured: dict[str, int] = {}
+        """Digest → memory measured at its last load: the next load's estimate."""
+        self._load_gate = asyncio.Lock()
+        """With a memory budget, loads run one at a time so each is measured alone."""
+        self.cold_starts: Counter[str] = Counter()
+        """Model → loads a request had to wait for (on demand)."""
+        self.evictions: Counter[str] = Counter()
+        """Model → versions unloaded to make room (LRU within the budget)."""
+        self.refusals: Counter[str] = Counter()
+        """Model → on-demand loads refused because nothing could be evicted."""
+        self.cold_start_seconds: dict[str, Histogram] = {}
+        """Model → how long on-demand loads took (fetch, verify, load, warm-up)."""
 
     # -- requests -------------------------------------------------------------------------------
 
@@ -135,7 +168,7 @@ class ModelManager:
         self.require_model(model)
         if model in self._held:
             raise Unavailable(f"model {model!r} was unloaded through the repository API")
-        return resolve(model, ref, self._targets, self._routes, self._versions, self._records)
+        return resolve(model, ref, self._targets, self._routes, self._versions, _Known(self))
 
     # -- state ----------------------------------------------------------------------------------
 
@@ -143,7 +176,12 @@ class ModelManager:
         """True when every model with a production alias has it routed to a READY version."""
         if self._snapshot is None or self._closed:
             return False
-        return all(alias in self._routes for alias in self._targets if alias.alias == DEFAULT_ALIAS)
+        lazy = self._lazy()
+        return all(
+            alias in self._routes
+            for alias in self._targets
+            if alias.alias == DEFAULT_ALIAS and alias.model not in lazy
+        )
 
     def model_ready(self, model: str, ref: VersionRef) -> bool:
         """Whether ``ref`` can serve now. NotFound (not False) for a model, alias or version this
@@ -163,6 +201,16 @@ class ModelManager:
     def loaded_versions(self) -> list[LoadedVersion]:
         """Every version this server holds, in any state, sorted by key."""
         return sorted(self._versions.values(), key=lambda v: v.key)
+
+    @property
+    def memory_budget(self) -> int | None:
+        return self._options.memory_budget
+
+    def servable_versions(self, model: str) -> list[int]:
+        """Every version a request may name: the READY ones and every registered one (each
+        loads on demand), ascending."""
+        ready = {v.key.version for v in self.versions_of(model) if v.state is VersionState.READY}
+        return sorted(ready | self._numbers.get(model, frozenset()))
 
     def versions_of(self, model: str) -> list[LoadedVersion]:
         return sorted(
@@ -209,6 +257,9 @@ class ModelManager:
                 targets[AliasKey(model, str(number))] = key
                 records[key] = record
         self._policies = dict(snapshot.policies)
+        self._numbers = {m: frozenset(ns) for m, ns in snapshot.numbers.items()}
+        self._extra = {k: r for k, r in self._extra.items() if k in self._versions}
+        self._refused.clear()
         # A registry change is the operator's cue to try failed versions again.
         for key, loaded in list(self._versions.items()):
             if loaded.state is VersionState.FAILED:
@@ -221,31 +272,183 @@ class ModelManager:
         async with self._lock:
             states = {key: v.state for key, v in self._versions.items()}
             targets = {a: v for a, v in self._targets.items() if a.model not in self._held}
+            lazy = self._lazy()
+            eager = {key for alias, key in targets.items() if alias.model not in lazy}
+            for key in eager:  # an alias of an always model now targets it: pinned
+                if key in self._versions:
+                    self._versions[key].on_demand = False
             preserving = frozenset(
                 key.model
                 for key in targets.values()
                 if self._records[key].manifest.swap is SwapPolicy.RESOURCES
             )
-            step = plan(targets, self._routes, states, preserving)
+            step = plan(
+                targets, self._routes, states, preserving, lazy=lazy,
+                demanded=frozenset(k for k in self._demanded if k.model not in self._held),
+                resident=frozenset(k for k, v in self._versions.items() if v.on_demand),
+            )  # fmt: skip
             for key in step.load:
-                loaded = LoadedVersion(
-                    record=self._records[key], state=VersionState.LOADING, since=datetime.now(UTC)
-                )
-                loaded.idle.set()
-                self._versions[key] = loaded
-                self._spawn(self._load(loaded))
-            self._routes = dict(step.routes)
+                self._start_load(key, on_demand=key not in eager, eager=eager)
+            self._routes = {
+                alias: key
+                for alias, key in step.routes.items()
+                if self._versions[key].state is VersionState.READY  # not evicted just now
+            }
             for key in step.unload:
-                self._spawn(self._unload(self._versions[key]))
-            if settled(targets, self._routes, states):
+                loaded = self._versions[key]
+                if loaded.state is VersionState.READY:
+                    loaded.state = VersionState.DRAINING
+                    self._spawn(self._unload(loaded))
+            if settled(targets, self._routes, states, lazy):
                 self.applied_generation = self._generation
         async with self._changed:
             self._changed.notify_all()
 
-    def _spawn(self, coro: Coroutine[object, object, None]) -> None:
+    def _start_load(self, key: VersionKey, *, on_demand: bool, eager: set[VersionKey]) -> None:
+        """Admit ``key`` within the memory budget (evicting what :func:`admit` says), then
+        load it in the background; a refused on-demand load tells its waiters why."""
+        record = self._records.get(key) or self._extra[key]
+        admission = self._admission(record, on_demand, eager)
+        if not admission.admitted:
+            log.warning("not loading %s: %s", key, admission.reason)
+            self._refused[key] = admission.reason
+            self._demanded.discard(key)
+            self.refusals[key.model] += 1
+            return
+        evicting = [self._evict(self._versions[k]) for k in admission.evict]
+        loaded = LoadedVersion(
+            record=record, state=VersionState.LOADING, since=datetime.now(UTC),
+            on_demand=on_demand, memory_bytes=self._estimate(record),
+        )  # fmt: skip
+        loaded.idle.set()
+        self._versions[key] = loaded
+        self._spawn(self._load(loaded, evicting))
+
+    def _admission(
+        self, record: VersionRecord, on_demand: bool, eager: set[VersionKey]
+    ) -> Admission:
+        options = self._options
+        residents = [
+            Resident(
+                key,
+                loaded.memory_bytes or self._estimate(loaded.record),
+                loaded.last_used,
+                loaded.inflight,
+                pinned=key in eager or not loaded.on_demand,
+                loading=loaded.state is VersionState.LOADING,
+            )
+            for key, loaded in self._versions.items()
+            if loaded.state in (VersionState.LOADING, VersionState.READY)
+        ]
+        return admit(
+            self._estimate(record), residents, options.memory_budget, options.on_demand_max,
+            pinned=not on_demand,
+        )  # fmt: skip
+
+    def _estimate(self, record: VersionRecord) -> int:
+        """Memory a version will hold: what it measured last time, else its files' size."""
+        return self._measured.get(record.digest) or max(record.size_bytes, 1 << 20)
+
+    def _evict(self, loaded: LoadedVersion) -> asyncio.Task[None]:
+        log.info("evicting %s (least recently used) to make room", loaded.key)
+        self.evictions[loaded.key.model] += 1
+        loaded.state = VersionState.DRAINING  # routes drop it in this very reconcile
+        return self._spawn(self._unload(loaded))
+
+    def _lazy(self) -> frozenset[str]:
+        """Models whose aliases load on demand."""
+        default = self._options.load_policy
+        models = self._snapshot.models if self._snapshot is not None else {}
+        return frozenset(
+            model
+            for model in models
+            if (((policy := self._policies.get(model)) and policy.load) or default) == "on-demand"
+        )
+
+    # -- loading on demand ----------------------------------------------------------------------
+
+    def servable(self, model: str, ref: VersionRef) -> bool:
+        """Whether ``ref`` can serve now or would load on demand (not FAILED, not refused)."""
+        return self.can_serve(model, ref) or self._demandable(model, ref) is not None
+
+    def _demandable(self, model: str, ref: VersionRef) -> VersionKey | None:
+        """The version a request for ``ref`` should wait for, if it loads on demand: a
+        registered version number nothing holds, or a lazy model's alias target."""
+        if self._snapshot is None or model not in self._snapshot.models or model in self._held:
+            return None
+        if isinstance(ref, int):
+            key = VersionKey(model, ref)
+            if ref not in self._numbers.get(model, ()):
+                return None
+        else:
+            key_or_none = self._targets.get(AliasKey(model, ref or DEFAULT_ALIAS))
+            if key_or_none is None or model not in self._lazy():
+                return None
+            if AliasKey(model, ref or DEFAULT_ALIAS) in self._routes:
+                return None
+            key = key_or_none
+        loaded = self._versions.get(key)
+        if loaded is None:
+            return key
+        if loaded.state is VersionState.LOADING and key in self._demanded:
+            return key
+        return None
+
+    def _arrived(self, model: str, ref: VersionRef, waiting: LoadedVersion) -> bool:
+        """Whether a request waiting for ``waiting`` may go on: it is READY and, for an alias,
+        routed; or it will not be (FAILED, evicted)."""
+        if waiting.state is VersionState.LOADING:
+            return False
+        if waiting.state is not VersionState.READY or isinstance(ref, int):
+            return True
+        return AliasKey(model, ref or DEFAULT_ALIAS) in self._routes
+
+    async def demand(self, model: str, ref: VersionRef, expires: float | None) -> None:
+        """If ``ref`` names a version that loads on demand and is not READY, load it (within
+        the memory budget) and wait until it is READY, until it FAILED, or until ``expires``
+        (monotonic seconds; default: the load timeout). Returns at once for anything else:
+        :meth:`resolve` then says what is wrong. Raises Overloaded when too many requests
+        already wait, Unavailable when the budget refused the load, DeadlineExceeded when the
+        load outlasts the request."""
+        key = self._demandable(model, ref)
+        if key is None:
+            return
+        loaded = self._versions.get(key)
+        if loaded is not None and loaded.waiters >= self._options.cold_start_queue:
+            raise Overloaded(
+                f"model {model!r} version {key.version} is loading and "
+                f"{loaded.waiters} requests already wait for it"
+            )
+        if loaded is None:
+            if key not in self._records and key not in self._extra:
+                self._extra[key] = await asyncio.to_thread(self._source.version, model, key.version)
+            self._refused.pop(key, None)
+            self._demanded.add(key)
+            self.cold_starts[model] += 1
+            log.info("loading %s on demand", key)
+            await self._reconcile()
+        waiting = self._versions.get(key)
+        if waiting is None:
+            raise Unavailable(self._refused.get(key, f"model {model!r} version {key.version} "
+                                                     "could not be loaded"))  # fmt: skip
+        limit = self._options.load_timeout_s * self._options.load_attempts + 5
+        timeout = limit if expires is None else max(0.0, expires - time.monotonic())
+        waiting.waiters += 1
+        try:
+            await self._wait_until(lambda: self._arrived(model, ref, waiting), timeout)
+        except TimeoutError:
+            raise DeadlineExceeded(
+                f"model {model!r} version {key.version} is still loading on demand (a cold "
+                f"start; it has been loading since {waiting.since:%H:%M:%S})"
+            ) from None
+        finally:
+            waiting.waiters -= 1
+
+    def _spawn(self, coro: Coroutine[object, object, None]) -> asyncio.Task[None]:
         task = asyncio.get_running_loop().create_task(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+        return task
 
     async def _set_state(
         self, loaded: LoadedVersion, state: VersionState, error: str | None = None
@@ -271,7 +474,9 @@ class ModelManager:
         except Exception:
             log.exception("could not record state %s of %s", state.value, loaded.key)
 
-    async def _load(self, loaded: LoadedVersion) -> None:
+    async def _load(
+        self, loaded: LoadedVersion, evicting: list[asyncio.Task[None]] | None = None
+    ) -> None:
         """Load with bounded retries and back-off. Only transient failures (timeouts, unexpected
         exceptions such as I/O errors) are retried; a refused, tampered or failing version is
         FAILED at once. Whatever serves the alias keeps serving meanwhile."""
@@ -281,9 +486,15 @@ class ModelManager:
         log.info("loading %s (%s)", key, record.digest)
         delay = options.retry_backoff_s
         try:
+            if evicting:  # the memory they hold must be free before this load takes its own
+                await asyncio.gather(*evicting, return_exceptions=True)
             for attempt in range(1, options.load_attempts + 1):
                 try:
-                    runtime, metadata, report = await self._loader.load(record)
+                    if options.memory_budget is not None:
+                        async with self._load_gate:
+                            runtime, metadata, report = await self._loader.load(record)
+                    else:
+                        runtime, metadata, report = await self._loader.load(record)
                 except Exception as exc:
                     reason = failure_reason(exc)
                     if self._closed or not is_transient(exc) or attempt == options.load_attempts:
@@ -302,6 +513,12 @@ class ModelManager:
                 return
             loaded.runtime, loaded.metadata = runtime, metadata
             loaded.load_seconds = time.monotonic() - began
+            if report.memory_bytes is not None:
+                loaded.memory_bytes = self._measured[record.digest] = report.memory_bytes
+            if loaded.on_demand:
+                self.cold_start_seconds.setdefault(key.model, Histogram(LOAD_BUCKETS)).observe(
+                    loaded.load_seconds
+                )
             loaded.deterministic = report.deterministic
             label = f"{record.model} v{record.number}"
             loaded.execution = (
@@ -329,6 +546,7 @@ class ModelManager:
             # ~100 ms at a time under load (p99 130 ms instead of 9 ms in bench/throughput.py).
             gc.freeze()
         finally:
+            self._demanded.discard(key)
             if not self._closed:
                 await self._reconcile()
 
@@ -362,6 +580,7 @@ class ModelManager:
                 await asyncio.to_thread(runtime.unload)
             except Exception:
                 log.exception("unloading %s raised", loaded.key)
+            await asyncio.to_thread(release_memory)
         if self._versions.get(loaded.key) is loaded:
             del self._versions[loaded.key]
         await self._set_state(loaded, VersionState.UNLOADED)
@@ -438,3 +657,19 @@ class ModelManager:
         self._versions.clear()
         self._routes = {}
         self._pool.shutdown(wait=False, cancel_futures=True)
+
+
+class _Known:
+    """The versions ``resolve`` may call known but not loaded: what aliases and policies name,
+    and every registered version (each loads on demand)."""
+
+    __slots__ = ("_manager",)
+
+    def __init__(self, manager: ModelManager) -> None:
+        self._manager = manager
+
+    def __contains__(self, key: object) -> bool:
+        manager = self._manager
+        return isinstance(key, VersionKey) and (
+            key in manager._records or key.version in manager._numbers.get(key.model, ())
+        )

@@ -19,7 +19,6 @@ from pitstop.serving.lease import LoadedVersion
 from pitstop.serving.manager import DEFAULT_POLICY, ModelManager
 from pitstop.serving.repository import RepositoryEntry
 from pitstop.serving.statistics import Statistics, VersionStatistics
-from pitstop.serving.version_policy import VersionState
 
 
 @dataclass(frozen=True)
@@ -58,14 +57,15 @@ class ModelView:
         one."""
         return self._manager.model_ready(model, version) and not self._draining
 
+    async def prepare(self, model: str, version: VersionRef) -> None:
+        """Load ``version`` first if it loads on demand (metadata and configuration of a
+        version that is not resident): see :meth:`ModelManager.demand`."""
+        await self._manager.demand(model, version, None)
+
     def model_metadata(self, model: str, version: VersionRef) -> ModelMetadata:
         loaded = self._manager.resolve(model, version)
         metadata = metadata_of(loaded)
-        served = [
-            str(v.key.version)
-            for v in self._manager.versions_of(model)
-            if v.state is VersionState.READY
-        ]
+        served = [str(number) for number in self._manager.servable_versions(model)]
         inputs, outputs = _client_tensors(loaded, metadata)
         return ModelMetadata(
             name=model, versions=served, platform=metadata.platform, inputs=inputs,

@@ -10,7 +10,7 @@ Unavailable for what it knows but cannot serve now.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping
+from collections.abc import Container, Mapping
 from typing import Final
 
 from pitstop.errors import Unavailable, VersionNotFound
@@ -27,11 +27,11 @@ def resolve(
     targets: Mapping[AliasKey, VersionKey],
     routes: Mapping[AliasKey, VersionKey],
     versions: Mapping[VersionKey, LoadedVersion],
-    records: Collection[VersionKey],
+    records: Container[VersionKey],
 ) -> LoadedVersion:
     """The loaded version ``ref`` of ``model`` serves. ``targets``: where the registry's aliases
     point; ``routes``: where this server routes them now; ``versions``: what it holds;
-    ``records``: the versions the registry targets (known, maybe not loaded)."""
+    ``records``: the versions the registry knows (registered, maybe not loaded)."""
     if not isinstance(ref, int):
         alias = ref or DEFAULT_ALIAS
         target = targets.get(AliasKey(model, alias))
@@ -57,7 +57,7 @@ def resolve(
     )
     raise VersionNotFound(
         f"Request for unknown model: {model!r} version {ref} is not found (not served here; "
-        f"served versions: {served or 'none'}; point an alias at a version to serve it)"
+        f"served versions: {served or 'none'}; the model has no version {ref})"
     )
 
 

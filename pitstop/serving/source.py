@@ -27,6 +27,10 @@ class VersionSource(Protocol):
 
     def snapshot(self) -> RegistrySnapshot: ...
 
+    def version(self, model: str, ref: str | int) -> VersionRecord:
+        """One version's record (a number or an alias); VersionNotFound if there is none."""
+        ...
+
     def fetch(self, record: VersionRecord) -> Path: ...
 
     def record_serving_state(

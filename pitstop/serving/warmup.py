@@ -22,13 +22,14 @@ from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 import numpy as np
 
-from pitstop.errors import InvalidInput, LoadError, PitstopError
+from pitstop.errors import InvalidInput, LoadError, NotIsolatable, PitstopError
 from pitstop.protocol.json_codec import decode_input, decode_request
 from pitstop.registry import ModelManifest
+from pitstop.registry.options import IsolationOptions
 from pitstop.runtimes.base import (
     Responder,
     Runtime,
@@ -36,6 +37,7 @@ from pitstop.runtimes.base import (
     RuntimeMetadata,
     resolve_runtime,
 )
+from pitstop.runtimes.isolated import IsolatedRuntime
 from pitstop.serving.conformance import check_inputs
 
 DEFAULT_RTOL = 1e-4
@@ -50,6 +52,9 @@ class WarmupReport:
     """False when two runs of one example gave different outputs."""
     checked_outputs: int
     """How many expected outputs were compared (and matched)."""
+    memory_bytes: int | None = None
+    """What loading and warming up the version added to the process holding it (its worker's
+    whole RSS when isolated); None when not measured."""
 
 
 def build_runtime(
@@ -59,22 +64,40 @@ def build_runtime(
     trust_pickle: bool,
     trust_code: bool,
     threads: int,
+    in_process: bool = False,
 ) -> Runtime:
-    """The runtime for a package folder, constructed but not loaded (construction does no I/O)."""
-    factory = resolve_runtime(manifest.runtime)
-    return factory(
-        RuntimeContext(
-            path=path,
-            artifact=manifest.artifact,
-            inputs=tuple(manifest.inputs),
-            outputs=tuple(manifest.outputs),
-            parameters=dict(manifest.parameters),
-            columns=manifest.columns,
-            trust_pickle=trust_pickle,
-            trust_code=trust_code,
-            threads=threads,
-        )
+    """The runtime for a package folder, constructed but not loaded (construction does no I/O):
+    in a worker process when :func:`isolation_of` says so, else in this one."""
+    context = RuntimeContext(
+        path=path,
+        artifact=manifest.artifact,
+        inputs=tuple(manifest.inputs),
+        outputs=tuple(manifest.outputs),
+        parameters=dict(manifest.parameters),
+        columns=manifest.columns,
+        trust_pickle=trust_pickle,
+        trust_code=trust_code,
+        threads=threads,
     )
+    isolation = None if in_process else isolation_of(manifest)
+    if isolation is not None:
+        return IsolatedRuntime(
+            manifest.runtime, context, memory_limit_bytes=isolation.memory_limit,
+            call_timeout_s=isolation.timeout_s, python=isolation.python,
+        )  # fmt: skip
+    return resolve_runtime(manifest.runtime)(context)
+
+
+ISOLATED_BY_DEFAULT: Final = frozenset({"python"})
+"""Runtimes that run user code: in a worker process unless the manifest says otherwise."""
+
+
+def isolation_of(manifest: ModelManifest) -> IsolationOptions | None:
+    """How a version's runtime is isolated: the manifest's ``isolation`` (None for ``none``),
+    else a worker process with default options for :data:`ISOLATED_BY_DEFAULT` runtimes."""
+    if manifest.isolation is not None:
+        return manifest.isolation if manifest.isolation.process else None
+    return IsolationOptions() if manifest.runtime in ISOLATED_BY_DEFAULT else None
 
 
 def warm_up(
@@ -134,7 +157,18 @@ def load_and_validate(
     runtime = build_runtime(
         path, manifest, trust_pickle=trust_pickle, trust_code=trust_code, threads=threads
     )
-    _load_serially(runtime, manifest.runtime)
+    try:
+        _load_serially(runtime, manifest.runtime)
+    except NotIsolatable:
+        if manifest.isolation is not None:
+            raise  # asked for explicitly: say why it cannot be
+        # A decoupled handler (its predict yields) cannot cross the worker's pipe yet: by
+        # default it runs in the server process, as it did before isolation existed.
+        runtime = build_runtime(
+            path, manifest, trust_pickle=trust_pickle, trust_code=trust_code, threads=threads,
+            in_process=True,
+        )  # fmt: skip
+        _load_serially(runtime, manifest.runtime)
     try:
         metadata = runtime.metadata()
         if metadata.decoupled and manifest.batching is not None:

@@ -195,11 +195,13 @@ class GrpcApi:
     async def model_metadata(
         self, r: pb.ModelMetadataRequest, _c: Context
     ) -> pb.ModelMetadataResponse:
+        await self._dataplane.prepare(r.name, parse_ref(r.version))
         return convert.encode_model_metadata(
             self._dataplane.model_metadata(r.name, parse_ref(r.version))
         )
 
     async def model_config(self, r: pb.ModelConfigRequest, _c: Context) -> pb.ModelConfigResponse:
+        await self._dataplane.prepare(r.name, parse_ref(r.version))
         return convert.encode_model_config(
             self._dataplane.model_config(r.name, parse_ref(r.version))
         )

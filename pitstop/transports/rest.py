@@ -249,6 +249,7 @@ class RestApi:
 
     async def model_metadata(self, request: Request) -> Response:
         model, version = _target(request)
+        await self._dataplane.prepare(model, version)
         metadata = self._dataplane.model_metadata(model, version)
         return JSONResponse(metadata.to_json())
 
@@ -259,6 +260,7 @@ class RestApi:
 
     async def model_config(self, request: Request) -> Response:
         model, version = _target(request)
+        await self._dataplane.prepare(model, version)
         return JSONResponse(self._dataplane.model_config(model, version).to_json())
 
     async def infer(self, request: Request) -> Response:

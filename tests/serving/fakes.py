@@ -46,7 +46,23 @@ class FakeSource:
     policies: dict[str, TrafficPolicy] = field(default_factory=dict)
     pinned: dict[str, tuple[int, ...]] = field(default_factory=dict)
     states: list[tuple[str, int, str]] = field(default_factory=list)
+    registered: dict[str, tuple[int, ...]] = field(default_factory=dict)
+    """Version numbers with no alias (beyond those aliases and policies name)."""
     _generation: int = 0
+
+    def register(self, model: str, *numbers: int) -> None:
+        self.registered[model] = (*self.registered.get(model, ()), *numbers)
+        self.aliases.setdefault(model, {})
+        self._generation += 1
+
+    def numbers(self, model: str) -> tuple[int, ...]:
+        found = {*self.aliases.get(model, {}).values(), *self.pinned.get(model, ())}
+        return tuple(sorted(found | set(self.registered.get(model, ()))))
+
+    def version(self, model: str, ref: str | int) -> VersionRecord:
+        number = ref if isinstance(ref, int) else self.aliases[model][ref]
+        assert number in self.numbers(model), (model, ref)
+        return record(model, number)
 
     def set_alias(self, model: str, alias: str, number: int) -> None:
         self.aliases.setdefault(model, {})[alias] = number
@@ -69,6 +85,7 @@ class FakeSource:
             models={m: {a: record(m, n) for a, n in al.items()} for m, al in self.aliases.items()},
             policies=dict(self.policies),
             pinned={m: {n: record(m, n) for n in ns} for m, ns in self.pinned.items()},
+            numbers={m: self.numbers(m) for m in self.aliases},
         )
 
     def fetch(self, _record: VersionRecord) -> Path:

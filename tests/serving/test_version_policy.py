@@ -112,3 +112,43 @@ def test_a_generation_is_applied_once_every_target_serves_or_failed(
     what: str, targets, routes, states, expected: bool
 ) -> None:
     assert settled(targets, routes, states) is expected, what
+
+
+LAZY = frozenset({"m"})
+ON_DEMAND_CASES = [
+    # (what happens, targets, routes, states, demanded, resident, expected plan)
+    ("a lazy model loads nothing at start", {P: V1}, {}, {}, set(), set(), Plan((), {}, ())),
+    ("a demanded target loads", {P: V1}, {}, {}, {V1}, set(), Plan((V1,), {}, ())),
+    ("a loaded lazy target is routed", {P: V1}, {}, {V1: R}, set(), {V1}, Plan((), {P: V1}, ())),
+    ("an unaliased version loads when demanded", {P: V1}, {}, {}, {V3}, set(),
+     Plan((V3,), {}, ())),
+    ("a resident version is kept though nothing targets it", {P: V1}, {P: V1}, {V1: R, V3: R},
+     set(), {V1, V3}, Plan((), {P: V1}, ())),
+    ("an alias move keeps the old version resident", {P: V2}, {P: V1}, {V1: R}, {V2}, {V1},
+     Plan((V2,), {P: V1}, ())),
+    ("an evicted target is loaded again only on demand", {P: V1}, {}, {V1: U}, set(), set(),
+     Plan((), {}, ())),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("what", "targets", "routes", "states", "demanded", "resident", "expected"),
+    ON_DEMAND_CASES,
+    ids=[c[0] for c in ON_DEMAND_CASES],
+)
+def test_plan_on_demand(
+    what: str, targets, routes, states, demanded, resident, expected: Plan
+) -> None:
+    result = plan(
+        targets, routes, states, lazy=LAZY, demanded=frozenset(demanded),
+        resident=frozenset(resident),
+    )  # fmt: skip
+    assert result.load == expected.load
+    assert dict(result.routes) == dict(expected.routes)
+    assert result.unload == expected.unload
+
+
+def test_a_lazy_alias_nobody_asked_for_is_settled() -> None:
+    assert settled({P: V1}, {}, {}, LAZY)
+    assert not settled({P: V1}, {}, {V1: L}, LAZY)
+    assert not settled({P: V1}, {}, {}, frozenset())
