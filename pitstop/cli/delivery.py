@@ -13,6 +13,7 @@ import json
 import re
 from collections.abc import Sequence
 from contextlib import AbstractContextManager
+from dataclasses import replace
 from typing import Any, Protocol
 
 import click
@@ -80,7 +81,7 @@ def _print_rollout(rollout: Rollout | None) -> None:
 
 def register(group: click.Group) -> None:
     """Add the delivery commands to ``group``."""
-    for command in (deploy, rollout, rollback, ab, shadow, fallback, traffic):
+    for command in (deploy, rollout, rollback, ab, shadow, fallback, traffic, load_policy):
         group.add_command(command)
 
 
@@ -196,6 +197,8 @@ def _describe(policy: TrafficPolicy) -> str:
         parts.append(f"shadow {item.target} at {item.rate:g}")
     if policy.fallback:
         parts.append(f"fallback {policy.fallback}")
+    if policy.load:
+        parts.append(f"loads {policy.load}")
     return "; ".join(parts)
 
 
@@ -222,8 +225,8 @@ def ab_set(ctx: CliContext, model: str, arms: Sequence[str], sticky: str | None,
             raise click.BadParameter(f"{arm!r} is not TARGET=WEIGHT") from None
         if not sep:
             raise click.BadParameter(f"{arm!r} is not TARGET=WEIGHT")
-    _update_policy(ctx, model, reason, lambda p: TrafficPolicy(
-        tuple(parsed), p.shadows, sticky, p.fallback))  # fmt: skip
+    _update_policy(ctx, model, reason, lambda p: replace(  # weights set by hand: no bandit
+        p, arms=tuple(parsed), sticky_header=sticky, bandit=None))  # fmt: skip
 
 
 @ab.command("clear")
@@ -232,8 +235,8 @@ def ab_set(ctx: CliContext, model: str, arms: Sequence[str], sticky: str | None,
 @click.pass_obj
 def ab_clear(ctx: CliContext, model: str, reason: str | None) -> None:
     """Send all of MODEL's traffic to production again."""
-    _update_policy(ctx, model, reason, lambda p: TrafficPolicy(
-        (Arm(DEFAULT_TARGET, 100.0),), p.shadows, None, p.fallback))  # fmt: skip
+    _update_policy(ctx, model, reason, lambda p: replace(
+        p, arms=(Arm(DEFAULT_TARGET, 100.0),), sticky_header=None, bandit=None))  # fmt: skip
 
 
 @click.group()
@@ -249,9 +252,12 @@ def shadow() -> None:
 @click.pass_obj
 def shadow_set(ctx: CliContext, model: str, target: str, rate: float, reason: str | None) -> None:
     """Copy RATE of MODEL's requests to TARGET (an alias or a version number)."""
-    _update_policy(ctx, model, reason, lambda p: TrafficPolicy(
-        p.arms, (*[s for s in p.shadows if s.target != target], Shadow(target, rate)),
-        p.sticky_header, p.fallback))  # fmt: skip
+
+    def change(p: TrafficPolicy) -> TrafficPolicy:
+        kept = tuple(s for s in p.shadows if s.target != target)
+        return replace(p, shadows=(*kept, Shadow(target, rate)))
+
+    _update_policy(ctx, model, reason, change)
 
 
 @shadow.command("clear")
@@ -261,9 +267,12 @@ def shadow_set(ctx: CliContext, model: str, target: str, rate: float, reason: st
 @click.pass_obj
 def shadow_clear(ctx: CliContext, model: str, target: str | None, reason: str | None) -> None:
     """Stop shadowing TARGET (or every shadow)."""
-    _update_policy(ctx, model, reason, lambda p: TrafficPolicy(
-        p.arms, tuple(s for s in p.shadows if target is not None and s.target != target),
-        p.sticky_header, p.fallback))  # fmt: skip
+
+    def change(p: TrafficPolicy) -> TrafficPolicy:
+        kept = tuple(s for s in p.shadows if target is not None and s.target != target)
+        return replace(p, shadows=kept)
+
+    _update_policy(ctx, model, reason, change)
 
 
 @click.command()
@@ -277,8 +286,21 @@ def fallback(ctx: CliContext, model: str, target: str | None, clear: bool,
     """Answer from TARGET when the chosen version errors, is overloaded or misses its deadline."""
     if (target is None) != clear:
         raise click.UsageError("give a TARGET or --clear")
-    _update_policy(ctx, model, reason, lambda p: TrafficPolicy(
-        p.arms, p.shadows, p.sticky_header, None if clear else target))  # fmt: skip
+    _update_policy(ctx, model, reason, lambda p: replace(
+        p, fallback=None if clear else target))  # fmt: skip
+
+
+@click.command("load-policy")
+@click.argument("model")
+@click.argument("policy", type=click.Choice(["always", "on-demand", "default"]))
+@click.option("--reason", help="Why, for the audit history.")
+@click.pass_obj
+def load_policy(ctx: CliContext, model: str, policy: str, reason: str | None) -> None:
+    """When MODEL's versions load: always (at start, kept), on-demand (at the first request
+    that needs one, evicted least recently used when memory is needed), or default (the
+    server's PITSTOP_LOAD_POLICY)."""
+    _update_policy(ctx, model, reason, lambda p: replace(
+        p, load=None if policy == "default" else policy))  # fmt: skip
 
 
 @click.command()

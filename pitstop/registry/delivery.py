@@ -64,6 +64,7 @@ def canary_policy(baseline: TrafficPolicy, version: int, weight: float) -> Traff
         shadows=baseline.shadows,
         sticky_header=baseline.sticky_header,
         fallback=baseline.fallback,
+        load=baseline.load,
     )
 
 
@@ -77,7 +78,9 @@ def without_canary(policy: TrafficPolicy, version: int) -> TrafficPolicy:
         arms = [Arm(a.target, a.weight + weight) if a.target == DEFAULT_TARGET else a for a in arms]
     else:
         arms.append(Arm(DEFAULT_TARGET, weight))
-    return TrafficPolicy(tuple(arms), policy.shadows, policy.sticky_header, policy.fallback)
+    return TrafficPolicy(
+        tuple(arms), policy.shadows, policy.sticky_header, policy.fallback, load=policy.load
+    )
 
 
 class Delivery:

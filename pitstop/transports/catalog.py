@@ -181,6 +181,10 @@ class CatalogApi:
                             "inflight": v.inflight,
                             "queued": v.queued,
                             "load_seconds": v.load_seconds,
+                            "memory_bytes": v.memory_bytes,
+                            "on_demand": v.on_demand,
+                            "worker_restarts": v.worker_restarts,
+                            "worker_failure": v.worker_failure,
                         }
                         for v in loaded
                         if v.model == name

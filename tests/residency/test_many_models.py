@@ -85,6 +85,7 @@ def test_sixty_models_cycle_within_the_budget_and_hot_ones_stay(crowded: ServerP
     assert metric(text, "pitstop_memory_budget_bytes")[""] == BUDGET_MIB * (1 << 20)
     loaded = metric(text, "pitstop_version_memory_bytes")  # one sample per READY version
     assert 5 <= len(loaded) <= 14, loaded  # "about 10" of the measured size
+    print(f"RSS: started {started_mib:.0f} MiB, peak {peak:.0f} MiB; {len(loaded)} resident")
     assert peak <= started_mib + BUDGET_MIB + MARGIN_MIB, (started_mib, peak)
 
 

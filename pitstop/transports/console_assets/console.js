@@ -257,6 +257,9 @@
     const failures = model.failures.map((f) =>
       `<div class="error">FAILED ${vlabel(f.version)} on ${esc(f.replica)}: ${esc(f.error || "")}</div>`).join("");
     const ready = model.loaded.filter((v) => v.state === "READY").length;
+    const restarts = model.loaded.filter((v) => v.worker_restarts).map((v) =>
+      `<div class="fail">${vlabel(v.version)} worker restarted ${v.worker_restarts}×: ${esc(v.worker_failure || "")}</div>`).join("");
+    const memory = model.loaded.reduce((t, v) => t + (v.memory_bytes || 0), 0);
     const live = model.live;
     const drift = model.drift;
     return `<tr data-model="${esc(model.name)}">
@@ -266,7 +269,7 @@
       <td>${splitBar(sharesOf(model.policy, aliases))}</td>
       <td>${rollout ? `${state(rollout.state)} ${vlabel(rollout.version)} at ${+rollout.weight}%
         <div class="muted">step ${rollout.step + 1} of ${rollout.steps.length}</div>` : `<span class="muted">–</span>`}</td>
-      <td>${failures || (ready ? `<span class="state ok">${ready} ready</span>` : `<span class="muted">none loaded here</span>`)}</td>
+      <td>${failures || (ready ? `<span class="state ok">${ready} ready</span>` : `<span class="muted">none loaded here</span>`)}${restarts}${memory ? `<div class="muted">${(memory / 1048576).toFixed(0)} MiB</div>` : ""}</td>
       <td class="num">${live ? num(live.rate, 2) : "–"}</td>
       <td class="num">${live ? pct(live.error_rate, 2) : "–"}</td>
       <td class="num hide-narrow">${live && live.requests ? `${num(live.p50_ms)} / ${num(live.p95_ms)} / ${num(live.p99_ms)}` : "–"}</td>
