@@ -266,7 +266,10 @@ class IsolatedRuntime:
         return worker
 
     def _environment(self) -> dict[str, str]:
-        env = dict(os.environ)
+        """The server's environment without the server's own credentials (its settings,
+        admin token, registry URL, S3 and MLflow credentials): user code in a worker has no
+        business with them."""
+        env = {k: v for k, v in os.environ.items() if not k.startswith(SERVER_ONLY_PREFIXES)}
         env[PARENT_ENV] = str(os.getpid())
         for name in _THREAD_VARIABLES:
             env.setdefault(name, str(self._context.threads))
@@ -395,6 +398,10 @@ class _Worker:
 
 _spawner: ThreadPoolExecutor | None = None
 _spawner_lock = threading.Lock()
+
+
+SERVER_ONLY_PREFIXES = ("PITSTOP_", "AWS_", "MLFLOW_TRACKING_")
+"""Environment variables a worker does not inherit."""
 
 
 def _spawn(argv: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:

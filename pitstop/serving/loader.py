@@ -122,9 +122,9 @@ def memory_of(runtime: Runtime, rss_before: int, files_bytes: int = 0) -> int:
     """What a just-loaded ``runtime`` holds: its worker process's RSS when it has one
     (``memory_bytes()``), else how much this process grew while loading it, but never less
     than :data:`FILES_OVERHEAD` times the version's files (a load that reuses memory freed
-    by an evicted version grows the process by less than it holds). Loads are measured one at a time when a memory
-    budget is set, so growth is theirs; the first load of a framework also counts the
-    framework's import, which errs on the safe side."""
+    by an evicted version grows the process by less than it holds). Loads are measured one
+    at a time when a memory budget is set, so growth is theirs; the first load of a framework
+    also counts the framework's import, which errs on the safe side."""
     measure = getattr(runtime, "memory_bytes", None)
     if callable(measure):
         found = measure()

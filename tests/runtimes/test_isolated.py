@@ -267,3 +267,28 @@ def test_load_errors_keep_their_kind_and_leave_no_worker(tmp_path: Path, isolate
 )
 def test_restart_back_off(previous: float | None, uptime: float, expected: float) -> None:
     assert restart_delay(previous, uptime, 0.5, 30.0) == expected
+
+
+ENVIRONMENT_HANDLER = """\
+import os
+
+import numpy as np
+
+class Model:
+    def predict(self, inputs):
+        names = ("PITSTOP_ADMIN_TOKEN", "AWS_SECRET_ACCESS_KEY", "HOME")
+        seen = [os.environ.get(name, "") for name in names]
+        return {"y": np.array([[len(value) for value in seen] + [0]], dtype=np.float32)}
+"""
+
+
+def test_a_worker_does_not_inherit_the_servers_credentials(
+    isolated: Factory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PITSTOP_ADMIN_TOKEN", "s" * 40)
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "k" * 40)
+    monkeypatch.setenv("HOME", "/home/somebody")
+    runtime = isolated(source=ENVIRONMENT_HANDLER)
+    token, secret, home = runtime.predict(ONE)["y"][0, :3].tolist()
+    assert (token, secret) == (0, 0)
+    assert home == len("/home/somebody")  # the rest of the environment is the server's
