@@ -19,10 +19,7 @@ no other access. Registry reads run in worker threads.
 from __future__ import annotations
 
 import asyncio
-import dataclasses
-import math
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any, Final
 
 from starlette.requests import Request
@@ -31,12 +28,14 @@ from starlette.routing import Route
 
 from pitstop import __version__, errors
 from pitstop.engine import Engine
+from pitstop.protocol.plain import plain
 from pitstop.registry import AuditEvent, Registry, replay
 from pitstop.registry.status import status_rows
 from pitstop.security.authorization import Action, Principal
 from pitstop.security.gate import Gate
 from pitstop.transports.body import read_json_object
 from pitstop.transports.kit import Endpoint, guarded, principal_of
+from pitstop.transports.query import integer, moment, number
 
 PREFIX: Final = "/v2/pitstop/models/{model}"
 MAX_BODY: Final = 64 * 1024
@@ -44,23 +43,6 @@ MAX_HISTORY: Final = 5000
 """Events one history call returns at most (and the overview reads for alias history)."""
 LIVE_WINDOW_S: Final = 60.0
 """The overview's rate, errors and quantiles cover about the last minute."""
-
-
-def plain(value: Any) -> Any:
-    """Records as JSON values: dataclasses as objects, times as ISO 8601, paths as text."""
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return {f.name: plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
-    if isinstance(value, dict):
-        return {str(k): plain(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [plain(v) for v in value]
-    if isinstance(value, datetime):
-        return value.isoformat()
-    if isinstance(value, Path):
-        return str(value)
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
 
 
 def scope_names(principal: Principal) -> list[str]:
@@ -222,8 +204,8 @@ class CatalogApi:
             aliases = registry.aliases(model)
             signatures = registry.signatures.of(model)
             pointing: dict[int, list[str]] = {}
-            for alias, number in aliases.items():
-                pointing.setdefault(number, []).append(alias)
+            for alias, target in aliases.items():
+                pointing.setdefault(target, []).append(alias)
             return {
                 "model": model,
                 "aliases": aliases,
@@ -255,8 +237,8 @@ class CatalogApi:
 
     async def history(self, request: Request) -> Response:
         model = request.path_params["model"]
-        limit = _int_param(request, "limit", 200, 1, MAX_HISTORY)
-        since = _time_param(request, "since")
+        limit = integer(request.query_params, "limit", 200, 1, MAX_HISTORY)
+        since = moment(request.query_params.get("since"))
 
         def read() -> dict[str, Any]:
             self._registry.versions(model)  # ModelNotFound for an unknown model
@@ -294,7 +276,7 @@ class CatalogApi:
 
     async def live(self, request: Request) -> Response:
         live = self._engine.observability.live
-        since = _float_param(request, "since", 0.0)
+        since = number(request.query_params, "since", 0.0)
         model = request.query_params.get("model")
         models = [model] if model else sorted(live.models())
         points = live.points(models, since)
@@ -330,40 +312,3 @@ def _last_before(entries: Any, since: datetime | None) -> Any:
         if entry.at < since:
             found = entry
     return found
-
-
-def _int_param(request: Request, name: str, default: int, low: int, high: int) -> int:
-    raw = request.query_params.get(name)
-    if raw is None:
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise errors.InvalidInput(f"{name} must be an integer, got {raw!r}") from None
-    if not low <= value <= high:
-        raise errors.InvalidInput(f"{name} must be between {low} and {high}, got {value}")
-    return value
-
-
-def _float_param(request: Request, name: str, default: float) -> float:
-    raw = request.query_params.get(name)
-    if raw is None:
-        return default
-    try:
-        value = float(raw)
-    except ValueError:
-        raise errors.InvalidInput(f"{name} must be a number, got {raw!r}") from None
-    if not math.isfinite(value):
-        raise errors.InvalidInput(f"{name} must be a finite number, got {raw!r}")
-    return value
-
-
-def _time_param(request: Request, name: str) -> datetime | None:
-    raw = request.query_params.get(name)
-    if raw is None:
-        return None
-    try:
-        parsed = datetime.fromisoformat(raw)
-    except ValueError:
-        raise errors.InvalidInput(f"{name} must be an ISO 8601 time, got {raw!r}") from None
-    return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=UTC)

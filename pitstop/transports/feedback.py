@@ -15,9 +15,6 @@ GET  /v2/models/{m}/ab         read: each arm of the model's traffic policy agai
 from __future__ import annotations
 
 import asyncio
-import math
-from datetime import UTC, datetime
-from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -33,6 +30,7 @@ from pitstop.serving.feedback import parse_items
 from pitstop.serving.outcome_report import ab_report, outcomes
 from pitstop.transports.body import read_json
 from pitstop.transports.kit import Endpoint, guarded
+from pitstop.transports.query import moment, number
 
 MAX_FEEDBACK_BYTES = 8 * 1024 * 1024
 """Largest feedback body (10,000 items of about 800 bytes)."""
@@ -81,8 +79,8 @@ class FeedbackApi:
         model = request.path_params["model"]
         self._engine.dataplane.require_model(model)
         query = request.query_params
-        since = since_of(query.get("since"))
-        confidence = _number(query, "confidence", 0.95)
+        since = moment(query.get("since"))
+        confidence = number(query, "confidence", 0.95)
         if not 0 < confidence < 1:
             raise errors.InvalidInput(f"confidence must be between 0 and 1, got {confidence:g}")
         rows = await asyncio.to_thread(self._engine.registry.outcomes.sums, model, since=since)
@@ -95,9 +93,9 @@ class FeedbackApi:
         model = request.path_params["model"]
         self._engine.dataplane.require_model(model)
         query = request.query_params
-        since = since_of(query.get("since"))
+        since = moment(query.get("since"))
         design = Design.from_json({
-            key: _number(query, key, 0.0) for key in ("alpha", "power", "mde", "min_samples")
+            key: number(query, key, 0.0) for key in ("alpha", "power", "mde", "min_samples")
             if query.get(key) is not None
         })  # fmt: skip
         metrics = [Metric.parse(m) for m in query.get("metric", "").split(",") if m.strip()]
@@ -120,31 +118,3 @@ class FeedbackApi:
                     "and confidence intervals, safe to check repeatedly",
             "reports": ab_report(rows, arms, design, metrics),
         })  # fmt: skip
-
-
-def since_of(raw: str | None) -> datetime | None:
-    """``since``: an ISO 8601 time or Unix seconds; InvalidInput naming it otherwise."""
-    if raw is None or raw == "":
-        return None
-    try:
-        return datetime.fromtimestamp(float(raw), UTC)
-    except (ValueError, OverflowError, OSError):
-        pass
-    try:
-        parsed = datetime.fromisoformat(raw.replace("Z", "+00:00"))
-    except ValueError:
-        raise errors.InvalidInput(f"since: an ISO 8601 time or Unix seconds, got {raw!r}") from None
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
-
-
-def _number(query: Any, name: str, default: float) -> float:
-    raw = query.get(name)
-    if raw is None:
-        return default
-    try:
-        value = float(raw)
-    except ValueError:
-        raise errors.InvalidInput(f"{name} must be a number, got {raw!r}") from None
-    if not math.isfinite(value):
-        raise errors.InvalidInput(f"{name} must be a finite number, got {raw!r}")
-    return value
