@@ -211,6 +211,7 @@ class Engine:
                 except Exception:
                     log.exception("heartbeat failed")
                 written, due = applied, time.monotonic() + settings.heartbeat_s
+            await manager.note_workers()
             await asyncio.sleep(min(APPLIED_CHECK_S, settings.heartbeat_s))
 
     async def _record_trust(self, registry: Registry, policy: SignaturePolicy) -> None:

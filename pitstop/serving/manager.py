@@ -550,6 +550,29 @@ class ModelManager:
             if not self._closed:
                 await self._reconcile()
 
+    async def note_workers(self) -> None:
+        """Report isolated workers' restarts as a READY version's remark (``pitstop status``
+        shows it): once per new restart, without moving the version's ``since``."""
+        for loaded in list(self._versions.values()):
+            restarts = getattr(loaded.runtime, "restarts", 0)
+            if loaded.state is not VersionState.READY or not restarts:
+                continue
+            remark = (
+                f"worker restarted {restarts}x; last: "
+                f"{getattr(loaded.runtime, 'last_failure', None) or 'unknown'}"
+            )
+            if loaded.error == remark:
+                continue
+            loaded.error = remark
+            record = loaded.record
+            try:
+                await asyncio.to_thread(
+                    self._source.record_serving_state, self._options.replica, record.model,
+                    record.number, record.digest, VersionState.READY.value, remark,
+                )  # fmt: skip
+            except Exception as exc:  # reported again at the next restart or outage end
+                log.warning("could not record %s's worker restart: %s", loaded.key, exc)
+
     async def _trim_local_copies(self) -> None:
         """Keep a remote store's host cache within its bound, sparing what this process holds."""
         held = {v.record.digest for v in self._versions.values()}

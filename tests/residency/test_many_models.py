@@ -3,6 +3,7 @@ budget that holds about 10, LRU eviction, and process isolation of misbehaving h
 
 from __future__ import annotations
 
+import json
 import re
 import threading
 from collections import Counter
@@ -12,6 +13,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.cli import run_cli
 from tests.residency.models import MARK, make_handler, make_weighted_onnx
 from tests.server import ServerProcess, open_registry, wait_for
 
@@ -171,3 +173,10 @@ def test_a_misbehaving_handler_fails_only_its_own_requests(
     restarts = metric(text, "pitstop_worker_restarts_total")
     assert restarts[f'{{model="{kind}",version="1"}}'] >= 1
     assert restarts['{model="calm",version="1"}'] == 0
+
+    def status_says_so() -> bool:
+        shown = run_cli({"PITSTOP_HOME": str(unruly.home)}, "status", kind, "--json")
+        rows = json.loads(shown.stdout)
+        return rows[0]["state"] == "READY" and "worker restarted" in (rows[0]["error"] or "")
+
+    assert wait_for(status_says_so, 10, interval=0.2)  # pitstop status shows the restart
