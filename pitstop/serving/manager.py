@@ -258,7 +258,9 @@ class ModelManager:
                 records[key] = record
         self._policies = dict(snapshot.policies)
         self._numbers = {m: frozenset(ns) for m, ns in snapshot.numbers.items()}
-        self._extra = {k: r for k, r in self._extra.items() if k in self._versions}
+        self._extra = {
+            k: r for k, r in self._extra.items() if k in self._versions or k in self._demanded
+        }
         self._refused.clear()
         # A registry change is the operator's cue to try failed versions again.
         for key, loaded in list(self._versions.items()):
@@ -392,6 +394,8 @@ class ModelManager:
             return key
         if loaded.state is VersionState.LOADING and key in self._demanded:
             return key
+        if loaded.state is VersionState.DRAINING and loaded.on_demand:
+            return key  # being evicted: loads again once it is gone
         return None
 
     def _arrived(self, model: str, ref: VersionRef, waiting: LoadedVersion) -> bool:
@@ -413,7 +417,20 @@ class ModelManager:
         key = self._demandable(model, ref)
         if key is None:
             return
+        limit = self._options.load_timeout_s * self._options.load_attempts + 5
         loaded = self._versions.get(key)
+        if loaded is not None and loaded.state is VersionState.DRAINING:
+            evicted = loaded
+            try:
+                await self._wait_until(
+                    lambda: self._versions.get(key) is not evicted,
+                    limit if expires is None else max(0.0, expires - time.monotonic()),
+                )
+            except TimeoutError:
+                raise DeadlineExceeded(
+                    f"model {model!r} version {key.version} was being evicted"
+                ) from None
+            loaded = self._versions.get(key)
         if loaded is not None and loaded.waiters >= self._options.cold_start_queue:
             raise Overloaded(
                 f"model {model!r} version {key.version} is loading and "
@@ -431,7 +448,6 @@ class ModelManager:
         if waiting is None:
             raise Unavailable(self._refused.get(key, f"model {model!r} version {key.version} "
                                                      "could not be loaded"))  # fmt: skip
-        limit = self._options.load_timeout_s * self._options.load_attempts + 5
         timeout = limit if expires is None else max(0.0, expires - time.monotonic())
         waiting.waiters += 1
         try:
