@@ -195,6 +195,9 @@ def _load_serially(runtime: Runtime, name: str) -> None:
     initialized module" here when two versions loaded at start-up). A load that hangs must not
     block the others forever, so after a minute's wait a load proceeds without the lock.
     """
+    if isinstance(runtime, IsolatedRuntime):
+        runtime.load()  # imports happen in the worker's own process: nothing to race
+        return
     lock = _LOAD_LOCKS[name]
     held = lock.acquire(timeout=_LOAD_LOCK_WAIT_S)
     try:

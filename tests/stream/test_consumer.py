@@ -180,7 +180,7 @@ async def test_an_alias_flip_applies_to_the_next_batch(engine: Engine, tmp_path:
             f"sqlite:///{tmp_path / 'registry.db'}", tmp_path / "artifacts"
         ) as registry:
             registry.set_alias("score", "production", 2, actor="t")
-        await until(lambda: engine.dataplane.model_metadata("score", None).versions == ["2"])
+        await until(lambda: engine.manager.resolve("score", None).key.version == 2)
         broker.add(*(delivery(f"b{i}", v2([1, 1, 1, 1])) for i in range(5)))
         await running.settled(10)
     assert {broker.answer_of(f"a{i}")["model_version"] for i in range(5)} == {"1"}

@@ -63,7 +63,9 @@ def test_health(stub: Stub) -> None:
     assert stub.ServerLive(pb.ServerLiveRequest()).live
     assert stub.ServerReady(pb.ServerReadyRequest()).ready
     assert stub.ModelReady(pb.ModelReadyRequest(name="iris")).ready
-    assert stub.ModelReady(pb.ModelReadyRequest(name="py", version="staging")).ready
+    # Readiness covers production aliases; staging's python worker may still be starting.
+    staging = pb.ModelReadyRequest(name="py", version="staging")
+    assert wait_for(lambda: stub.ModelReady(staging).ready, 20)
     assert not stub.ModelReady(pb.ModelReadyRequest(name="nope")).ready
 
 
