@@ -4,8 +4,11 @@ per command, for tests that run many commands."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 
 from click.testing import CliRunner
 
@@ -29,3 +32,14 @@ def run_cli(env: Mapping[str, str], *args: str) -> Completed:
     if isinstance(error, PitstopError | OSError):
         return Completed(1, result.stdout, f"{result.stderr}error: {error}\n")
     raise error
+
+
+def run_process(home: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """``pitstop ARGS`` in its own process against ``home``, as an operator would run it: for
+    tests whose server must notice the change (a new token is usable once the server's cache
+    follows the registry, which a process start always outlasts)."""
+    return subprocess.run(
+        [sys.executable, "-m", "pitstop", *args],
+        env={"PITSTOP_HOME": str(home), "PATH": "/usr/bin:/bin"},
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip

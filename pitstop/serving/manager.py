@@ -117,6 +117,8 @@ class ModelManager:
         """Whether the registry answered the last read, and since when."""
         self.load_failures: Counter[str] = Counter()
         """Model → versions that ended FAILED since start (after retries), for metrics."""
+        self._lazy_models: frozenset[str] = frozenset()
+        """Models whose load policy is on-demand, as of the last snapshot."""
         self._numbers: dict[str, frozenset[int]] = {}
         """Model → every registered version number: what may load on demand."""
         self._extra: dict[VersionKey, VersionRecord] = {}
@@ -257,6 +259,12 @@ class ModelManager:
                 targets[AliasKey(model, str(number))] = key
                 records[key] = record
         self._policies = dict(snapshot.policies)
+        default = self._options.load_policy
+        self._lazy_models = frozenset(
+            model
+            for model in snapshot.models
+            if (((policy := self._policies.get(model)) and policy.load) or default) == "on-demand"
+        )
         self._numbers = {m: frozenset(ns) for m, ns in snapshot.numbers.items()}
         self._extra = {
             k: r for k, r in self._extra.items() if k in self._versions or k in self._demanded
@@ -330,6 +338,8 @@ class ModelManager:
         self, record: VersionRecord, on_demand: bool, eager: set[VersionKey]
     ) -> Admission:
         options = self._options
+        if options.memory_budget is None and not on_demand:
+            return Admission(True, (), "fits")  # an always version with no budget to keep
         residents = [
             Resident(
                 key,
@@ -358,14 +368,8 @@ class ModelManager:
         return self._spawn(self._unload(loaded))
 
     def _lazy(self) -> frozenset[str]:
-        """Models whose aliases load on demand."""
-        default = self._options.load_policy
-        models = self._snapshot.models if self._snapshot is not None else {}
-        return frozenset(
-            model
-            for model in models
-            if (((policy := self._policies.get(model)) and policy.load) or default) == "on-demand"
-        )
+        """Models whose aliases load on demand (computed once per registry snapshot)."""
+        return self._lazy_models
 
     # -- loading on demand ----------------------------------------------------------------------
 
@@ -376,19 +380,20 @@ class ModelManager:
     def _demandable(self, model: str, ref: VersionRef) -> VersionKey | None:
         """The version a request for ``ref`` should wait for, if it loads on demand: a
         registered version number nothing holds, or a lazy model's alias target."""
-        if self._snapshot is None or model not in self._snapshot.models or model in self._held:
-            return None
         if isinstance(ref, int):
             key = VersionKey(model, ref)
             if ref not in self._numbers.get(model, ()):
                 return None
         else:
-            key_or_none = self._targets.get(AliasKey(model, ref or DEFAULT_ALIAS))
-            if key_or_none is None or model not in self._lazy():
-                return None
-            if AliasKey(model, ref or DEFAULT_ALIAS) in self._routes:
+            alias = AliasKey(model, ref or DEFAULT_ALIAS)
+            if alias in self._routes or model not in self._lazy_models:
+                return None  # the common case: served now, or loaded eagerly
+            key_or_none = self._targets.get(alias)
+            if key_or_none is None:
                 return None
             key = key_or_none
+        if model in self._held:
+            return None
         loaded = self._versions.get(key)
         if loaded is None:
             return key

@@ -8,8 +8,6 @@ from __future__ import annotations
 import getpass
 import json
 import re
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,6 +16,7 @@ import httpx
 import pytest
 from playwright.sync_api import Browser, Page, expect
 
+from tests.cli import run_process as cli
 from tests.console.conftest import PHONE, new_page
 from tests.handler_models import SCORE, SHIFTED, push
 from tests.server import ServerProcess, open_registry, wait_for
@@ -25,15 +24,6 @@ from tests.server import ServerProcess, open_registry, wait_for
 pytestmark = pytest.mark.timeout(180)
 
 BODY = {"inputs": [{"name": "x", "shape": [1, 4], "datatype": "FP32", "data": [1, 2, 3, 4]}]}
-
-
-def cli(home: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    """``pitstop ARGS`` in its own process, as an operator would run it."""
-    return subprocess.run(
-        [sys.executable, "-m", "pitstop", *args],
-        env={"PITSTOP_HOME": str(home), "PATH": "/usr/bin:/bin"},
-        capture_output=True, text=True, timeout=60, check=False,
-    )  # fmt: skip
 
 
 def served_version(server: ServerProcess, model: str) -> str:

@@ -24,6 +24,7 @@ from pitstop.settings import Settings
 from pitstop.transports.app import Host
 from pitstop.transports.proto import inference_pb2 as pb
 from tests import model_factory as mf
+from tests.cli import run_process as cli
 from tests.server import ServerProcess, free_port, open_registry, wait_for
 from tests.transports.documented import served_routes
 
@@ -40,16 +41,6 @@ MODEL_FIELD = {  # gRPC requests and the field naming their model
 }  # fmt: skip
 
 pytestmark = pytest.mark.timeout(180)
-
-
-def cli(home: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    # A subprocess, not tests/cli.run_cli: a token is usable once the server's token cache
-    # follows the registry (PITSTOP_WATCH_INTERVAL_S), which a process start always outlasts.
-    return subprocess.run(
-        [sys.executable, "-m", "pitstop", *args],
-        env={"PITSTOP_HOME": str(home), "PATH": "/usr/bin:/bin"},
-        capture_output=True, text=True, timeout=60, check=False,
-    )  # fmt: skip
 
 
 def token(server: ServerProcess, *args: str) -> str:
